@@ -14,7 +14,7 @@ floats in 0..100.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
@@ -22,7 +22,40 @@ from typing import Literal
 
 UINT32_MAX = 2**32 - 1
 
-EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
+
+class Labels(Mapping[str, str]):
+    """An immutable, hashable string mapping (endpoint and workload labels)."""
+
+    __slots__ = ("_items", "_hash")
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items: dict[str, str] = dict(items or {})
+        self._hash = hash(frozenset(self._items.items()))
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._items) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"Labels({self._items!r})"
+
+    def selects(self, selector: Mapping[str, str]) -> bool:
+        """True when every ``selector`` label is present with the same value."""
+        return all(self._items.get(k) == v for k, v in selector.items())
+
+
+EMPTY_LABELS = Labels()
 
 
 def cluster_name(port: int, subset: str, fqdn: str) -> str:
@@ -56,7 +89,7 @@ class Endpoint:
     address: str
     port: int
     weight: int = 1
-    labels: Mapping[str, str] = EMPTY_LABELS
+    labels: Labels = EMPTY_LABELS
     locality: Locality = Locality()
     priority: int = 0
 
@@ -228,7 +261,7 @@ class RouteMatch:
     query_params: tuple[tuple[str, StringMatch], ...] = ()
     # Workload-identity fields, decided when the snapshot is built for a workload.
     port: int | None = None
-    source_labels: Mapping[str, str] = EMPTY_LABELS
+    source_labels: Labels = EMPTY_LABELS
     source_namespace: str = ""
     gateways: tuple[str, ...] = ()
 
@@ -411,12 +444,12 @@ class WorkloadIdentity:
     """Who is calling: decides sourceLabels/sourceNamespace/port matches and short names."""
 
     namespace: str = "default"
-    labels: Mapping[str, str] = EMPTY_LABELS
+    labels: Labels = EMPTY_LABELS
     locality: Locality = Locality()
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class MeshSnapshot:
     """One consistent configuration, swapped atomically as a whole."""
 
