@@ -23,7 +23,8 @@ class MeshState:
         self.snapshot = snapshot
         self.registry_only = registry_only
         self.routes = RouteTable.compile(snapshot)
-        local = snapshot.workload.locality
+        workload = snapshot.workload
         self.balancers: Mapping[str, ClusterBalancer] = {
-            name: ClusterBalancer(cluster, local) for name, cluster in snapshot.clusters.items()
+            name: ClusterBalancer(cluster, workload.locality, local_labels=workload.labels)
+            for name, cluster in snapshot.clusters.items()
         }

@@ -36,7 +36,8 @@ class PickContext:
 
     __slots__ = ("attempt", "avoid", "hash_key", "now", "rng", "stats")
 
-    def __init__(
+    # Positional on purpose: built once per attempt on the hot path, as PickContext(rng, now, stats, ...).
+    def __init__(  # noqa: PLR0917
         self,
         rng: random.Random,
         now: float,

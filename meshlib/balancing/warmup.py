@@ -32,5 +32,5 @@ def warmup_factor(age_s: float, warmup: Warmup) -> float:
         return 1.0
     time_factor = max(age_s, 1.0) / window
     aggression = warmup.aggression if warmup.aggression > 0 else 1.0
-    ramp = time_factor ** (1.0 / aggression)
+    ramp: float = time_factor ** (1.0 / aggression)
     return min(1.0, max(warmup.min_weight_percent / 100.0, ramp))

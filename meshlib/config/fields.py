@@ -9,6 +9,7 @@ collected in one pass rather than stopping at the first.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +26,11 @@ _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 def label_problem(key: str, value: str) -> str | None:
     """Why ``key: value`` is not a valid Kubernetes label, or None."""
     prefix, _, name = key.rpartition("/")
-    if not name or not _LABEL_NAME.match(name) or (prefix and not _LABEL_PREFIX.match(prefix)) or (
-        "/" in key and not prefix
+    if (
+        not name
+        or not _LABEL_NAME.match(name)
+        or (prefix and not _LABEL_PREFIX.match(prefix))
+        or ("/" in key and not prefix)
     ):
         return f'invalid label key "{key}"'
     if not _LABEL_NAME.match(value):
@@ -155,7 +159,7 @@ class Fields:
         if node.kind != "scalar" or isinstance(value, bool) or not isinstance(value, int | float):
             self._wrong(key, node, "number")
             return None
-        if value != value or (low is not None and value < low) or (high is not None and value > high):
+        if math.isnan(value) or (low is not None and value < low) or (high is not None and value > high):
             self.sink.error(node.line, self.at(key), range_message(low, high))
             return None
         return float(value)
@@ -265,7 +269,9 @@ class Fields:
         for name, value in values.items():
             problem = label_problem(name, value)
             if problem:
-                self.sink.error(self.node.mapping[key].mapping[name].line, f'{self.at(key)}["{name}"]', problem)
+                self.sink.error(
+                    self.node.mapping[key].mapping[name].line, f'{self.at(key)}["{name}"]', problem
+                )
             else:
                 out[name] = value
         return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshlib.config.model import (
+    EMPTY_LABELS,
     ConnectionPool,
     CorsPolicy,
     DirectResponse,
@@ -29,6 +30,7 @@ from meshlib.config.model import (
     ServicePort,
 )
 
+NO_LOCALITY = Locality()
 Resolution = str  # "STATIC" | "DNS" | "DNS_ROUND_ROBIN" | "NONE"
 
 
@@ -42,6 +44,11 @@ class Meta:
     namespace: str
     name: str
     annotations: tuple[tuple[str, str], ...] = ()
+    annotation_lines: tuple[tuple[str, int], ...] = ()
+
+    def annotation_line(self, key: str) -> int:
+        """Line of annotation ``key`` (the document's first line when unknown)."""
+        return dict(self.annotation_lines).get(key, self.line)
 
     @property
     def ref(self) -> str:
@@ -58,8 +65,8 @@ class WorkloadEndpoint:
 
     address: str
     ports: tuple[tuple[str, int], ...] = ()
-    labels: Labels = Labels()
-    locality: Locality = Locality()
+    labels: Labels = EMPTY_LABELS
+    locality: Locality = NO_LOCALITY
     weight: int = 1
 
 
@@ -131,8 +138,9 @@ class DestinationRef:
     host: str
     subset: str
     port: int | None
-    line: int
-    path: str
+    line: int  # line of ``host``
+    path: str  # e.g. spec.http[0].route[1].destination
+    subset_line: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,20 @@ from meshlib.config.istio_types import Meta, ServiceEntrySpec, WorkloadEndpoint
 from meshlib.config.model import Labels, Locality, ServicePort
 
 SPEC_FIELDS = frozenset(
-    {"hosts", "addresses", "ports", "location", "resolution", "endpoints", "workloadSelector",
-     "exportTo", "subjectAltNames"}
+    {
+        "hosts",
+        "addresses",
+        "ports",
+        "location",
+        "resolution",
+        "endpoints",
+        "workloadSelector",
+        "exportTo",
+        "subjectAltNames",
+    }
 )
 PORT_FIELDS = frozenset({"number", "protocol", "name", "targetPort"})
-ENDPOINT_FIELDS = frozenset(
-    {"address", "ports", "labels", "network", "locality", "weight", "serviceAccount"}
-)
+ENDPOINT_FIELDS = frozenset({"address", "ports", "labels", "network", "locality", "weight", "serviceAccount"})
 RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
 LOCATIONS = ("MESH_EXTERNAL", "MESH_INTERNAL")
 # Istio's protocol names; matched case-insensitively as Istio does.
@@ -74,8 +81,11 @@ def parse_service_entry(sink: Sink, meta: Meta, spec: Fields) -> ServiceEntrySpe
     if resolution in ("DNS", "DNS_ROUND_ROBIN") and not spec.has("endpoints"):
         for host, line in hosts:
             if host.startswith("*"):
-                sink.error(line, spec.at("hosts"),
-                           f'wildcard host "{host}" needs endpoints with resolution {resolution}')
+                sink.error(
+                    line,
+                    spec.at("hosts"),
+                    f'wildcard host "{host}" needs endpoints with resolution {resolution}',
+                )
     return ServiceEntrySpec(meta, tuple(hosts), tuple(ports), resolution, location, tuple(endpoints))
 
 
@@ -93,9 +103,10 @@ def _ports(sink: Sink, spec: Fields) -> list[ServicePort]:
         target = port.integer("targetPort", 1, 65535)
         if protocol is not None and protocol.upper() not in PROTOCOLS:
             port.error("protocol", f'unknown protocol "{protocol}"')
+        if number is not None and number in numbers:
+            port.error("number", f"duplicate port {number}")
+            continue
         if number is not None:
-            if number in numbers:
-                port.error("number", f"duplicate port {number}")
             numbers.add(number)
         # Istio also rejects two unnamed ports; meshlib only checks names that are set.
         if name:
@@ -135,7 +146,9 @@ def _endpoint(endpoint: Fields, resolution: str, port_names: set[str]) -> Worklo
             endpoint.error("ports", f"unix endpoint {address} must not include ports")
     elif resolution == "STATIC":
         if not is_ip(address):
-            endpoint.error("address", f'endpoint address "{address}" is not an IP address (resolution STATIC)')
+            endpoint.error(
+                "address", f'endpoint address "{address}" is not an IP address (resolution STATIC)'
+            )
             return None
     elif host_problem(address, allow_star=False) is not None or address.startswith("*"):
         endpoint.error("address", f'invalid endpoint address "{address}"')

@@ -13,15 +13,14 @@ text, so escapes and character classes cannot fool the check.
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
-try:  # Python 3.11+: the parser lives in re._parser; sre_parse is a deprecated alias.
-    from re import _constants as _c  # type: ignore[attr-defined]
-    from re import _parser as _p  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - older interpreters
-    import sre_constants as _c  # type: ignore[no-redef]
-    import sre_parse as _p  # type: ignore[no-redef]
+# Python 3.11+ keeps the parser in re._parser (sre_parse is a deprecated alias).
+# Private and untyped, hence Any; its tree shape has been stable since 3.5.
+_p: Any = importlib.import_module("re._parser")
+_c: Any = importlib.import_module("re._constants")
 
 RE2_MAX_REPEAT = 1000
 

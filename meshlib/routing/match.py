@@ -28,19 +28,30 @@ Fields within a block AND; blocks of a route OR (handled by the route table).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+# Python's own regex parser, to find literal prefixes of RE2 patterns (see
+# regex_literal_prefixes); meshlib.config.regex uses it the same way.
+from re import _constants as _c  # type: ignore[attr-defined]
+from re import _parser  # type: ignore[attr-defined]
+from typing import Any, Literal
 
 from meshlib.config.model import RouteMatch, StringMatch
 from meshlib.request import RequestView
 
 __all__ = [
+    "Condition",
     "RequestPredicate",
     "StringPredicate",
+    "compile_condition",
+    "compile_conditions",
     "compile_match",
     "compile_string_match",
+    "conditions",
     "header_value",
-    "literal_regex_prefix",
     "match_always",
+    "regex_literal_prefixes",
 ]
 
 StringPredicate = Callable[[str], bool]
@@ -48,9 +59,6 @@ RequestPredicate = Callable[[RequestView], bool]
 
 # Envoy's default path matcher for a block without ``uri`` (istiod: ``prefix: "/"``).
 DEFAULT_PREFIX = "/"
-
-_REGEX_META = frozenset("\\.^$|?*+()[]{}")
-_QUANTIFIERS = frozenset("*+?{")
 
 
 def match_always(request: RequestView) -> bool:
@@ -66,8 +74,8 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
     is present, and only multidicts can hold repeats.
     """
     value = headers.get(name)
-    if value is None:
-        return None
+    if value is None or type(headers) is dict:
+        return value
     # Duck-typed rather than isinstance(Protocol): that check costs ~1 µs per call.
     getall = getattr(headers, "getall", None)
     if getall is not None:
@@ -108,14 +116,6 @@ def compile_string_match(match: StringMatch) -> StringPredicate:
     if kind == "present":
         return lambda s: True
     raise ValueError(f"unknown StringMatch kind {kind!r}")
-
-
-def _uri_predicate(uri: StringMatch | None) -> RequestPredicate:
-    if uri is None or uri.kind == "present":
-        # istiod emits ``prefix: "/"`` for a block without a uri condition.
-        return lambda r: r.path.startswith(DEFAULT_PREFIX)
-    check = compile_string_match(uri)
-    return lambda r: check(r.path)
 
 
 def _field_predicate(getter: Callable[[RequestView], str], match: StringMatch) -> RequestPredicate:
@@ -180,7 +180,68 @@ def _query_predicate(name: str, match: StringMatch) -> RequestPredicate:
     return query_matches
 
 
-def _all_of(checks: list[RequestPredicate]) -> RequestPredicate:
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One AND'ed condition of a match block, in a form the route table can index.
+
+    ``field`` is the request part it reads; ``name`` the header or query
+    parameter (lower-case for headers), "" otherwise.
+    """
+
+    field: Literal["uri", "method", "authority", "scheme", "header", "without_header", "query"]
+    name: str
+    match: StringMatch
+
+
+_PSEUDO_FIELDS: dict[str, Literal["method", "authority", "scheme"]] = {
+    ":method": "method",
+    ":authority": "authority",
+    ":scheme": "scheme",
+}
+
+
+def conditions(match: RouteMatch) -> list[Condition]:
+    """The conditions of ``match``, uri first (``prefix: "/"`` when it has none, as istiod emits)."""
+    uri = match.uri
+    if uri is None or uri.kind == "present":
+        uri = StringMatch("prefix", DEFAULT_PREFIX)
+    out = [Condition("uri", "", uri)]
+    if match.method is not None:
+        out.append(Condition("method", "", match.method))
+    if match.authority is not None:
+        out.append(Condition("authority", "", match.authority))
+    if match.scheme is not None:
+        out.append(Condition("scheme", "", match.scheme))
+    for name, m in match.headers:
+        lowered = name.lower()
+        pseudo = _PSEUDO_FIELDS.get(lowered)
+        if pseudo is not None and m.kind != "present":
+            out.append(Condition(pseudo, "", m))
+        else:
+            out.append(Condition("header", lowered, m))
+    out.extend(Condition("without_header", name.lower(), m) for name, m in match.without_headers)
+    out.extend(Condition("query", name, m) for name, m in match.query_params)
+    return out
+
+
+def compile_condition(condition: Condition) -> RequestPredicate:
+    """A predicate for one condition."""
+    field = condition.field
+    if field == "uri":
+        check = compile_string_match(condition.match)
+        return lambda r: check(r.path)
+    if field in ("method", "authority", "scheme"):
+        return _field_predicate(_PSEUDO_HEADERS[":" + field], condition.match)
+    if field == "header":
+        return _header_predicate(condition.name, condition.match)
+    if field == "without_header":
+        return _without_header_predicate(condition.name, condition.match)
+    return _query_predicate(condition.name, condition.match)
+
+
+def compile_conditions(items: Iterable[Condition]) -> RequestPredicate:
+    """All of ``items`` (AND); :func:`match_always` when there are none."""
+    checks = [compile_condition(c) for c in items]
     if not checks:
         return match_always
     if len(checks) == 1:
@@ -200,44 +261,67 @@ def _all_of(checks: list[RequestPredicate]) -> RequestPredicate:
     return all_hold
 
 
-def compile_match(match: RouteMatch, *, include_uri: bool = True) -> RequestPredicate:
-    """Compile one match block (fields AND'ed) into a predicate.
+def compile_match(match: RouteMatch) -> RequestPredicate:
+    """Compile one match block (fields AND'ed) into a predicate over a request.
 
-    With ``include_uri=False`` the uri condition is left out: the route table
-    uses that when its path index already guarantees the uri condition, so the
-    request path does not test it twice. The workload-identity fields (port,
-    source labels/namespace, gateways) are decided when the snapshot is built
-    and are not looked at here.
+    The workload-identity fields (port, source labels/namespace, gateways) are
+    decided when the snapshot is built and are not looked at here.
     """
-    checks: list[RequestPredicate] = []
-    if include_uri:
-        checks.append(_uri_predicate(match.uri))
-    if match.method is not None:
-        checks.append(_field_predicate(_PSEUDO_HEADERS[":method"], match.method))
-    if match.authority is not None:
-        checks.append(_field_predicate(_PSEUDO_HEADERS[":authority"], match.authority))
-    if match.scheme is not None:
-        checks.append(_field_predicate(_PSEUDO_HEADERS[":scheme"], match.scheme))
-    checks.extend(_header_predicate(name, m) for name, m in match.headers)
-    checks.extend(_without_header_predicate(name, m) for name, m in match.without_headers)
-    checks.extend(_query_predicate(name, m) for name, m in match.query_params)
-    return _all_of(checks)
+    return compile_conditions(conditions(match))
 
 
-def literal_regex_prefix(pattern: str) -> str:
-    """A literal every full match of ``pattern`` must start with ("" when unsure).
+# --------------------------------------------------------------------------- regex literal prefixes
 
-    Used to index regex routes by path prefix. Conservative by construction:
-    any alternation gives "", the scan stops at the first metacharacter, and a
-    literal followed by a quantifier is not part of the prefix.
+_MAX_PREFIXES = 16
+
+
+def _prefixes_of(items: Any) -> tuple[list[str], bool]:
+    """Literal prefixes of a parsed sequence, and whether the sequence was wholly literal."""
+    prefixes = [""]
+    for op, arg in items:
+        if op is _c.LITERAL:
+            prefixes = [p + chr(arg) for p in prefixes]
+            continue
+        if op is _c.AT and arg in (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING):
+            continue  # ``^`` is implied by a full match
+        if op is _c.SUBPATTERN:
+            _group, add_flags, del_flags, sub = arg
+            if add_flags or del_flags:
+                return prefixes, False
+            tails, complete = _prefixes_of(sub)
+        elif op is _c.BRANCH:
+            tails, complete = [], True
+            for branch in arg[1]:
+                branch_tails, branch_complete = _prefixes_of(branch)
+                tails.extend(branch_tails)
+                complete = complete and branch_complete
+        else:
+            return prefixes, False
+        combined = [p + t for p in prefixes for t in tails]
+        if len(combined) > _MAX_PREFIXES:
+            return prefixes, False
+        prefixes = combined
+        if not complete:
+            return prefixes, False
+    return prefixes, True
+
+
+def regex_literal_prefixes(pattern: str) -> tuple[str, ...]:
+    """Literals one of which every full match of ``pattern`` starts with; ``()`` when none is known.
+
+    Lets the route table index regex routes: ``/api/v[0-9]+/.*`` needs
+    ``/api/v``, ``(/a|/b)/.*`` needs ``/a/`` or ``/b/``. Works on Python's
+    parse tree, so escapes, classes and quantifiers cannot fool it; a
+    case-insensitive pattern, or any branch without a literal start, gives
+    ``()``.
     """
-    if "|" in pattern:
-        return ""
-    out: list[str] = []
-    for i, ch in enumerate(pattern):
-        if ch in _REGEX_META:
-            break
-        if i + 1 < len(pattern) and pattern[i + 1] in _QUANTIFIERS:
-            break
-        out.append(ch)
-    return "".join(out)
+    try:
+        parsed: Any = _parser.parse(pattern)
+    except Exception:
+        return ()
+    if int(parsed.state.flags) & re.IGNORECASE:
+        return ()
+    prefixes, _complete = _prefixes_of(parsed)
+    if "" in prefixes:
+        return ()
+    return tuple(dict.fromkeys(prefixes))

@@ -31,10 +31,14 @@ from meshlib.errors import ConfigInvalid, ConfigProblem
 from meshlib.request import RequestView
 from meshlib.routing.match import (
     DEFAULT_PREFIX,
+    Condition,
     RequestPredicate,
+    compile_conditions,
     compile_match,
-    literal_regex_prefix,
-    match_always,
+    compile_string_match,
+    conditions,
+    header_value,
+    regex_literal_prefixes,
 )
 from meshlib.routing.weighted import WeightedPicker, register_pickers, unregister_pickers
 
@@ -58,12 +62,14 @@ class RouteHit:
 class _Entry:
     """One (route, match block) pair in route order; its hit is prebuilt so routing allocates nothing."""
 
-    __slots__ = ("hit", "residual")
+    __slots__ = ("columns", "hit", "residual")
 
     def __init__(self, hit: RouteHit, residual: RequestPredicate | None) -> None:
         self.hit = hit
-        # Conditions the path index does not already guarantee; None = nothing left to test.
+        # Conditions the index does not answer exactly; None = nothing left to test.
         self.residual = residual
+        # Positions of the lazily evaluated columns that constrain this entry.
+        self.columns: tuple[int, ...] = ()
 
 
 class _PrefixIndex:
@@ -77,12 +83,12 @@ class _PrefixIndex:
     union of the bits of all its own ancestors.
     """
 
-    __slots__ = ("_chains", "_keys")
+    __slots__ = ("chains", "keys")
 
     def __init__(self, bits_by_prefix: Mapping[str, int]) -> None:
-        self._keys = sorted(bits_by_prefix)
+        self.keys = sorted(bits_by_prefix)
         chains: list[tuple[tuple[str, int], ...]] = []
-        for key in self._keys:
+        for key in self.keys:
             # Longest first; O(len(key)) dict probes rather than a scan of every key.
             ancestors = [key[:n] for n in range(len(key), -1, -1) if key[:n] in bits_by_prefix]
             chain = []
@@ -92,95 +98,232 @@ class _PrefixIndex:
                     bits |= bits_by_prefix[inner]
                 chain.append((ancestor, bits))
             chains.append(tuple(chain))
-        self._chains = tuple(chains)
+        self.chains = tuple(chains)
 
     def lookup(self, path: str) -> int:
-        i = bisect_right(self._keys, path) - 1
+        i = bisect_right(self.keys, path) - 1
         if i < 0:
             return 0
-        for prefix, bits in self._chains[i]:
+        for prefix, bits in self.chains[i]:
             if path.startswith(prefix):
                 return bits
         return 0
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.keys)
+
+
+_HEADER, _METHOD_VALUE, _LOWER_PATH = 0, 1, 2
+
+
+class _Column:
+    """One indexed request field (path, lower-cased path, method, or a header).
+
+    :meth:`allowed` gives the bits of entries whose condition on this field
+    holds for ``value`` — plus every entry with no indexed condition on it.
+    """
+
+    __slots__ = ("exact", "kind", "name", "prefix", "present", "unconstrained")
+
+    def __init__(self, name: str, kind: int) -> None:
+        self.name = name
+        self.kind = kind  # where the value comes from: a header, the method, the lower-cased path
+        self.unconstrained = 0
+        self.present = 0
+        self.exact: dict[str, int] = {}
+        self.prefix: _PrefixIndex | None = None
+
+    def allowed(self, value: str | None) -> int:
+        bits = self.unconstrained
+        if value is not None:
+            bits |= self.present | self.exact.get(value, 0)
+            if self.prefix is not None:
+                bits |= self.prefix.lookup(value)
+        return bits
+
+    def value(self, request: RequestView) -> str | None:
+        if self.kind == _HEADER:
+            return header_value(request.headers, self.name)
+        if self.kind == _METHOD_VALUE:
+            return request.method
+        return request.path.lower()
+
+
+class _ColumnBuilder:
+    """Collects one column's conditions while the entries are flattened."""
+
+    def __init__(self, name: str, kind: int) -> None:
+        self.column = _Column(name, kind)
+        self.constrained = 0
+        self.prefixes: dict[str, int] = {}
+
+    def add_exact(self, key: str, bit: int) -> None:
+        self.column.exact[key] = self.column.exact.get(key, 0) | bit
+        self.constrained |= bit
+
+    def add_prefix(self, key: str, bit: int) -> None:
+        self.prefixes[key] = self.prefixes.get(key, 0) | bit
+        self.constrained |= bit
+
+    def add_present(self, bit: int) -> None:
+        self.column.present |= bit
+        self.constrained |= bit
+
+    def build(self, all_bits: int) -> _Column:
+        column = self.column
+        column.unconstrained = all_bits & ~self.constrained
+        column.prefix = _PrefixIndex(self.prefixes) if self.prefixes else None
+        return column
+
+
+_PATH = ":path"
+_PATH_CI = ":path-ci"
+_METHOD = ":method"
 
 
 class _CompiledVirtualHost:
-    """A virtual host's routes, flattened to entries and indexed by path condition."""
+    """A virtual host's routes, flattened to entries and indexed by column.
 
-    __slots__ = ("always", "entries", "exact", "exact_ci", "prefix", "prefix_ci", "virtual_host")
+    The path column is evaluated for every request: it is the most selective
+    and nearly every entry has a path condition. The other columns (method,
+    lower-cased path, headers) are evaluated only when a candidate entry
+    needs one, at most once per request, and then prune every other entry
+    they rule out — so a first-route hit pays for the path alone.
+    """
+
+    __slots__ = ("columns", "entries", "path", "virtual_host")
 
     def __init__(self, virtual_host: VirtualHost, config_port: int | None) -> None:
         self.virtual_host = virtual_host
+        builders: dict[str, _ColumnBuilder] = {
+            _PATH: _ColumnBuilder(_PATH, _LOWER_PATH),  # kind unused: the path is read directly
+            _PATH_CI: _ColumnBuilder(_PATH_CI, _LOWER_PATH),
+            _METHOD: _ColumnBuilder(_METHOD, _METHOD_VALUE),
+        }
         entries: list[_Entry] = []
-        always = 0
-        exact: dict[str, int] = {}
-        exact_ci: dict[str, int] = {}
-        prefix: dict[str, int] = {}
-        prefix_ci: dict[str, int] = {}
         for route in virtual_host.routes:
             for block in _live_blocks(route, config_port):
                 bit = 1 << len(entries)
-                residual: RequestPredicate | None
                 try:
-                    if block is None:
-                        # No blocks: istiod emits ``prefix: "/"`` and nothing else.
-                        prefix[DEFAULT_PREFIX] = prefix.get(DEFAULT_PREFIX, 0) | bit
-                        residual = None
-                    else:
-                        residual = compile_match(block, include_uri=False)
-                        uri = block.uri
-                        if uri is None or uri.kind == "present":
-                            prefix[DEFAULT_PREFIX] = prefix.get(DEFAULT_PREFIX, 0) | bit
-                        elif uri.kind == "exact":
-                            table, key = (
-                                (exact_ci, uri.value.lower()) if uri.ignore_case else (exact, uri.value)
-                            )
-                            table[key] = table.get(key, 0) | bit
-                        elif uri.kind == "prefix":
-                            table, key = (
-                                (prefix_ci, uri.value.lower()) if uri.ignore_case else (prefix, uri.value)
-                            )
-                            table[key] = table.get(key, 0) | bit
-                        else:  # regex: the index can only narrow by its literal prefix
-                            residual = compile_match(block)
-                            literal = literal_regex_prefix(uri.value)
-                            if literal:
-                                prefix[literal] = prefix.get(literal, 0) | bit
-                            else:
-                                always |= bit
-                        if residual is match_always:
-                            residual = None
+                    residual = _index_block(block, bit, builders)
                 except re.error as exc:
                     raise ConfigInvalid([_regex_problem(route, exc)]) from exc
                 entries.append(_Entry(RouteHit(route, virtual_host, block), residual))
+        all_bits = (1 << len(entries)) - 1
+        self.path = builders.pop(_PATH).build(all_bits)
+        # Only columns that constrain something can ever cost a lookup.
+        self.columns = tuple(b.build(all_bits) for b in builders.values() if b.constrained)
+        for i, entry in enumerate(entries):
+            entry.columns = tuple(
+                n for n, column in enumerate(self.columns) if not column.unconstrained >> i & 1
+            )
         self.entries = tuple(entries)
-        self.always = always
-        self.exact = exact
-        self.exact_ci = exact_ci
-        self.prefix = _PrefixIndex(prefix) if prefix else None
-        self.prefix_ci = _PrefixIndex(prefix_ci) if prefix_ci else None
 
     def route(self, request: RequestView) -> RouteHit | None:
+        # Hot path: column lookups are inlined (no method calls) on purpose.
         path = request.path
-        bits = self.always | self.exact.get(path, 0)
-        if self.prefix is not None:
-            bits |= self.prefix.lookup(path)
-        if self.exact_ci or self.prefix_ci is not None:
-            lowered = path.lower()
-            bits |= self.exact_ci.get(lowered, 0)
-            if self.prefix_ci is not None:
-                bits |= self.prefix_ci.lookup(lowered)
+        column = self.path
+        bits = column.unconstrained | column.exact.get(path, 0)
+        index = column.prefix
+        if index is not None:
+            i = bisect_right(index.keys, path) - 1
+            if i >= 0:
+                for prefix, prefix_bits in index.chains[i]:
+                    if path.startswith(prefix):
+                        bits |= prefix_bits
+                        break
         entries = self.entries
+        columns = self.columns
+        evaluated: list[int] | None = None
         while bits:
             lowest = bits & -bits
             entry = entries[lowest.bit_length() - 1]
-            if entry.residual is None or entry.residual(request):
-                return entry.hit
+            for n in entry.columns:
+                if evaluated is None:
+                    evaluated = [-1] * len(columns)
+                allowed = evaluated[n]
+                if allowed < 0:
+                    column = columns[n]
+                    allowed = column.unconstrained
+                    kind = column.kind
+                    if kind == _HEADER:
+                        headers = request.headers
+                        value = headers.get(column.name)
+                        if value is not None and type(headers) is not dict:
+                            value = header_value(headers, column.name)  # may join repeats
+                    elif kind == _METHOD_VALUE:
+                        value = request.method
+                    else:
+                        value = path.lower()
+                    if value is not None:
+                        allowed |= column.present | column.exact.get(value, 0)
+                        index = column.prefix
+                        if index is not None:
+                            i = bisect_right(index.keys, value) - 1
+                            if i >= 0:
+                                for prefix, prefix_bits in index.chains[i]:
+                                    if value.startswith(prefix):
+                                        allowed |= prefix_bits
+                                        break
+                    evaluated[n] = allowed
+                    bits &= allowed | lowest  # prune the rest; `lowest` is dropped below
+                if not allowed & lowest:
+                    break
+            else:
+                if entry.residual is None or entry.residual(request):
+                    return entry.hit
             bits ^= lowest
         return None
+
+
+def _index_block(
+    block: RouteMatch | None, bit: int, builders: dict[str, _ColumnBuilder]
+) -> RequestPredicate | None:
+    """Put ``block``'s indexable conditions into the columns; return what is left to test.
+
+    A condition the index answers exactly (exact/prefix/present on the path,
+    method or a header) leaves nothing to test; a regex narrows through its
+    literal prefixes but is still tested. At most one condition per column
+    and block is indexed; any further one stays in the residual predicate.
+    """
+    if block is None:  # no blocks: istiod emits ``prefix: "/"`` and nothing else
+        builders[_PATH].add_prefix(DEFAULT_PREFIX, bit)
+        return None
+    residual: list[Condition] = []
+    used: set[str] = set()
+    for cond in conditions(block):
+        sm = cond.match
+        if cond.field == "uri":
+            column = _PATH_CI if sm.ignore_case and sm.kind in ("exact", "prefix") else _PATH
+        elif cond.field == "method":
+            column = _METHOD
+        elif cond.field == "header":
+            column = cond.name
+        else:
+            residual.append(cond)
+            continue
+        if column in used or (sm.ignore_case and sm.kind != "regex" and column != _PATH_CI):
+            residual.append(cond)
+            continue
+        used.add(column)
+        builder = builders.get(column)
+        if builder is None:
+            builder = builders[column] = _ColumnBuilder(column, _HEADER)
+        key = sm.value.lower() if column == _PATH_CI else sm.value
+        if sm.kind == "exact":
+            builder.add_exact(key, bit)
+        elif sm.kind == "prefix":
+            builder.add_prefix(key, bit)
+        elif sm.kind == "present":
+            builder.add_present(bit)
+        else:  # regex: narrow by literal prefixes (if any), and test it
+            residual.append(cond)
+            compile_string_match(sm)  # surface a bad pattern now, located, not at request time
+            for literal in regex_literal_prefixes(sm.value):
+                builder.add_prefix(literal, bit)
+    if not residual:
+        return None
+    return compile_conditions(residual)
 
 
 def _live_blocks(route: Route, config_port: int | None) -> Iterable[RouteMatch | None]:
@@ -304,7 +447,8 @@ class RouteTable:
         compiled = self._by_port.get(port)
         if compiled is None:
             return None
-        vhost = compiled.find(request.authority)
+        # Domains are lower-case, so a direct hit needs no lower(); find() does the rest.
+        vhost = compiled.exact.get(request.authority) or compiled.find(request.authority)
         if vhost is None:
             return None
         return vhost.route(request)

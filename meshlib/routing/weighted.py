@@ -27,36 +27,34 @@ class WeightedPicker:
     found by ``id(route)`` really belongs to the route it was asked about.
     """
 
-    __slots__ = ("_cumulative", "_only", "_targets", "_total", "route")
+    __slots__ = ("cumulative", "only", "route", "targets", "total")
 
     def __init__(self, route: Route) -> None:
         self.route = route
         destinations = route.destinations
-        self._only: WeightedCluster | None = None
-        self._targets: tuple[WeightedCluster, ...] = ()
-        self._cumulative: list[int] = []
-        self._total = 0
+        self.only: WeightedCluster | None = None
+        self.targets: tuple[WeightedCluster, ...] = ()
+        self.cumulative: list[int] = []
+        self.total = 0
         if len(destinations) == 1:
-            self._only = destinations[0]
+            self.only = destinations[0]
             return
         live = tuple(d for d in destinations if d.weight > 0)
         if len(live) == 1:
-            self._only = live[0]
+            self.only = live[0]
             return
-        self._targets = live
-        self._cumulative = list(accumulate(d.weight for d in live))
-        self._total = self._cumulative[-1] if live else 0
+        self.targets = live
+        self.cumulative = list(accumulate(d.weight for d in live))
+        self.total = self.cumulative[-1] if live else 0
 
     def pick(self, rng: random.Random) -> WeightedCluster | None:
         """One destination, or ``None`` when every weight is zero (or there are none)."""
-        if self._only is not None:
-            return self._only
-        total = self._total
+        total = self.total
         if not total:
-            return None
+            return self.only  # the single destination, or None when all weights are zero
         # int(random() * total) is uniform over 0..total-1 like Envoy's
         # ``random % total``; bisect_right finds the first cumulative > draw.
-        return self._targets[bisect_right(self._cumulative, int(rng.random() * total))]
+        return self.targets[bisect_right(self.cumulative, int(rng.random() * total))]
 
 
 # Pickers of live route tables, by id(route). Entries are removed when their
@@ -94,8 +92,12 @@ def pick_destination(route: Route, rng: random.Random) -> WeightedCluster | None
         return None
     picker = _PICKERS.get(id(route))
     if picker is None or picker.route is not route:
-        picker = WeightedPicker(route)
-    return picker.pick(rng)
+        return WeightedPicker(route).pick(rng)
+    # WeightedPicker.pick inlined: this runs once per request.
+    total = picker.total
+    if not total:
+        return picker.only
+    return picker.targets[bisect_right(picker.cumulative, int(rng.random() * total))]
 
 
 def destination_percents(route: Route) -> list[tuple[WeightedCluster, float]]:

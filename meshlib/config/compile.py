@@ -1,0 +1,86 @@
+"""Parsed Istio resources → one :class:`MeshSnapshot` for one workload.
+
+Order matters and mirrors istiod: the registry (ServiceEntries) first, since
+host resolution of everything else depends on which services exist; then
+DestinationRules (clusters and their subsets); then the cross-resource
+checks; then VirtualServices (routes), which need the clusters to know when a
+destination is consistently hashed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+
+from meshlib.config.clusters import build_clusters
+from meshlib.config.istio_types import (
+    DestinationRuleSpec,
+    IstioResource,
+    ServiceEntrySpec,
+    VirtualServiceSpec,
+)
+from meshlib.config.model import MeshSnapshot, WorkloadIdentity
+from meshlib.config.references import check_delegates, check_destination_hosts, check_subsets
+from meshlib.config.registry import build_registry
+from meshlib.config.routes import RouteBuilder
+from meshlib.errors import ConfigInvalid, ConfigProblem
+
+DEFAULT_WORKLOAD = WorkloadIdentity()
+
+
+def reference_problems(
+    resources: Sequence[IstioResource],
+    workload: WorkloadIdentity = DEFAULT_WORKLOAD,
+    *,
+    check_hosts: bool = True,
+) -> list[ConfigProblem]:
+    """Cross-resource problems (undefined subsets, hosts, delegates), in file order."""
+    entries, rules, services = _split(resources)
+    registry = build_registry(entries, rules, workload)
+    problems = check_subsets(services, registry) + check_delegates(services)
+    if check_hosts:
+        problems += check_destination_hosts(services, registry)
+    problems.sort(key=lambda p: (p.file, p.line))
+    return problems
+
+
+def compile_snapshot(
+    resources: Sequence[IstioResource],
+    workload: WorkloadIdentity = DEFAULT_WORKLOAD,
+    version: str = "",
+    *,
+    check_hosts: bool = True,
+) -> MeshSnapshot:
+    """Compile validated resources into a snapshot as istiod would for this workload's sidecar.
+
+    Raises :class:`ConfigInvalid` listing every cross-resource problem.
+    ``check_hosts=False`` skips the "destination host must be a ServiceEntry"
+    check, for registries that know services the YAML does not.
+    """
+    entries, rules, services = _split(resources)
+    registry = build_registry(entries, rules, workload)
+    problems = check_subsets(services, registry) + check_delegates(services)
+    if check_hosts:
+        problems += check_destination_hosts(services, registry)
+    if problems:
+        problems.sort(key=lambda p: (p.file, p.line))
+        raise ConfigInvalid(problems)
+    clusters = build_clusters(registry)
+    route_configs, listeners = RouteBuilder(services, registry, clusters, workload).build()
+    return MeshSnapshot(
+        version=version,
+        services=MappingProxyType(dict(registry.services)),
+        clusters=MappingProxyType(clusters),
+        route_configs=MappingProxyType(route_configs),
+        listeners=MappingProxyType(listeners),
+        workload=workload,
+    )
+
+
+def _split(
+    resources: Sequence[IstioResource],
+) -> tuple[list[ServiceEntrySpec], list[DestinationRuleSpec], list[VirtualServiceSpec]]:
+    entries = [r for r in resources if isinstance(r, ServiceEntrySpec)]
+    rules = [r for r in resources if isinstance(r, DestinationRuleSpec)]
+    services = [r for r in resources if isinstance(r, VirtualServiceSpec)]
+    return entries, rules, services

@@ -1,0 +1,204 @@
+"""VirtualService spec validation (istio/api networking/v1 virtual_service.proto).
+
+``tls`` and ``tcp`` routes are validated (so typos are caught) but not
+compiled: meshlib routes HTTP calls only.
+"""
+
+from __future__ import annotations
+
+from meshlib.config import parse_http_route as h
+from meshlib.config.fields import Fields, Sink, item_fields
+from meshlib.config.hosts import host_problem
+from meshlib.config.istio_types import (
+    HttpRuleSpec,
+    Meta,
+    MirrorSpec,
+    RouteDestinationSpec,
+    VirtualServiceSpec,
+)
+from meshlib.config.model import HeaderPolicy
+from meshlib.config.yaml_nodes import Node
+
+SPEC_FIELDS = frozenset({"hosts", "gateways", "http", "tls", "tcp", "exportTo"})
+HTTP_FIELDS = frozenset(
+    {
+        "name",
+        "match",
+        "route",
+        "redirect",
+        "directResponse",
+        "delegate",
+        "rewrite",
+        "timeout",
+        "retries",
+        "fault",
+        "mirror",
+        "mirrors",
+        "mirrorPercentage",
+        "mirrorPercent",
+        "corsPolicy",
+        "headers",
+    }
+)
+ROUTE_DESTINATION_FIELDS = frozenset({"destination", "weight", "headers"})
+L4_DESTINATION_FIELDS = frozenset({"destination", "weight"})
+TLS_MATCH_FIELDS = frozenset(
+    {"sniHosts", "destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace"}
+)
+TCP_MATCH_FIELDS = frozenset(
+    {"destinationSubnets", "port", "sourceSubnet", "sourceLabels", "gateways", "sourceNamespace"}
+)
+ACTIONS = ("route", "redirect", "directResponse", "delegate")
+
+
+def parse_virtual_service(sink: Sink, meta: Meta, spec: Fields) -> VirtualServiceSpec:
+    """Validate one VirtualService ``spec``; problems go to ``sink``."""
+    hosts: list[tuple[str, int]] = []
+    for path, node in spec.items("hosts"):
+        if node.kind != "scalar" or not isinstance(node.scalar, str):
+            sink.error(node.line, path, f"expected string, got {node.type_name}")
+            continue
+        problem = host_problem(node.scalar)
+        if problem:
+            sink.error(node.line, path, problem)
+            continue
+        hosts.append((node.scalar.lower(), node.line))
+    gateways = spec.string_list("gateways") or []
+    spec.string_list("exportTo")
+    rules = [_http_rule(sink, index, path, node) for index, (path, node) in enumerate(spec.items("http"))]
+    for path, node in spec.items("tls"):
+        _l4_route(sink, path, node, TLS_MATCH_FIELDS, tls=True)
+    for path, node in spec.items("tcp"):
+        _l4_route(sink, path, node, TCP_MATCH_FIELDS, tls=False)
+    if not hosts and not spec.has("hosts") and gateways:
+        spec.error("gateways", "a delegate VirtualService (no hosts) must not set gateways")
+    return VirtualServiceSpec(meta, tuple(hosts), tuple(gateways), tuple(r for r in rules if r is not None))
+
+
+def _http_rule(sink: Sink, index: int, path: str, node: Node) -> HttpRuleSpec | None:
+    rule = item_fields(sink, path, node, HTTP_FIELDS)
+    if rule is None:
+        return None
+    actions = [a for a in ACTIONS if rule.has(a)]
+    if len(actions) != 1:
+        rule.error(None, "must set exactly one of route, redirect, directResponse, delegate")
+    if rule.has("rewrite") and rule.has("redirect"):
+        rule.error("rewrite", "rewrite cannot be used together with redirect")
+
+    matches = []
+    for match_path, match_node in rule.items("match"):
+        match = item_fields(sink, match_path, match_node, h.MATCH_FIELDS)
+        if match is not None:
+            matches.append(h.route_match(sink, match))
+
+    destinations = _route_destinations(sink, rule)
+    delegate = None
+    delegate_fields = rule.mapping("delegate", ("name", "namespace"))
+    if delegate_fields is not None:
+        name = delegate_fields.string("name", required=True)
+        namespace = delegate_fields.string("namespace") or sink.name.split("/")[0]
+        if name is not None:
+            delegate = (namespace, name)
+
+    timeout = rule.duration("timeout")
+    retry, ignore_previous = h.retries(rule)
+    return HttpRuleSpec(
+        index=index,
+        name=rule.string("name") or "",
+        line=node.line,
+        path=path,
+        matches=tuple(matches),
+        route=destinations,
+        redirect=h.redirect(rule),
+        direct_response=h.direct_response(rule),
+        delegate=delegate,
+        rewrite=h.rewrite(rule),
+        timeout_s=timeout or None,  # "0s" disables the timeout, as in Istio
+        has_timeout=timeout is not None,
+        retry=retry,
+        has_retries=rule.has("retries"),
+        ignore_previous_hosts=ignore_previous,
+        fault=h.fault(rule),
+        mirrors=_mirrors(sink, rule),
+        cors=h.cors_policy(rule),
+        headers=h.header_policy(rule),
+    )
+
+
+def _route_destinations(sink: Sink, rule: Fields) -> tuple[RouteDestinationSpec, ...]:
+    items = rule.items("route")
+    parsed: list[RouteDestinationSpec] = []
+    for path, node in items:
+        entry = item_fields(sink, path, node, ROUTE_DESTINATION_FIELDS)
+        if entry is None:
+            continue
+        dest = h.destination(sink, entry, "destination")
+        weight = entry.integer("weight", 0, 100)
+        if weight is None and entry.has("weight"):
+            continue  # reported; leave it out of the total check
+        if weight is None:
+            # Istio: a lone destination takes all traffic; unweighted peers get 0.
+            weight = 100 if len(items) == 1 else 0
+        headers = h.header_policy(entry) or HeaderPolicy()
+        if dest is not None:
+            parsed.append(RouteDestinationSpec(dest, weight, headers))
+    if parsed and len(parsed) == len(items) and sum(d.weight for d in parsed) == 0:
+        rule.error("route", "total destination weight is 0")
+    return tuple(parsed)
+
+
+def _mirrors(sink: Sink, rule: Fields) -> tuple[MirrorSpec, ...]:
+    if rule.has("mirror") and rule.has("mirrors"):
+        rule.error("mirrors", "mirror and mirrors cannot both be set")
+    if rule.has("mirrorPercentage") and rule.has("mirrorPercent"):
+        rule.error("mirrorPercent", "mirrorPercent and mirrorPercentage cannot both be set")
+    out: list[MirrorSpec] = []
+    if rule.has("mirror"):
+        dest = h.destination(sink, rule, "mirror")
+        percent = rule.percent("mirrorPercentage")
+        if percent is None and rule.has("mirrorPercent"):
+            legacy = rule.integer("mirrorPercent", 0, 100)
+            percent = float(legacy) if legacy is not None else None
+        if percent is None and not rule.has("mirrorPercentage") and not rule.has("mirrorPercent"):
+            percent = 100.0  # absent = mirror everything
+        if dest is not None and percent:  # explicit 0 = no mirroring
+            out.append(MirrorSpec(dest, percent))
+    for path, node in rule.items("mirrors"):
+        entry = item_fields(sink, path, node, ("destination", "percentage"))
+        if entry is None:
+            continue
+        dest = h.destination(sink, entry, "destination")
+        percent = entry.percent("percentage") if entry.has("percentage") else 100.0
+        if dest is not None and percent:
+            out.append(MirrorSpec(dest, percent))
+    return tuple(out)
+
+
+def _l4_route(sink: Sink, path: str, node: Node, match_fields: frozenset[str], *, tls: bool) -> None:
+    route = item_fields(sink, path, node, ("match", "route"))
+    if route is None:
+        return
+    matches = route.items("match")
+    if tls and not matches:
+        route.require("match")
+    for match_path, match_node in matches:
+        match = item_fields(sink, match_path, match_node, match_fields)
+        if match is None:
+            continue
+        if tls:
+            sni = match.string_list("sniHosts")
+            if not sni:
+                match.error(
+                    "sniHosts" if sni is not None else None, "at least one sniHosts entry is required"
+                )
+        match.string_list("destinationSubnets")
+        match.string("sourceSubnet")
+        match.integer("port", 1, 65535)
+        match.labels("sourceLabels")
+        match.string_list("gateways")
+        match.string("sourceNamespace")
+    for dest_path, dest_node in route.items("route"):
+        entry = item_fields(sink, dest_path, dest_node, L4_DESTINATION_FIELDS)
+        if entry is not None:
+            h.destination(sink, entry, "destination")
+            entry.integer("weight", 0, 100)

@@ -1,0 +1,134 @@
+"""Durations, RE2 regex checks, host resolution and the line-keeping YAML reader."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshlib.config.durations import parse_duration
+from meshlib.config.hosts import host_matches, host_problem, resolve_host
+from meshlib.config.regex import regex_problem
+from meshlib.config.yaml_nodes import parse_yaml
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("0.5s", 0.5), ("100ms", 0.1), ("1m", 60.0), ("1h", 3600.0), ("1.5s", 1.5),
+     ("1h30m", 5400.0), ("250us", 250e-6), ("10ns", 10e-9), ("0", 0.0), ("0s", 0.0), (".5s", 0.5)],
+)
+def test_valid_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["-1s", "1", "5", "s", "", "1 s", "1d", "one", "1.2.3s", 5, True, None])
+def test_invalid_durations(text: object) -> None:
+    assert parse_duration(text) is None
+
+
+@pytest.mark.parametrize(
+    "pattern", ["^/api/v[0-9]+/.*", "(?i)jason", "[a-z]{2,5}", "(?P<id>\\d+)", "a|b|c", "\\bword\\b", "x{1000}"]
+)
+def test_re2_compatible_regexes(pattern: str) -> None:
+    assert regex_problem(pattern) is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(?=a)b", "lookahead assertion (RE2 does not support lookahead or lookbehind)"),
+        ("(?<=a)b", "lookbehind assertion"),
+        ("(?<!a)b", "lookbehind assertion"),
+        ("(a)\\1", "backreference (RE2 does not support backreferences)"),
+        ("(?P<x>a)(?P=x)", "backreference"),
+        ("(?>ab)c", "atomic group (RE2 does not support atomic groups)"),
+        ("a*+", "possessive quantifier (RE2 does not support possessive quantifiers)"),
+        ("(a)?(?(1)b|c)", "conditional group (RE2 does not support conditional groups)"),
+        ("abc\\Z", "\\Z (RE2 does not support \\Z)"),
+        ("(?x) a b", "verbose"),
+        ("a{1001}", "repeat count 1001 exceeds 1000"),
+        ("(x|(?=y))", "lookahead"),
+        ("(", "missing ), unterminated subpattern"),
+        ("[z-a]", "bad character range"),
+    ],
+)
+def test_regexes_rejected(pattern: str, reason: str) -> None:
+    problem = regex_problem(pattern)
+    assert problem is not None and reason in problem
+
+
+def test_lookahead_text_inside_a_class_is_fine() -> None:
+    assert regex_problem("[(?=]x") is None
+
+
+@pytest.mark.parametrize(
+    ("host", "namespace", "known", "fqdn"),
+    [
+        ("reviews", "default", (), "reviews.default.svc.cluster.local"),
+        ("Reviews", "prod", (), "reviews.prod.svc.cluster.local"),
+        ("reviews.prod", "default", ("reviews.prod.svc.cluster.local",), "reviews.prod.svc.cluster.local"),
+        ("reviews.prod", "default", (), "reviews.prod"),  # no such service: kept as written
+        ("example.com", "default", (), "example.com"),
+        ("api.example.com", "default", (), "api.example.com"),
+        ("reviews.prod.svc.cluster.local", "default", (), "reviews.prod.svc.cluster.local"),
+        ("*.example.com", "default", (), "*.example.com"),
+        ("*", "default", (), "*"),
+    ],
+)
+def test_resolve_host(host: str, namespace: str, known: tuple[str, ...], fqdn: str) -> None:
+    assert resolve_host(host, namespace, known) == fqdn
+
+
+def test_host_matching() -> None:
+    assert host_matches("*.example.com", "api.example.com")
+    assert host_matches("*.example.com", "a.b.example.com")
+    assert not host_matches("*.example.com", "example.com")
+    assert host_matches("*", "anything.at.all")
+    assert host_matches("*.com", "*.example.com")
+    assert not host_matches("*.example.com", "*.com")
+
+
+@pytest.mark.parametrize("host", ["reviews", "api.example.com", "*.example.com", "10.0.0.1", "*"])
+def test_valid_hosts(host: str) -> None:
+    assert host_problem(host) is None
+
+
+@pytest.mark.parametrize("host", ["bad_host", "-x.com", "a..b", "*.*.com", "a.*.com", ""])
+def test_invalid_hosts(host: str) -> None:
+    assert host_problem(host) is not None
+
+
+def test_star_host_can_be_forbidden() -> None:
+    assert host_problem("*", allow_star=False) == 'invalid host "*"'
+
+
+def test_yaml_keeps_key_lines_and_types() -> None:
+    documents, errors = parse_yaml("a: 1\nb:\n  c: [x, 2]\n  on: yes\n---\n---\nz: 1.5\n")
+    assert errors == []
+    first = documents[0].root
+    assert first is not None
+    assert first.mapping["a"].scalar == 1 and first.mapping["a"].line == 1
+    b = first.mapping["b"]
+    assert b.line == 2 and b.mapping["c"].line == 3
+    assert [n.scalar for n in b.mapping["c"].sequence] == ["x", 2]
+    assert b.mapping["on"].scalar is True  # keys keep their text; values are typed
+    assert documents[1].root is None
+    assert documents[2].root is not None and documents[2].line == 7
+
+
+def test_yaml_syntax_error_is_located_not_raised() -> None:
+    documents, errors = parse_yaml("ok: 1\n---\na: b: c\n")
+    assert len(documents) == 1
+    assert errors[0].line == 3 and errors[0].message.startswith("YAML syntax error:")
+
+
+def test_yaml_merge_keys_and_duplicates() -> None:
+    documents, errors = parse_yaml("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  y: 3\n  z: 1\n  z: 2\n")
+    root = documents[0].root
+    assert root is not None
+    use = root.mapping["use"]
+    assert {k: v.scalar for k, v in use.mapping.items()} == {"x": 1, "y": 3, "z": 1}
+    assert [(e.line, e.message) for e in errors] == [(6, 'duplicate key "z"')]
+
+
+def test_yaml_recursive_alias_is_an_error() -> None:
+    _, errors = parse_yaml("a: &x [*x]\n")
+    assert [e.message for e in errors] == ["recursive YAML alias"]
