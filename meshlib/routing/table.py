@@ -68,7 +68,7 @@ class _Entry:
         self.hit = hit
         # Conditions the index does not answer exactly; None = nothing left to test.
         self.residual = residual
-        # Positions of the lazily evaluated columns that constrain this entry.
+        # Positions of the columns besides the path that constrain this entry.
         self.columns: tuple[int, ...] = ()
 
 
@@ -123,12 +123,13 @@ class _Column:
     holds for ``value`` — plus every entry with no indexed condition on it.
     """
 
-    __slots__ = ("exact", "kind", "name", "prefix", "present", "unconstrained")
+    __slots__ = ("constrained", "exact", "kind", "name", "prefix", "present", "unconstrained")
 
     def __init__(self, name: str, kind: int) -> None:
         self.name = name
         self.kind = kind  # where the value comes from: a header, the method, the lower-cased path
         self.unconstrained = 0
+        self.constrained = 0  # the complement: entries with a condition on this column
         self.present = 0
         self.exact: dict[str, int] = {}
         self.prefix: _PrefixIndex | None = None
@@ -172,6 +173,7 @@ class _ColumnBuilder:
     def build(self, all_bits: int) -> _Column:
         column = self.column
         column.unconstrained = all_bits & ~self.constrained
+        column.constrained = self.constrained
         column.prefix = _PrefixIndex(self.prefixes) if self.prefixes else None
         return column
 
@@ -186,9 +188,11 @@ class _CompiledVirtualHost:
 
     The path column is evaluated for every request: it is the most selective
     and nearly every entry has a path condition. The other columns (method,
-    lower-cased path, headers) are evaluated only when a candidate entry
-    needs one, at most once per request, and then prune every other entry
-    they rule out — so a first-route hit pays for the path alone.
+    lower-cased path, headers) are evaluated only once the earliest remaining
+    candidate needs one, and then only those some candidate depends on — so a
+    hit on a path-only route pays for the path alone, and a route behind many
+    header-guarded ones pays one lookup per header rather than one test per
+    route.
     """
 
     __slots__ = ("columns", "entries", "path", "virtual_host")
@@ -233,45 +237,52 @@ class _CompiledVirtualHost:
                         bits |= prefix_bits
                         break
         entries = self.entries
-        columns = self.columns
-        evaluated: list[int] | None = None
+        # Phase 1: while the earliest candidates need no other column (the
+        # common case: a path-only route), try them directly.
         while bits:
             lowest = bits & -bits
             entry = entries[lowest.bit_length() - 1]
-            for n in entry.columns:
-                if evaluated is None:
-                    evaluated = [-1] * len(columns)
-                allowed = evaluated[n]
-                if allowed < 0:
-                    column = columns[n]
-                    allowed = column.unconstrained
-                    kind = column.kind
-                    if kind == _HEADER:
-                        headers = request.headers
-                        value = headers.get(column.name)
-                        if value is not None and type(headers) is not dict:
-                            value = header_value(headers, column.name)  # may join repeats
-                    elif kind == _METHOD_VALUE:
-                        value = request.method
-                    else:
-                        value = path.lower()
-                    if value is not None:
-                        allowed |= column.present | column.exact.get(value, 0)
-                        index = column.prefix
-                        if index is not None:
-                            i = bisect_right(index.keys, value) - 1
-                            if i >= 0:
-                                for prefix, prefix_bits in index.chains[i]:
-                                    if value.startswith(prefix):
-                                        allowed |= prefix_bits
-                                        break
-                    evaluated[n] = allowed
-                    bits &= allowed | lowest  # prune the rest; `lowest` is dropped below
-                if not allowed & lowest:
-                    break
+            if entry.columns:
+                break
+            if entry.residual is None or entry.residual(request):
+                return entry.hit
+            bits ^= lowest
+        else:
+            return None
+        # Phase 2: evaluate each column some remaining candidate depends on,
+        # once, pruning as we go; then only residual predicates are left.
+        for column in self.columns:
+            if not bits & column.constrained:
+                continue
+            kind = column.kind
+            if kind == _HEADER:
+                headers = request.headers
+                value = headers.get(column.name)
+                if value is not None and type(headers) is not dict:
+                    value = header_value(headers, column.name)  # may join repeats
+            elif kind == _METHOD_VALUE:
+                value = request.method
             else:
-                if entry.residual is None or entry.residual(request):
-                    return entry.hit
+                value = path.lower()
+            allowed = column.unconstrained
+            if value is not None:
+                allowed |= column.present | column.exact.get(value, 0)
+                index = column.prefix
+                if index is not None:
+                    i = bisect_right(index.keys, value) - 1
+                    if i >= 0:
+                        for prefix, prefix_bits in index.chains[i]:
+                            if value.startswith(prefix):
+                                allowed |= prefix_bits
+                                break
+            bits &= allowed
+            if not bits:
+                return None
+        while bits:
+            lowest = bits & -bits
+            entry = entries[lowest.bit_length() - 1]
+            if entry.residual is None or entry.residual(request):
+                return entry.hit
             bits ^= lowest
         return None
 
