@@ -22,6 +22,7 @@ from collections.abc import Container
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 
+_IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -79,6 +80,8 @@ def host_problem(host: str, *, allow_star: bool = True) -> str | None:
 
 def is_ip(text: str) -> bool:
     """True for an IPv4 or IPv6 address (no port, no prefix length)."""
+    if _IPV4.match(text):  # fast path: ipaddress costs ~30 µs, and files list thousands of endpoints
+        return True
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -19,6 +19,9 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
 Scalar = str | int | float | bool | None
+_STR_TAG = "tag:yaml.org,2002:str"
+_NO_MAPPING: dict[str, Node] = {}
+_NO_SEQUENCE: list[Node] = []
 
 # libyaml is ~10x faster than the pure-Python parser on large endpoint lists.
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -30,8 +33,10 @@ class Node:
 
     kind: str  # "map" | "seq" | "scalar"
     line: int
-    mapping: dict[str, Node] = field(default_factory=dict)
-    sequence: list[Node] = field(default_factory=list)
+    # Scalars share one empty dict/list (never mutated) instead of allocating their own:
+    # a 10,000-endpoint file has ~50,000 scalars.
+    mapping: dict[str, Node] = field(default_factory=lambda: _NO_MAPPING)
+    sequence: list[Node] = field(default_factory=lambda: _NO_SEQUENCE)
     scalar: Scalar = None
 
     @property
@@ -79,30 +84,39 @@ class _Converter:
     def __init__(self) -> None:
         self._constructor = SafeConstructor()
         self.errors: list[YamlError] = []
+        self._open: set[int] = set()  # containers being converted (alias cycle detection)
 
-    def convert(self, node: yaml.Node, line: int | None = None, stack: frozenset[int] = frozenset()) -> Node:
+    def convert(self, node: yaml.Node, line: int | None = None) -> Node:
         at = line if line is not None else node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _STR_TAG:  # fast path: most values are plain strings
+                return Node("scalar", at, scalar=node.value)
+            return Node("scalar", at, scalar=self._scalar(node, at))
         # Aliases can make the graph recursive; a recursive value is never valid config.
-        if id(node) in stack:
+        key = id(node)
+        if key in self._open:
             self.errors.append(YamlError(at, "recursive YAML alias"))
             return Node("scalar", at)
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, at, stack | {id(node)})
-        if isinstance(node, yaml.SequenceNode):
-            inner = stack | {id(node)}
-            return Node("seq", at, sequence=[self.convert(item, None, inner) for item in node.value])
-        assert isinstance(node, yaml.ScalarNode)
+        self._open.add(key)
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, at)
+            return Node("seq", at, sequence=[self.convert(item) for item in node.value])
+        finally:
+            self._open.discard(key)
+
+    def _scalar(self, node: yaml.ScalarNode, at: int) -> Scalar:
         try:
             value = self._constructor.construct_object(node, deep=True)
         except (ConstructorError, ValueError) as exc:
             self.errors.append(YamlError(at, f"invalid YAML value: {exc}"))
-            value = None
+            return None
         if not isinstance(value, str | int | float | bool) and value is not None:
             # Timestamps, binary and other tagged values: keep the text, the schema decides.
-            value = str(node.value)
-        return Node("scalar", at, scalar=value)
+            return str(node.value)
+        return value
 
-    def _mapping(self, node: yaml.MappingNode, at: int, stack: frozenset[int]) -> Node:
+    def _mapping(self, node: yaml.MappingNode, at: int) -> Node:
         own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
         try:
             self._constructor.flatten_mapping(node)  # resolve "<<" merge keys
@@ -124,7 +138,7 @@ class _Converter:
                 continue
             if index >= merged:
                 own_keys.add(key)
-            out.mapping[key] = self.convert(value_node, key_line, stack)
+            out.mapping[key] = self.convert(value_node, key_line)
         return out
 
 

@@ -43,17 +43,15 @@ class FaultDecision(NamedTuple):
 NO_FAULT = FaultDecision(None, None)
 
 
-def _numerator(percent: float) -> int:
-    # Istio's translatePercentToFractionalPercent truncates percent × 10^4.
-    return int(percent * (_DENOMINATOR / 100))
+_PER_PERCENT = _DENOMINATOR // 100
 
 
 def _fires(percent: float, rng: random.Random) -> bool:
-    numerator = _numerator(percent)
-    if numerator <= 0:
-        return False
-    # A uniform integer in [0, 10^6), as Envoy's random % denominator.
-    return int(rng.random() * _DENOMINATOR) < numerator
+    # Istio's translatePercentToFractionalPercent truncates percent × 10^4.
+    numerator = int(percent * _PER_PERCENT)
+    # A uniform integer in [0, 10^6), as Envoy's random % denominator; a zero
+    # numerator returns before drawing, so a 0% part consumes no randomness.
+    return numerator > 0 and int(rng.random() * _DENOMINATOR) < numerator
 
 
 def decide_fault(fault: FaultPolicy | None, rng: random.Random) -> FaultDecision:

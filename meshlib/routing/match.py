@@ -289,6 +289,9 @@ def _prefixes_of(items: Any) -> tuple[list[str], bool]:
             if add_flags or del_flags:
                 return prefixes, False
             tails, complete = _prefixes_of(sub)
+        elif op is _c.IN and all(item_op is _c.LITERAL for item_op, _ in arg):
+            # A small class of plain characters (Python's parser folds ``a|b`` into one).
+            tails, complete = [chr(ch) for _, ch in arg], True
         elif op is _c.BRANCH:
             tails, complete = [], True
             for branch in arg[1]:
