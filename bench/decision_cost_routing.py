@@ -69,7 +69,9 @@ def build_routes(n: int = 100) -> tuple[Route, ...]:
                 query_params=(("debug", StringMatch("present")),),
             )
         routes.append(_route(i, (m,)))
-    last = RouteMatch(uri=StringMatch("prefix", "/zz-last"), headers=(("x-last", StringMatch("exact", "yes")),))
+    last = RouteMatch(
+        uri=StringMatch("prefix", "/zz-last"), headers=(("x-last", StringMatch("exact", "yes")),)
+    )
     routes.append(_route(n - 1, (last,)))
     return tuple(routes)
 
@@ -108,7 +110,9 @@ def main() -> None:
     naive = _naive(routes)
     rng = random.Random(1)
     requests = {
-        "first-route hit": RequestView("GET", "reviews:9080", "/api/v0/svc0/items", headers={"end-user": "x"}),
+        "first-route hit": RequestView(
+            "GET", "reviews:9080", "/api/v0/svc0/items", headers={"end-user": "x"}
+        ),
         "last-route hit": RequestView("GET", "reviews:9080", "/zz-last/1", headers={"x-last": "yes"}),
         "miss": RequestView("GET", "reviews:9080", "/api/v1/nothing/here", headers={"end-user": "nobody"}),
     }

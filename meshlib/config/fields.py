@@ -82,7 +82,9 @@ class Fields:
         allowed = known if isinstance(known, set | frozenset) else set(known)
         for key, value in node.mapping.items():
             if key not in allowed:
-                sink.error(value.line, path, f'unknown field "{key}"')
+                # The path names the unknown key itself (as kubectl does); the message repeats
+                # it so it survives when only the message is shown.
+                sink.error(value.line, join(path, key), f'unknown field "{key}"')
 
     # ----------------------------------------------------------------- basics
 

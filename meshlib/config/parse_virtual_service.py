@@ -6,6 +6,7 @@ compiled: meshlib routes HTTP calls only.
 
 from __future__ import annotations
 
+from meshlib.config import parse_http_policies as policies
 from meshlib.config import parse_http_route as h
 from meshlib.config.fields import Fields, Sink, item_fields
 from meshlib.config.hosts import host_problem
@@ -101,7 +102,7 @@ def _http_rule(sink: Sink, index: int, path: str, node: Node) -> HttpRuleSpec | 
             delegate = (namespace, name)
 
     timeout = rule.duration("timeout")
-    retry, ignore_previous = h.retries(rule)
+    retry, ignore_previous = policies.retries(rule)
     return HttpRuleSpec(
         index=index,
         name=rule.string("name") or "",
@@ -118,7 +119,7 @@ def _http_rule(sink: Sink, index: int, path: str, node: Node) -> HttpRuleSpec | 
         retry=retry,
         has_retries=rule.has("retries"),
         ignore_previous_hosts=ignore_previous,
-        fault=h.fault(rule),
+        fault=policies.fault(rule),
         mirrors=_mirrors(sink, rule),
         cors=h.cors_policy(rule),
         headers=h.header_policy(rule),

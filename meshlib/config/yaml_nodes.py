@@ -125,7 +125,7 @@ class _Converter:
         # flatten_mapping puts merged entries first; YAML lets later ones (and the
         # mapping's own keys) override them, so only own duplicates are errors.
         merged = len(node.value) - own
-        out = Node("map", at)
+        out = Node("map", at, mapping={})
         own_keys: set[str] = set()
         for index, (key_node, value_node) in enumerate(node.value):
             key_line = key_node.start_mark.line + 1

@@ -11,11 +11,15 @@ microseconds on a 100-route host. Almost every route, though, carries a path
 condition (istiod gives a block without ``uri`` the condition ``prefix: "/"``)
 that can be answered for *all* routes at once: exact paths by a dict, prefixes
 by one ``bisect`` in the sorted prefix list plus a short walk up the chain of
-prefixes that are prefixes of each other. Each (route, match block) pair —
-Envoy's unit, as istiod emits one Envoy route per block — owns one bit; the
-index yields the bits whose path condition holds, and only those entries run
-their remaining conditions, lowest bit (earliest route) first. The first
-success is the same route Envoy would pick.
+prefixes that are prefixes of each other. The same index works for the
+method, case-insensitive paths and each header name used in the host
+("columns"); regexes are narrowed by their literal prefixes. Each (route,
+match block) pair — Envoy's unit, as istiod emits one Envoy route per block —
+owns one bit; the columns yield the bits whose conditions hold, and only those
+entries run what the index cannot answer (regexes, withoutHeaders, query
+parameters, ...), lowest bit (earliest route) first. The first success is the
+same route Envoy would pick; a randomized test checks this against a plain
+in-order scan.
 """
 
 from __future__ import annotations
@@ -119,8 +123,10 @@ _HEADER, _METHOD_VALUE, _LOWER_PATH = 0, 1, 2
 class _Column:
     """One indexed request field (path, lower-cased path, method, or a header).
 
-    :meth:`allowed` gives the bits of entries whose condition on this field
-    holds for ``value`` — plus every entry with no indexed condition on it.
+    For a request value, the entries allowed by this column are
+    ``unconstrained | present | exact[value] | prefix.lookup(value)`` (only
+    ``unconstrained`` when the value is missing); the request path computes
+    that inline in :meth:`_CompiledVirtualHost.route`.
     """
 
     __slots__ = ("constrained", "exact", "kind", "name", "prefix", "present", "unconstrained")
@@ -133,21 +139,6 @@ class _Column:
         self.present = 0
         self.exact: dict[str, int] = {}
         self.prefix: _PrefixIndex | None = None
-
-    def allowed(self, value: str | None) -> int:
-        bits = self.unconstrained
-        if value is not None:
-            bits |= self.present | self.exact.get(value, 0)
-            if self.prefix is not None:
-                bits |= self.prefix.lookup(value)
-        return bits
-
-    def value(self, request: RequestView) -> str | None:
-        if self.kind == _HEADER:
-            return header_value(request.headers, self.name)
-        if self.kind == _METHOD_VALUE:
-            return request.method
-        return request.path.lower()
 
 
 class _ColumnBuilder:

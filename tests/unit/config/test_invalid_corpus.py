@@ -21,7 +21,7 @@ CASES = sorted((HERE / "invalid").glob("*.yaml"))
 
 def _expected(path: Path) -> list[str]:
     prefix = "# expect: "
-    return [line[len(prefix):] for line in path.read_text().splitlines() if line.startswith(prefix)]
+    return [line[len(prefix) :] for line in path.read_text().splitlines() if line.startswith(prefix)]
 
 
 def test_corpus_is_large_enough() -> None:

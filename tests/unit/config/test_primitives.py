@@ -12,8 +12,20 @@ from meshlib.config.yaml_nodes import parse_yaml
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1s", 1.0), ("0.5s", 0.5), ("100ms", 0.1), ("1m", 60.0), ("1h", 3600.0), ("1.5s", 1.5),
-     ("1h30m", 5400.0), ("250us", 250e-6), ("10ns", 10e-9), ("0", 0.0), ("0s", 0.0), (".5s", 0.5)],
+    [
+        ("1s", 1.0),
+        ("0.5s", 0.5),
+        ("100ms", 0.1),
+        ("1m", 60.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        ("1h30m", 5400.0),
+        ("250us", 250e-6),
+        ("10ns", 10e-9),
+        ("0", 0.0),
+        ("0s", 0.0),
+        (".5s", 0.5),
+    ],
 )
 def test_valid_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -25,7 +37,8 @@ def test_invalid_durations(text: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "pattern", ["^/api/v[0-9]+/.*", "(?i)jason", "[a-z]{2,5}", "(?P<id>\\d+)", "a|b|c", "\\bword\\b", "x{1000}"]
+    "pattern",
+    ["^/api/v[0-9]+/.*", "(?i)jason", "[a-z]{2,5}", "(?P<id>\\d+)", "a|b|c", "\\bword\\b", "x{1000}"],
 )
 def test_re2_compatible_regexes(pattern: str) -> None:
     assert regex_problem(pattern) is None
@@ -52,7 +65,8 @@ def test_re2_compatible_regexes(pattern: str) -> None:
 )
 def test_regexes_rejected(pattern: str, reason: str) -> None:
     problem = regex_problem(pattern)
-    assert problem is not None and reason in problem
+    assert problem is not None
+    assert reason in problem
 
 
 def test_lookahead_text_inside_a_class_is_fine() -> None:
@@ -105,19 +119,23 @@ def test_yaml_keeps_key_lines_and_types() -> None:
     assert errors == []
     first = documents[0].root
     assert first is not None
-    assert first.mapping["a"].scalar == 1 and first.mapping["a"].line == 1
+    assert first.mapping["a"].scalar == 1
+    assert first.mapping["a"].line == 1
     b = first.mapping["b"]
-    assert b.line == 2 and b.mapping["c"].line == 3
+    assert b.line == 2
+    assert b.mapping["c"].line == 3
     assert [n.scalar for n in b.mapping["c"].sequence] == ["x", 2]
     assert b.mapping["on"].scalar is True  # keys keep their text; values are typed
     assert documents[1].root is None
-    assert documents[2].root is not None and documents[2].line == 7
+    assert documents[2].root is not None
+    assert documents[2].line == 7
 
 
 def test_yaml_syntax_error_is_located_not_raised() -> None:
     documents, errors = parse_yaml("ok: 1\n---\na: b: c\n")
     assert len(documents) == 1
-    assert errors[0].line == 3 and errors[0].message.startswith("YAML syntax error:")
+    assert errors[0].line == 3
+    assert errors[0].message.startswith("YAML syntax error:")
 
 
 def test_yaml_merge_keys_and_duplicates() -> None:

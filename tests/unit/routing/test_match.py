@@ -75,8 +75,12 @@ class TestPseudoHeaders:
 
 class TestHeaders:
     def test_exact_prefix_regex(self) -> None:
-        assert matches(RouteMatch(headers=(("end-user", exact("jason")),)), request(headers={"end-user": "jason"}))
-        assert not matches(RouteMatch(headers=(("end-user", exact("jason")),)), request(headers={"end-user": "j"}))
+        assert matches(
+            RouteMatch(headers=(("end-user", exact("jason")),)), request(headers={"end-user": "jason"})
+        )
+        assert not matches(
+            RouteMatch(headers=(("end-user", exact("jason")),)), request(headers={"end-user": "j"})
+        )
         assert matches(RouteMatch(headers=(("x-v", prefix("v2")),)), request(headers={"x-v": "v2.1"}))
         assert matches(RouteMatch(headers=(("x-v", regex("v[0-9]")),)), request(headers={"x-v": "v7"}))
         assert not matches(RouteMatch(headers=(("x-v", regex("v[0-9]")),)), request(headers={"x-v": "v77"}))
@@ -105,7 +109,9 @@ class TestHeaders:
         assert not matches(RouteMatch(headers=(("x-tag", exact("a")),)), view)
 
     def test_header_values_are_case_sensitive(self) -> None:
-        assert not matches(RouteMatch(headers=(("end-user", exact("jason")),)), request(headers={"end-user": "Jason"}))
+        assert not matches(
+            RouteMatch(headers=(("end-user", exact("jason")),)), request(headers={"end-user": "Jason"})
+        )
 
 
 class TestWithoutHeaders:

@@ -1,0 +1,126 @@
+"""Per-cluster runtime state that outlives configuration swaps.
+
+Like :mod:`meshlib.host_stats` for hosts, a :class:`ClusterRuntime` keeps
+what a cluster has *done* — circuit-breaker counts in flight, the outlier
+detector's counters and ejections, the retry budget's balance, the
+Envoy-named counters — apart from the frozen configuration. On a new snapshot
+:meth:`RuntimeTable.sync` updates each runtime's limits and detector in place
+and closes the runtimes of clusters that disappeared.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from meshlib.config.model import Cluster
+from meshlib.host_stats import HostStatsTable
+from meshlib.resilience.budget import TokenRetryBudget, default_retry_budget
+from meshlib.resilience.limits import ClusterLimits
+from meshlib.resilience.outlier import OutlierDetector
+
+# Counters kept per cluster, named as Envoy names its cluster stats.
+COUNTERS = (
+    "upstream_rq_total",
+    "upstream_rq_completed",
+    "upstream_rq_retry",
+    "upstream_rq_retry_success",
+    "upstream_rq_retry_limit_exceeded",
+    "upstream_rq_retry_budget_exhausted",
+    "upstream_rq_timeout",
+    "upstream_rq_per_try_timeout",
+    "upstream_cx_connect_fail",
+    "upstream_rq_rx_reset",
+    "upstream_rq_2xx",
+    "upstream_rq_3xx",
+    "upstream_rq_4xx",
+    "upstream_rq_5xx",
+    "upstream_rq_maintenance_mode",
+    "upstream_cx_none_healthy",
+    "fault_delays_injected",
+    "fault_aborts_injected",
+    "ratelimit_rate_limited",
+)
+
+
+class ClusterRuntime:
+    """Limits, outlier detector, retry budget and counters of one cluster."""
+
+    __slots__ = ("budget", "counters", "limits", "name", "outlier")
+
+    def __init__(self, cluster: Cluster, stats: HostStatsTable, rng: random.Random, now: float) -> None:
+        self.name = cluster.name
+        self.limits = ClusterLimits(cluster.policy.connection_pool)
+        self.budget: TokenRetryBudget = default_retry_budget()
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.outlier: OutlierDetector | None = None
+        self._configure_outlier(cluster, stats, rng, now)
+
+    def update(self, cluster: Cluster, stats: HostStatsTable, rng: random.Random, now: float) -> None:
+        self.limits.update(cluster.policy.connection_pool)
+        self._configure_outlier(cluster, stats, rng, now)
+
+    def _configure_outlier(self, cluster: Cluster, stats: HostStatsTable, rng: random.Random, now: float) -> None:
+        config = cluster.policy.outlier_detection
+        if config is None:
+            if self.outlier is not None:
+                self.outlier.close(now)  # return the hosts it ejected
+                self.outlier = None
+            return
+        if self.outlier is None:
+            self.outlier = OutlierDetector(config, stats, rng)
+        else:
+            self.outlier.update_config(config)
+        self.outlier.set_hosts([e.key for e in cluster.endpoints], now)
+
+    def close(self, now: float) -> None:
+        if self.outlier is not None:
+            self.outlier.close(now)
+
+    def count_status(self, status: int) -> None:
+        klass = status // 100
+        if 2 <= klass <= 5:
+            self.counters[_STATUS_COUNTERS[klass]] += 1
+
+    def stats(self, now: float) -> dict[str, Any]:
+        result: dict[str, Any] = dict(self.counters)
+        result.update(self.limits.stats())
+        result["retry_budget_balance"] = self.budget.balance(now)
+        if self.outlier is not None:
+            result.update(self.outlier.counters)
+            result["ejected_hosts"] = self.outlier.ejected_hosts(now)
+        else:
+            result["ejected_hosts"] = {}
+        return result
+
+
+_STATUS_COUNTERS = {2: "upstream_rq_2xx", 3: "upstream_rq_3xx", 4: "upstream_rq_4xx", 5: "upstream_rq_5xx"}
+
+
+class RuntimeTable:
+    """Every cluster's :class:`ClusterRuntime`, kept in step with the snapshots."""
+
+    __slots__ = ("_rng", "_stats", "runtimes")
+
+    def __init__(self, stats: HostStatsTable, rng: random.Random) -> None:
+        self._stats = stats
+        self._rng = rng
+        self.runtimes: dict[str, ClusterRuntime] = {}
+
+    def sync(self, clusters: Mapping[str, Cluster], now: float) -> None:
+        """Create, update and close runtimes so they match ``clusters`` (control path)."""
+        for name, cluster in clusters.items():
+            runtime = self.runtimes.get(name)
+            if runtime is None:
+                self.runtimes[name] = ClusterRuntime(cluster, self._stats, self._rng, now)
+            else:
+                runtime.update(cluster, self._stats, self._rng, now)
+        for name in [n for n in self.runtimes if n not in clusters]:
+            self.runtimes.pop(name).close(now)
+
+    def tick(self, now: float) -> None:
+        """Run every outlier detector's interval work that is due."""
+        for runtime in self.runtimes.values():
+            if runtime.outlier is not None:
+                runtime.outlier.maybe_tick(now)
