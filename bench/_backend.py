@@ -23,7 +23,7 @@ async def _main(port_file: Path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    port_file.write_text(str(port))
+    await asyncio.to_thread(port_file.write_text, str(port))
     await asyncio.Event().wait()
 
 

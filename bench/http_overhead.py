@@ -225,7 +225,7 @@ async def _report(paths: dict[str, Send], requests: int, rounds: int) -> None:
           f"{rounds} interleaved round(s) of {requests} requests per path and concurrency")
     for concurrency in (1, 16):
         results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in paths}
-        for name, send in paths.items():  # warm up connections and code paths
+        for send in paths.values():  # warm up connections and code paths
             await _measure(send, min(200, requests), concurrency)
         for _ in range(rounds):
             for name, send in paths.items():

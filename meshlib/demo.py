@@ -73,7 +73,9 @@ async def _serve(app: web.Application, port: int, runners: list[web.AppRunner]) 
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
     except OSError as exc:
-        raise SystemExit(f"meshlib demo: cannot listen on 127.0.0.1:{port} ({exc.strerror}); is another demo running?")
+        raise SystemExit(
+            f"meshlib demo: cannot listen on 127.0.0.1:{port} ({exc.strerror}); is another demo running?"
+        ) from None
 
 
 def _pct(n: int, total: int) -> str:

@@ -15,14 +15,14 @@ class HostStats:
     """Mutable counters for one endpoint. Plain attributes: the request path writes them."""
 
     __slots__ = (
-        "key",
         "active_requests",
-        "ewma_cost_s",
-        "ewma_stamp",
-        "first_seen",
         "ejected",
         "ejected_at",
         "ejection_count",
+        "ewma_cost_s",
+        "ewma_stamp",
+        "first_seen",
+        "key",
     )
 
     def __init__(self, key: str, now: float) -> None:

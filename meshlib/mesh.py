@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 
@@ -32,6 +32,13 @@ from meshlib.config.model import Labels, Locality, MeshSnapshot, WorkloadIdentit
 from meshlib.discovery.files import FileConfigSource
 from meshlib.host_stats import HostStatsTable
 from meshlib.mesh_state import MeshState
+from meshlib.resilience.breaker import AsyncBreaker, BreakerRegistry
+from meshlib.resilience.cluster_runtime import RuntimeTable
+from meshlib.resilience.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+
+    from meshlib.config.model import Route
 
 OutboundTrafficPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 
@@ -58,14 +65,18 @@ class Mesh:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if outbound_traffic_policy not in ("ALLOW_ANY", "REGISTRY_ONLY"):
-            raise ValueError(f"outbound_traffic_policy must be ALLOW_ANY or REGISTRY_ONLY, not {outbound_traffic_policy!r}")
+            raise ValueError(
+                f"outbound_traffic_policy must be ALLOW_ANY or REGISTRY_ONLY, not {outbound_traffic_policy!r}"
+            )
         self.outbound_traffic_policy: OutboundTrafficPolicy = outbound_traffic_policy
         self.rng = rng if rng is not None else random.Random()
         self.clock = clock
         self.host_stats = HostStatsTable()
-        self._state = MeshState(snapshot, registry_only=outbound_traffic_policy == "REGISTRY_ONLY")
+        self._runtimes = RuntimeTable(self.host_stats, self.rng)
+        self._breakers = BreakerRegistry(clock=clock)
         self._file_source: FileConfigSource | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._publish(snapshot)
 
     # ------------------------------------------------------------------ construction
 
@@ -96,9 +107,11 @@ class Mesh:
         )
         source_paths: list[str | Path] = list(paths) if paths else [default_config_path()]
         holder: list[Mesh] = []
-        source = FileConfigSource(
-            source_paths, workload, lambda snap: holder[0]._publish(snap), poll_interval_s=poll_interval_s
-        )
+
+        def publish(snapshot: MeshSnapshot) -> None:
+            holder[0]._publish(snapshot)
+
+        source = FileConfigSource(source_paths, workload, publish, poll_interval_s=poll_interval_s)
         mesh = cls(source.load(), outbound_traffic_policy=outbound_traffic_policy, rng=rng, clock=clock)
         holder.append(mesh)
         mesh._file_source = source
@@ -121,6 +134,15 @@ class Mesh:
             return
         if self._file_source is not None:
             self._tasks.append(asyncio.create_task(self._file_source.watch(), name="meshlib-file-watch"))
+        self._tasks.append(asyncio.create_task(self._tick_outlier_detectors(), name="meshlib-outlier-ticks"))
+
+    async def _tick_outlier_detectors(self) -> None:
+        # Hosts return to service only at an interval tick (as in Envoy), so tick
+        # at least as often as the shortest configured interval.
+        while True:
+            intervals = [r.outlier.interval_s for r in self._runtimes.runtimes.values() if r.outlier is not None]
+            await asyncio.sleep(min([1.0, *intervals]) / 2)
+            self._runtimes.tick(self.clock())
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -143,8 +165,14 @@ class Mesh:
         return self._state
 
     def _publish(self, snapshot: MeshSnapshot) -> None:
-        # Compile first, then swap one reference: requests see old or new, never a mix.
-        self._state = MeshState(snapshot, registry_only=self.outbound_traffic_policy == "REGISTRY_ONLY")
+        # Compile first, bring the per-cluster runtime in step, then swap one
+        # reference: requests see old or new, never a mix.
+        state = MeshState(snapshot, registry_only=self.outbound_traffic_policy == "REGISTRY_ONLY")
+        self._runtimes.sync(snapshot.clusters, self.clock())
+        self._state = state
+
+    def _route_bucket(self, route: Route) -> TokenBucket | None:
+        return self._state.route_buckets.get(id(route)) if self._state.route_buckets else None
 
     def status(self) -> dict[str, Any]:
         """Where the configuration comes from, its version, and the last rejected edit."""
@@ -168,7 +196,56 @@ class Mesh:
     def reload_attempts(self) -> int:
         return self._file_source.reload_attempts if self._file_source is not None else 0
 
+    # ------------------------------------------------------------------ resilience state
+
+    def stats(self) -> dict[str, Any]:
+        """Per cluster and per host: counters named like Envoy's, limits, ejections, breakers.
+
+        ``clusters[name]`` holds ``upstream_rq_total``, ``upstream_rq_retry``,
+        ``upstream_rq_timeout``, ``upstream_rq_pending_overflow``,
+        ``outlier_detection.ejections_enforced_total``, ``ejected_hosts``
+        (``ip:port`` → monotonic time it is due back), ``retry_budget_balance``…;
+        ``hosts[ip:port]`` holds ``active_requests`` and ejection state;
+        ``breakers`` the :meth:`breaker` states.
+        """
+        now = self.clock()
+        hosts = {
+            key: {
+                "active_requests": h.active_requests,
+                "ejected": h.ejected,
+                "ejection_count": h.ejection_count,
+                "ewma_cost_s": h.ewma_cost_s,
+            }
+            for key, h in self.host_stats.items()
+        }
+        return {
+            "clusters": {name: rt.stats(now) for name, rt in self._runtimes.runtimes.items()},
+            "hosts": hosts,
+            "breakers": dict(self._breakers.stats()),
+        }
+
+    def breaker(self, name: str, **settings: Any) -> AsyncBreaker:
+        """A circuit breaker for any call (a database, a cache), by name.
+
+        Usable as a decorator on ``async def`` and as ``async with``; the same
+        name returns the same breaker. Settings: ``fail_max`` (5),
+        ``reset_timeout_s`` (30), ``exclude``, ``listeners``.
+        """
+        return self._breakers.get(name, **settings)
+
     # ------------------------------------------------------------------ adapters
+
+    def server_middleware(self) -> Any:
+        """aiohttp server middleware: the inbound deadline becomes the context of outbound calls.
+
+        Reads ``grpc-timeout`` or ``x-envoy-expected-rq-timeout-ms`` into the
+        deadline context variable, so every call the handler makes through the
+        mesh uses ``min(route timeout, time left)`` and fails locally once the
+        deadline has passed.
+        """
+        from meshlib.aiohttp.server import server_middleware
+
+        return server_middleware(self)
 
     def middleware(self) -> aiohttp.ClientMiddlewareType:
         """An aiohttp client middleware that routes every request through the mesh."""

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 
 from meshlib.balancing import ClusterBalancer
 from meshlib.config.model import MeshSnapshot
+from meshlib.resilience.ratelimit import TokenBucket
 from meshlib.routing import RouteTable
 
 
 class MeshState:
-    __slots__ = ("balancers", "registry_only", "routes", "snapshot")
+    __slots__ = ("balancers", "registry_only", "route_buckets", "routes", "snapshot")
 
     def __init__(self, snapshot: MeshSnapshot, *, registry_only: bool = False) -> None:
         self.snapshot = snapshot
@@ -28,3 +29,14 @@ class MeshState:
             name: ClusterBalancer(cluster, workload.locality, local_labels=workload.labels)
             for name, cluster in snapshot.clusters.items()
         }
+        # Per-route local rate-limit buckets, keyed by the route object's identity
+        # (routes are frozen and live as long as this state). A swap starts them full.
+        self.route_buckets: dict[int, TokenBucket] = {}
+        for config in snapshot.route_configs.values():
+            for vhost in config.virtual_hosts:
+                for route in vhost.routes:
+                    if route.rate_limit is not None:
+                        self.route_buckets[id(route)] = TokenBucket(
+                            route.rate_limit.max_tokens, route.rate_limit.tokens_per_fill,
+                            route.rate_limit.fill_interval_s,
+                        )

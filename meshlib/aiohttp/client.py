@@ -2,25 +2,39 @@
 
 Per request: build a :class:`~meshlib.request.RequestView`, :func:`decide`
 the route, then either pass the request through (not a mesh host), answer
-locally (404 / 502 / 503 / redirect / direct response), or pick an endpoint
-and dial it. Dialling rewrites only the URL's host and port: the Host header
-keeps the logical name (and ``server_hostname`` keeps TLS verification on it),
-and aiohttp's pool is then keyed per endpoint.
+locally (404 / 502 / redirect / direct response), or run the resilience stack
+(:func:`~meshlib.resilience.attempts.run_upstream_call`) whose ``send`` dials
+the picked endpoint. Dialling rewrites only the URL's host and port: the Host
+header keeps the logical name (``server_hostname`` keeps TLS verification on
+it), and aiohttp's pool is then keyed per endpoint.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import TYPE_CHECKING
 
-from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, ClientMiddlewareType, hdrs
+from aiohttp import (
+    ClientConnectionError,
+    ClientConnectorError,
+    ClientHandlerType,
+    ClientMiddlewareType,
+    ClientOSError,
+    ClientRequest,
+    ClientResponse,
+    ServerDisconnectedError,
+    hdrs,
+)
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from meshlib.aiohttp.local_reply import local_response
-from meshlib.balancing import PickContext, observe_rtt, request_hash
-from meshlib.config.model import HeaderOps, LbKind
+from meshlib.config.model import Endpoint, HeaderOps
 from meshlib.decision import Action, decide
 from meshlib.request import RequestView
+from meshlib.resilience.attempts import LocalReply, UpstreamCall, run_upstream_call
+from meshlib.resilience.outcome import Outcome, OutcomeKind
+from meshlib.resilience.retry import is_idempotent_method
 from meshlib.routing import apply_header_ops
 
 if TYPE_CHECKING:
@@ -28,6 +42,30 @@ if TYPE_CHECKING:
 
 _NO_QUERY: dict[str, str] = {}
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+ATTEMPT_COUNT = "x-envoy-attempt-count"
+EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
+
+# One Outcome object per status: classification allocates nothing on the hot path.
+_RESPONSE_OUTCOMES = {status: Outcome(OutcomeKind.RESPONSE, status) for status in range(100, 600)}
+_CONNECT_FAILURE = Outcome(OutcomeKind.CONNECT_FAILURE)
+_RESET = Outcome(OutcomeKind.RESET)
+
+
+def _classify(response: ClientResponse) -> Outcome:
+    return _RESPONSE_OUTCOMES.get(response.status) or Outcome(OutcomeKind.RESPONSE, response.status)
+
+
+def _classify_error(exc: BaseException) -> Outcome | None:
+    """Map aiohttp's exceptions to outcomes; anything else is the caller's error, re-raised."""
+    if isinstance(exc, ClientConnectorError):
+        return _CONNECT_FAILURE
+    if isinstance(exc, (ServerDisconnectedError, ClientOSError, ClientConnectionError)):
+        return _RESET
+    return None
+
+
+def _discard(response: ClientResponse) -> None:
+    response.release()
 
 
 def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
@@ -70,32 +108,45 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             url = url.with_path(decision.path, encoded=True, keep_query=True)
         if decision.authority is not None:
             headers[hdrs.HOST] = decision.authority
+        if not cluster.endpoints and cluster.resolution == "NONE":
+            req.url = url  # passthrough cluster: dial the original destination
+            return await handler(req)
+        secure = url.scheme in ("https", "wss")
+        if secure and req.server_hostname is None:
+            req.server_hostname = url.host
 
-        now = clock()
-        lb = cluster.policy.lb
-        hash_key = request_hash(lb.hash_policies, view) if lb.hash_policies else None
-        endpoint = balancer.pick(PickContext(rng, now, stats, hash_key, 0, ()))
-        if endpoint is None:
-            if cluster.endpoints or cluster.resolution != "NONE":
-                return local_response(req, 503, b"meshlib: no healthy upstream\n", flag="UH")
-            req.url = url  # NONE resolution: dial the original destination
+        async def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> ClientResponse:
+            req.url = url.with_host(endpoint.address).with_port(endpoint.port)
+            headers[ATTEMPT_COUNT] = str(attempt)
+            if timeout_hint_s is not None:
+                headers[EXPECTED_TIMEOUT] = str(max(1, math.ceil(timeout_hint_s * 1000)))
             return await handler(req)
 
-        req.url = url.with_host(endpoint.address).with_port(endpoint.port)
-        if url.scheme in ("https", "wss") and req.server_hostname is None:
-            req.server_hostname = url.host
-        host = stats.get(endpoint.key, now)
-        host.active_requests += 1
-        try:
-            response = await handler(req)
-        finally:
-            host.active_requests -= 1
-        if lb.kind is LbKind.PEAK_EWMA:
-            done = clock()
-            observe_rtt(host, done - now, done, lb.peak_ewma_decay_s)
+        lb = cluster.policy.lb
+        result = await run_upstream_call(
+            UpstreamCall(
+                decision=decision,
+                runtime=mesh._runtimes.runtimes[cluster.name],
+                stats=stats,
+                rng=rng,
+                clock=clock,
+                send=send,
+                classify=_classify,
+                classify_error=_classify_error,
+                discard=_discard,
+                idempotent=is_idempotent_method(req.method),
+                body_replayable=lambda: not getattr(req.body, "consumed", False),
+                hash_key=balancer.request_hash(view) if lb.hash_policies else None,
+                route_bucket=mesh._route_bucket(route),
+            )
+        )
+        if isinstance(result, LocalReply):
+            return local_response(
+                req, result.status, f"meshlib: {result.body}\n".encode(), headers=result.headers, flag=result.flag
+            )
         if not (route.headers.response.empty and destination.headers.response.empty):
-            _apply_response_ops(response, route.headers.response, destination.headers.response)
-        return response
+            _apply_response_ops(result, route.headers.response, destination.headers.response)
+        return result
 
     return meshlib_client_middleware
 
@@ -106,8 +157,9 @@ def _apply_request_ops(headers: CIMultiDict[str], ops: HeaderOps) -> None:
 
 
 def _apply_response_ops(response: ClientResponse, *ops: HeaderOps) -> None:
-    headers = CIMultiDict(response.headers)
+    headers = CIMultiDict(response._headers)
     for op in ops:
         if not op.empty:
             apply_header_ops(op, headers)
     response._headers = CIMultiDictProxy(headers)
+    response._cache.pop("headers", None)  # ClientResponse caches .headers on first read

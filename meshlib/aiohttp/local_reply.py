@@ -63,7 +63,7 @@ def local_response(
         request_info=req.request_info,
         traces=[],
         loop=req.loop,
-        session=req.session,  # type: ignore[arg-type]
+        session=req.session,
         stream_writer=_SentNothing(),  # type: ignore[arg-type]
     )
     reply_headers: CIMultiDict[str] = CIMultiDict(headers)

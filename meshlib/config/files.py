@@ -1,7 +1,7 @@
 """Istio YAML on disk: which files, reading them, and the top-level load API.
 
 A path may be a file or a directory; a directory contributes every ``*.yaml``
-and ``*.yml`` below it, recursively, in sorted order (so problems and
+and ``*.yml`` below it, recursively (skipping hidden files and directories), in sorted order (so problems and
 "first one wins" conflicts are reproducible). Problems name files the way the
 user named them: ``mesh/`` gives ``mesh/reviews.yaml``.
 """
@@ -30,7 +30,14 @@ def config_file_set(paths: Sequence[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in SUFFIXES
+                # Hidden files and directories (.git, editor temp files) are not configuration.
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and p.is_file()
+            )
         elif path.is_file():
             found = [path]
         else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
 
@@ -26,7 +26,7 @@ UINT32_MAX = 2**32 - 1
 class Labels(Mapping[str, str]):
     """An immutable, hashable string mapping (endpoint and workload labels)."""
 
-    __slots__ = ("_items", "_hash")
+    __slots__ = ("_hash", "_items")
 
     def __init__(self, items: Mapping[str, str] | None = None) -> None:
         self._items: dict[str, str] = dict(items or {})
@@ -75,7 +75,7 @@ class Locality:
     @classmethod
     def parse(cls, text: str) -> Locality:
         """Parse Istio's ``region/zone/subzone`` form (trailing parts optional)."""
-        parts = (text.split("/") + ["", "", ""])[:3] if text else ["", "", ""]
+        parts = [*text.split("/"), "", "", ""][:3] if text else ["", "", ""]
         return cls(parts[0], parts[1], parts[2])
 
     def __str__(self) -> str:
@@ -102,7 +102,7 @@ class Endpoint:
 # --------------------------------------------------------------------------- cluster policy
 
 
-class LbKind(str, Enum):
+class LbKind(StrEnum):
     ROUND_ROBIN = "ROUND_ROBIN"
     RANDOM = "RANDOM"
     LEAST_REQUEST = "LEAST_REQUEST"
@@ -215,6 +215,15 @@ class OutlierDetection:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitSpec:
+    """meshlib's local rate limit (annotation ``meshlib.io/local-rate-limit``): Envoy's token bucket."""
+
+    max_tokens: int
+    tokens_per_fill: int = 1
+    fill_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class TrafficPolicy:
     """The resolved policy of one cluster (top level, subset and port merged)."""
 
@@ -222,6 +231,7 @@ class TrafficPolicy:
     connection_pool: ConnectionPool = ConnectionPool()
     outlier_detection: OutlierDetection | None = None
     tls_mode: str = "DISABLE"
+    rate_limit: RateLimitSpec | None = None  # one bucket per cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +405,7 @@ class Route:
     mirrors: tuple[Mirror, ...] = ()
     headers: HeaderPolicy = HeaderPolicy()
     cors: CorsPolicy | None = None
+    rate_limit: RateLimitSpec | None = None  # one bucket per route
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,7 +102,9 @@ async def run_upstream_call(call: UpstreamCall[R]) -> R | LocalReply:
             status = fault.abort.http_status or 200
             return LocalReply(status, "fault filter abort", "FI", grpc_status=fault.abort.grpc_status)
 
-    if call.route_bucket is not None and not call.route_bucket.try_consume(now):
+    if (call.route_bucket is not None and not call.route_bucket.try_consume(now)) or (
+        runtime.bucket is not None and not runtime.bucket.try_consume(now)
+    ):
         counters["ratelimit_rate_limited"] += 1
         return LocalReply(429, "local_rate_limited", "RL", grpc_status=14)
 

@@ -19,6 +19,7 @@ from meshlib.host_stats import HostStatsTable
 from meshlib.resilience.budget import TokenRetryBudget, default_retry_budget
 from meshlib.resilience.limits import ClusterLimits
 from meshlib.resilience.outlier import OutlierDetector
+from meshlib.resilience.ratelimit import TokenBucket
 
 # Counters kept per cluster, named as Envoy names its cluster stats.
 COUNTERS = (
@@ -47,7 +48,7 @@ COUNTERS = (
 class ClusterRuntime:
     """Limits, outlier detector, retry budget and counters of one cluster."""
 
-    __slots__ = ("budget", "counters", "limits", "name", "outlier")
+    __slots__ = ("bucket", "budget", "counters", "limits", "name", "outlier")
 
     def __init__(self, cluster: Cluster, stats: HostStatsTable, rng: random.Random, now: float) -> None:
         self.name = cluster.name
@@ -55,11 +56,26 @@ class ClusterRuntime:
         self.budget: TokenRetryBudget = default_retry_budget()
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.outlier: OutlierDetector | None = None
+        self.bucket: TokenBucket | None = None
         self._configure_outlier(cluster, stats, rng, now)
+        self._configure_bucket(cluster, now)
 
     def update(self, cluster: Cluster, stats: HostStatsTable, rng: random.Random, now: float) -> None:
         self.limits.update(cluster.policy.connection_pool)
         self._configure_outlier(cluster, stats, rng, now)
+        self._configure_bucket(cluster, now)
+
+    def _configure_bucket(self, cluster: Cluster, now: float) -> None:
+        spec = cluster.policy.rate_limit
+        if spec is None:
+            self.bucket = None
+            return
+        current = self.bucket
+        if current is not None and (current.max_tokens, current.tokens_per_fill, current.fill_interval_s) == (
+            spec.max_tokens, spec.tokens_per_fill, spec.fill_interval_s
+        ):
+            return  # unchanged: keep the bucket's level across the swap
+        self.bucket = TokenBucket(spec.max_tokens, spec.tokens_per_fill, spec.fill_interval_s, created_at=now)
 
     def _configure_outlier(self, cluster: Cluster, stats: HostStatsTable, rng: random.Random, now: float) -> None:
         config = cluster.policy.outlier_detection

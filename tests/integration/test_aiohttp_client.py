@@ -145,11 +145,10 @@ spec:
 """
     cfg = write(tmp_path / "mesh.yaml", service_entry("reviews", {"v1": v1}), vs)
     mesh = meshlib.Mesh.from_files(cfg)
-    async with mesh, mesh.session() as http:
-        async with http.get("http://reviews:9080/other") as resp:
-            assert resp.status == 404
-            assert resp.headers[LOCAL_REPLY_HEADER] == "NR"
-            assert "no route" in await resp.text()
+    async with mesh, mesh.session() as http, http.get("http://reviews:9080/other") as resp:
+        assert resp.status == 404
+        assert resp.headers[LOCAL_REPLY_HEADER] == "NR"
+        assert "no route" in await resp.text()
     assert v1.hits == 0
 
 
@@ -163,9 +162,8 @@ async def test_unknown_host_passes_through_or_is_refused(backend: BackendFactory
         async with http.get("http://reviews:9080/x") as resp:  # no VirtualService: default route
             assert (await resp.json())["name"] == "v1"
     strict = meshlib.Mesh.from_files(cfg, outbound_traffic_policy="REGISTRY_ONLY")
-    async with strict, strict.session() as http:
-        async with http.get(f"http://{outside.address}/x") as resp:
-            assert resp.status == 502
+    async with strict, strict.session() as http, http.get(f"http://{outside.address}/x") as resp:
+        assert resp.status == 502
     assert outside.hits == 1
 
 
@@ -242,7 +240,10 @@ async def test_own_session_with_middleware(backend: BackendFactory, tmp_path: Pa
     v1 = await backend("v1")
     cfg = write(tmp_path / "mesh.yaml", service_entry("reviews", {"v1": v1}))
     mesh = meshlib.Mesh.from_files(cfg)
-    async with mesh, aiohttp.ClientSession(middlewares=(mesh.middleware(),)) as http:
-        async with http.get("http://reviews.default.svc.cluster.local:9080/x") as resp:
-            assert (await resp.json())["name"] == "v1"
+    async with (
+        mesh,
+        aiohttp.ClientSession(middlewares=(mesh.middleware(),)) as http,
+        http.get("http://reviews.default.svc.cluster.local:9080/x") as resp,
+    ):
+        assert (await resp.json())["name"] == "v1"
     assert Counter(r.path for r in v1.requests) == {"/x": 1}

@@ -18,7 +18,7 @@ EXPLAIN_KEYS = {
 def test_explain_contract_header_route() -> None:
     mesh = meshlib.Mesh.from_files()
     result = mesh.explain("GET", "http://reviews:9080/reviews/1", {"end-user": "jason"})
-    assert EXPLAIN_KEYS <= result.keys()
+    assert result.keys() >= EXPLAIN_KEYS
     assert result["status"] == 200
     assert result["route"] == {"virtual_service": "default/reviews", "rule": "jason-sees-v2", "index": 0}
     assert result["destinations"] == [

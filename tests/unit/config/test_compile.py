@@ -721,6 +721,8 @@ spec: {selector: {istio: ingressgateway}}
         "metadata: {name: x}\nspec: {hosts: [x], ports: [{number: 80, name: http}], resolution: DNS}\n",
     )
     write(tmp_path, "mesh/notes.txt", "not yaml: [")
+    write(tmp_path, "mesh/.hidden/x.yaml", "not yaml: [")
+    write(tmp_path, "mesh/.swap.yaml", "not yaml: [")
     write(tmp_path, "single.yaml", "")
     monkeypatch.chdir(tmp_path)
     assert config_file_set(["mesh", "single.yaml", "mesh/a.yaml", "missing"]) == [
