@@ -28,6 +28,7 @@ from meshlib.config.model import (
     Endpoint,
     LbKind,
     LbPolicy,
+    RateLimitSpec,
     Service,
     ServicePort,
     TrafficPolicy,
@@ -54,7 +55,9 @@ def merge_policy(top: PolicyParts | None, subset: PolicyParts | None, port: int)
     )
 
 
-def to_traffic_policy(parts: PolicyParts, lb_override: LbKind | None = None) -> TrafficPolicy:
+def to_traffic_policy(
+    parts: PolicyParts, lb_override: LbKind | None = None, rate_limit: RateLimitSpec | None = None
+) -> TrafficPolicy:
     """Merged Istio components → the model's resolved policy."""
     lb = parts.lb or LbPolicy()
     if lb_override is not None and lb.kind not in _HASH_KINDS:
@@ -71,6 +74,7 @@ def to_traffic_policy(parts: PolicyParts, lb_override: LbKind | None = None) -> 
         connection_pool=parts.pool or ConnectionPool(),
         outlier_detection=outlier.detection if outlier is not None else None,
         tls_mode=parts.tls_mode or "DISABLE",
+        rate_limit=rate_limit,
     )
 
 
@@ -105,6 +109,7 @@ def build_clusters(registry: Registry) -> dict[str, Cluster]:
             endpoints = service_endpoints(service, port, entries)
             top = rule.policy if rule is not None else None
             override = rule.lb_override if rule is not None else None
+            limit = rule.rate_limit if rule is not None else None
             name = cluster_name(port.number, "", fqdn)
             clusters[name] = Cluster(
                 name=name,
@@ -112,7 +117,7 @@ def build_clusters(registry: Registry) -> dict[str, Cluster]:
                 port=port.number,
                 subset="",
                 endpoints=tuple(endpoints),
-                policy=to_traffic_policy(merge_policy(top, None, port.number), override),
+                policy=to_traffic_policy(merge_policy(top, None, port.number), override, limit),
                 resolution=service.resolution,
             )
             if rule is None:
@@ -126,7 +131,7 @@ def build_clusters(registry: Registry) -> dict[str, Cluster]:
                     port=port.number,
                     subset=subset.name,
                     endpoints=selected,
-                    policy=to_traffic_policy(merge_policy(top, subset.policy, port.number), override),
+                    policy=to_traffic_policy(merge_policy(top, subset.policy, port.number), override, limit),
                     resolution=service.resolution,
                 )
     return clusters

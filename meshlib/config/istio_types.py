@@ -23,6 +23,7 @@ from meshlib.config.model import (
     LbPolicy,
     Locality,
     OutlierDetection,
+    RateLimitSpec,
     Redirect,
     RetryPolicy,
     Rewrite,
@@ -126,6 +127,7 @@ class DestinationRuleSpec:
     subsets: tuple[SubsetSpec, ...]
     lb_override: LbKind | None = None  # meshlib.io/load-balancer annotation
     workload_selector: Labels | None = None
+    rate_limit: RateLimitSpec | None = None  # meshlib.io/local-rate-limit annotation
 
 
 # --------------------------------------------------------------------------- VirtualService
@@ -185,6 +187,7 @@ class VirtualServiceSpec:
     hosts: tuple[tuple[str, int], ...]  # (host as written, lower-cased; line)
     gateways: tuple[str, ...]
     http: tuple[HttpRuleSpec, ...]
+    rate_limit: RateLimitSpec | None = None  # meshlib.io/local-rate-limit annotation
 
     @property
     def applies_to_sidecars(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from meshlib.config.annotations import rate_limit_annotation
 from meshlib.config.fields import Fields, Sink, item_fields
 from meshlib.config.hosts import host_problem
 from meshlib.config.istio_types import DestinationRuleSpec, Meta, PolicyParts, SubsetSpec
@@ -70,5 +71,6 @@ def parse_destination_rule(sink: Sink, meta: Meta, spec: Fields) -> DestinationR
                 f'unknown load balancer "{value}" (expected {expected})',
             )
     return DestinationRuleSpec(
-        meta, host.lower(), spec.line("host"), policy, tuple(subsets), lb_override, selector_labels
+        meta, host.lower(), spec.line("host"), policy, tuple(subsets), lb_override, selector_labels,
+        rate_limit_annotation(sink, meta),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from meshlib.config import parse_http_policies as policies
 from meshlib.config import parse_http_route as h
+from meshlib.config.annotations import rate_limit_annotation
 from meshlib.config.fields import Fields, Sink, item_fields
 from meshlib.config.hosts import host_problem
 from meshlib.config.istio_types import (
@@ -73,7 +74,10 @@ def parse_virtual_service(sink: Sink, meta: Meta, spec: Fields) -> VirtualServic
         _l4_route(sink, path, node, TCP_MATCH_FIELDS, tls=False)
     if not hosts and not spec.has("hosts") and gateways:
         spec.error("gateways", "a delegate VirtualService (no hosts) must not set gateways")
-    return VirtualServiceSpec(meta, tuple(hosts), tuple(gateways), tuple(r for r in rules if r is not None))
+    return VirtualServiceSpec(
+        meta, tuple(hosts), tuple(gateways), tuple(r for r in rules if r is not None),
+        rate_limit_annotation(sink, meta),
+    )
 
 
 def _http_rule(sink: Sink, index: int, path: str, node: Node) -> HttpRuleSpec | None:

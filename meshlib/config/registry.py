@@ -31,7 +31,7 @@ from meshlib.config.istio_types import (
     SubsetSpec,
     WorkloadEndpoint,
 )
-from meshlib.config.model import LbKind, Service, WorkloadIdentity
+from meshlib.config.model import LbKind, RateLimitSpec, Service, WorkloadIdentity
 
 
 @dataclass(slots=True)
@@ -43,6 +43,7 @@ class MergedRule:
     subsets: dict[str, SubsetSpec]
     lb_override: LbKind | None
     sources: list[DestinationRuleSpec] = field(default_factory=list)
+    rate_limit: RateLimitSpec | None = None
 
 
 @dataclass(slots=True)
@@ -112,6 +113,8 @@ def build_registry(
             merged.policy = rule.policy
         if merged.lb_override is None:
             merged.lb_override = rule.lb_override
+        if merged.rate_limit is None:
+            merged.rate_limit = rule.rate_limit
         merged.sources.append(rule)
         for subset in rule.subsets:
             merged.subsets.setdefault(subset.name, subset)

@@ -218,6 +218,7 @@ class RouteBuilder:
             mirrors=tuple(mirrors),
             headers=rule.headers or HeaderPolicy(),
             cors=rule.cors,
+            rate_limit=vs.rate_limit,
         )
 
     def _default_route(self, fqdn: str, port: int) -> Route:

@@ -37,7 +37,7 @@ from meshlib.config.model import Endpoint, LbKind
 from meshlib.decision import Decision
 from meshlib.host_stats import HostStatsTable
 from meshlib.resilience.cluster_runtime import ClusterRuntime
-from meshlib.resilience.deadline import current_deadline, remaining_timeout
+from meshlib.resilience.deadline import DeadlineExceeded, current_deadline, remaining_timeout
 from meshlib.resilience.fault import decide_fault
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.ratelimit import TokenBucket
@@ -87,8 +87,9 @@ async def run_upstream_call(call: UpstreamCall[R]) -> R | LocalReply:
     now = call.clock()
     counters["upstream_rq_total"] += 1
 
-    timeout = remaining_timeout(route.timeout_s, current_deadline(), now)
-    if timeout is not None and timeout <= 0:
+    try:
+        timeout = remaining_timeout(route.timeout_s, current_deadline(), now)
+    except DeadlineExceeded:
         counters["upstream_rq_timeout"] += 1
         return LocalReply(504, "deadline exceeded before the request was sent", "UT", grpc_status=4)
 
