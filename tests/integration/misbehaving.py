@@ -17,6 +17,7 @@ class Upstream:
     port: int = 0
     hits: int = 0
     headers: list[dict[str, str]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set on the first request
 
 
 @asynccontextmanager
@@ -26,6 +27,7 @@ async def http_upstream(name: str, behaviour: str, release: asyncio.Event) -> As
 
     async def handle(request: web.Request) -> web.Response:
         upstream.hits += 1
+        upstream.arrived.set()
         upstream.headers.append(dict(request.headers))
         if behaviour == "503":
             return web.Response(status=503, text=f"{name} unavailable")

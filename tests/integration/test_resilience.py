@@ -113,8 +113,7 @@ async def test_overflow_answers_immediately(tmp_path: Path) -> None:
         ))
         async with mesh, mesh.session() as http:
             first = asyncio.create_task(_status(http.get("http://svc:9080/")))
-            while blocked.hits == 0:  # wait until the first request occupies the only slot
-                await asyncio.sleep(0.005)
+            await blocked.arrived.wait()  # the first request now occupies the only slot
             async with asyncio.timeout(1.0), http.get("http://svc:9080/") as resp:
                 assert resp.status == 503
                 assert resp.headers["x-envoy-overloaded"] == "true"
