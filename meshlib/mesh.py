@@ -34,11 +34,10 @@ from meshlib.host_stats import HostStatsTable
 from meshlib.mesh_state import MeshState
 from meshlib.resilience.breaker import AsyncBreaker, BreakerRegistry
 from meshlib.resilience.cluster_runtime import RuntimeTable
-from meshlib.resilience.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
 
-    from meshlib.config.model import Route
+    pass
 
 OutboundTrafficPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 
@@ -170,9 +169,6 @@ class Mesh:
         state = MeshState(snapshot, registry_only=self.outbound_traffic_policy == "REGISTRY_ONLY")
         self._runtimes.sync(snapshot.clusters, self.clock())
         self._state = state
-
-    def _route_bucket(self, route: Route) -> TokenBucket | None:
-        return self._state.route_buckets.get(id(route)) if self._state.route_buckets else None
 
     def status(self) -> dict[str, Any]:
         """Where the configuration comes from, its version, and the last rejected edit."""

@@ -12,7 +12,6 @@ it), and aiohttp's pool is then keyed per endpoint.
 from __future__ import annotations
 
 import math
-import uuid
 from typing import TYPE_CHECKING
 
 from aiohttp import (
@@ -27,12 +26,14 @@ from aiohttp import (
     hdrs,
 )
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from meshlib.aiohttp.local_reply import local_response
 from meshlib.config.model import Endpoint, HeaderOps
 from meshlib.decision import Action, decide
 from meshlib.request import RequestView
-from meshlib.resilience.attempts import LocalReply, UpstreamCall, run_upstream_call
+from meshlib.request_id import new_request_id
+from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
 from meshlib.routing import apply_header_ops
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from meshlib.mesh import Mesh
 
 _NO_QUERY: dict[str, str] = {}
+_ATTEMPTS = [str(n) for n in range(10)]
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 ATTEMPT_COUNT = "x-envoy-attempt-count"
 EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
@@ -71,8 +73,15 @@ def _discard(response: ClientResponse) -> None:
 def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
     """Build the middleware bound to ``mesh`` (reads its current state per request)."""
     rng = mesh.rng
-    clock = mesh.clock
-    stats = mesh.host_stats
+    runner: UpstreamRunner[ClientResponse] = UpstreamRunner(
+        stats=mesh.host_stats,
+        rng=rng,
+        clock=mesh.clock,
+        classify=_classify,
+        classify_error=_classify_error,
+        discard=_discard,
+    )
+    build_url = URL.build
 
     async def meshlib_client_middleware(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         state = mesh._state  # one read: this request sees one configuration
@@ -101,44 +110,43 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         assert destination is not None and cluster is not None and balancer is not None
 
         if hdrs.X_REQUEST_ID not in headers:
-            headers[hdrs.X_REQUEST_ID] = str(uuid.uuid4())
-        _apply_request_ops(headers, route.headers.request)
-        _apply_request_ops(headers, destination.headers.request)
-        if decision.path is not None:
-            url = url.with_path(decision.path, encoded=True, keep_query=True)
+            headers[hdrs.X_REQUEST_ID] = new_request_id()
+        if not route.headers.request.empty:
+            apply_header_ops(route.headers.request, headers)
+        if not destination.headers.request.empty:
+            apply_header_ops(destination.headers.request, headers)
+        path = url.raw_path if decision.path is None else decision.path
         if decision.authority is not None:
             headers[hdrs.HOST] = decision.authority
+        scheme = url.scheme
+        query = url.raw_query_string
         if not cluster.endpoints and cluster.resolution == "NONE":
-            req.url = url  # passthrough cluster: dial the original destination
+            # passthrough cluster: dial the original destination
+            req.url = build_url(scheme=scheme, authority=url.raw_authority, path=path, query_string=query, encoded=True)
             return await handler(req)
-        secure = url.scheme in ("https", "wss")
-        if secure and req.server_hostname is None:
+        if scheme in ("https", "wss") and req.server_hostname is None:
             req.server_hostname = url.host
 
         async def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> ClientResponse:
-            req.url = url.with_host(endpoint.address).with_port(endpoint.port)
-            headers[ATTEMPT_COUNT] = str(attempt)
+            req.url = build_url(
+                scheme=scheme, host=endpoint.address, port=endpoint.port, path=path, query_string=query, encoded=True
+            )
+            headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
             if timeout_hint_s is not None:
                 headers[EXPECTED_TIMEOUT] = str(max(1, math.ceil(timeout_hint_s * 1000)))
             return await handler(req)
 
-        lb = cluster.policy.lb
-        result = await run_upstream_call(
-            UpstreamCall(
-                decision=decision,
-                runtime=mesh._runtimes.runtimes[cluster.name],
-                stats=stats,
-                rng=rng,
-                clock=clock,
-                send=send,
-                classify=_classify,
-                classify_error=_classify_error,
-                discard=_discard,
-                idempotent=is_idempotent_method(req.method),
-                body_replayable=lambda: not getattr(req.body, "consumed", False),
-                hash_key=balancer.request_hash(view) if lb.hash_policies else None,
-                route_bucket=mesh._route_bucket(route),
-            )
+        def body_replayable() -> bool:
+            return not getattr(req.body, "consumed", False)
+
+        result = await runner.run(
+            decision,
+            mesh._runtimes.runtimes[cluster.name],
+            send,
+            idempotent=is_idempotent_method(req.method),
+            body_replayable=body_replayable,
+            hash_key=balancer.request_hash(view) if cluster.policy.lb.hash_policies else None,
+            route_bucket=state.route_buckets.get(id(route)) if state.route_buckets else None,
         )
         if isinstance(result, LocalReply):
             return local_response(
@@ -149,11 +157,6 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         return result
 
     return meshlib_client_middleware
-
-
-def _apply_request_ops(headers: CIMultiDict[str], ops: HeaderOps) -> None:
-    if not ops.empty:
-        apply_header_ops(ops, headers)
 
 
 def _apply_response_ops(response: ClientResponse, *ops: HeaderOps) -> None:
