@@ -202,9 +202,11 @@ async def run(requests: int, rounds: int) -> None:
             await _wait_port(backend_port)
             (tmp / "mesh.yaml").write_text(MESH_YAML.format(port=backend_port))
             mesh = meshlib.Mesh.from_files(tmp / "mesh.yaml")
-            connector = {"limit": 100}
-            async with mesh, aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector)) as plain, \
-                    mesh.session(connector=aiohttp.TCPConnector(**connector)) as meshed:
+            async with (
+                mesh,
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as plain,
+                mesh.session(connector=mesh.connector(limit=100)) as meshed,
+            ):
                 paths: dict[str, Send] = {
                     "direct": _sender(plain, f"http://127.0.0.1:{backend_port}/r", {}),
                     "meshlib": _sender(meshed, "http://reviews:9080/r", {}),

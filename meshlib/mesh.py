@@ -249,12 +249,25 @@ class Mesh:
 
         return client_middleware(self)
 
+    def connector(self, **kwargs: Any) -> aiohttp.TCPConnector:
+        """A ``TCPConnector`` that applies each cluster's connect timeout (``tcp.connectTimeout``).
+
+        Keyword arguments go to ``aiohttp.TCPConnector``. ``session()`` uses one
+        unless you pass ``connector=``.
+        """
+        from meshlib.aiohttp.connector import MeshConnector
+
+        return MeshConnector(**kwargs)
+
     def session(self, **kwargs: Any) -> aiohttp.ClientSession:
         """An ``aiohttp.ClientSession`` with the mesh middleware (outermost) installed.
 
         Keyword arguments go to ``ClientSession``; ``middlewares=`` are added after the mesh's.
+        Without ``connector=`` the session gets :meth:`connector` (per-cluster connect timeouts).
         """
         extra = tuple(kwargs.pop("middlewares", ()))
+        if "connector" not in kwargs:
+            kwargs["connector"] = self.connector()
         return aiohttp.ClientSession(middlewares=(self.middleware(), *extra), **kwargs)
 
     def explain(self, method: str, url: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -22,12 +22,14 @@ from aiohttp import (
     ClientOSError,
     ClientRequest,
     ClientResponse,
+    ConnectionTimeoutError,
     ServerDisconnectedError,
     hdrs,
 )
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from meshlib.aiohttp.connector import CONNECT_TIMEOUT
 from meshlib.aiohttp.local_reply import local_response
 from meshlib.config.model import Endpoint, HeaderOps
 from meshlib.decision import Action, decide
@@ -59,8 +61,8 @@ def _classify(response: ClientResponse) -> Outcome:
 
 def _classify_error(exc: BaseException) -> Outcome | None:
     """Map aiohttp's exceptions to outcomes; anything else is the caller's error, re-raised."""
-    if isinstance(exc, ClientConnectorError):
-        return _CONNECT_FAILURE
+    if isinstance(exc, (ClientConnectorError, ConnectionTimeoutError)):
+        return _CONNECT_FAILURE  # Envoy counts a connect timeout as a connect failure (UF)
     if isinstance(exc, (ServerDisconnectedError, ClientOSError, ClientConnectionError)):
         return _RESET
     return None
@@ -126,6 +128,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             return await handler(req)
         if scheme in ("https", "wss") and req.server_hostname is None:
             req.server_hostname = url.host
+        connect_timeout = cluster.policy.connection_pool.connect_timeout_s
 
         async def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> ClientResponse:
             req.url = build_url(
@@ -134,7 +137,11 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
             if timeout_hint_s is not None:
                 headers[EXPECTED_TIMEOUT] = str(max(1, math.ceil(timeout_hint_s * 1000)))
-            return await handler(req)
+            token = CONNECT_TIMEOUT.set(connect_timeout)
+            try:
+                return await handler(req)
+            finally:
+                CONNECT_TIMEOUT.reset(token)
 
         def body_replayable() -> bool:
             return not getattr(req.body, "consumed", False)

@@ -218,13 +218,14 @@ class UpstreamRunner(Generic[R]):
                         raise
                     counters["upstream_rq_per_try_timeout"] += 1
                     outcome = _PER_TRY_TIMEOUT
-                except TimeoutError:  # the transport's own timeout (e.g. a socket read timeout)
-                    counters["upstream_rq_per_try_timeout"] += 1
-                    outcome = _PER_TRY_TIMEOUT
                 except Exception as exc:
                     classified = self.classify_error(exc)
                     if classified is None:
-                        raise
+                        if not isinstance(exc, TimeoutError):
+                            raise
+                        # The transport's own timeout (e.g. a socket read timeout).
+                        counters["upstream_rq_per_try_timeout"] += 1
+                        classified = _PER_TRY_TIMEOUT
                     outcome = classified
                 finally:
                     if try_timer is not None:

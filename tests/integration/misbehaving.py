@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -111,3 +111,25 @@ spec:
   - route: [{{destination: {{host: svc}}}}]
 {vs_rule}
 """
+
+
+@asynccontextmanager
+async def unaccepting_port() -> AsyncIterator[int]:
+    """A loopback port whose accept queue is full: new TCP handshakes hang (SYNs are dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    loop = asyncio.get_running_loop()
+    for _ in range(3):  # a backlog of 0 still queues one; fill it and any slack
+        filler = socket.socket()
+        filler.setblocking(False)
+        with suppress(TimeoutError, OSError):
+            await asyncio.wait_for(loop.sock_connect(filler, ("127.0.0.1", port)), 0.2)
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for s in [*fillers, listener]:
+            s.close()

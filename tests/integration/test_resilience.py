@@ -14,7 +14,13 @@ from aiohttp import web
 import meshlib
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
 from meshlib.resilience.deadline import deadline_scope
-from tests.integration.misbehaving import closing_upstream, http_upstream, mesh_yaml, refused_port
+from tests.integration.misbehaving import (
+    closing_upstream,
+    http_upstream,
+    mesh_yaml,
+    refused_port,
+    unaccepting_port,
+)
 
 pytestmark = pytest.mark.asyncio
 CLUSTER = "outbound|9080||svc.default.svc.cluster.local"
@@ -236,3 +242,20 @@ async def test_breaker_guards_any_call(tmp_path: Path) -> None:
         await query()  # open: rejected without calling
     assert calls == 2
     assert mesh.stats()["breakers"]["database"]["state"] == "open"
+
+
+async def test_connect_timeout_from_destination_rule(tmp_path: Path) -> None:
+    """tcp.connectTimeout bounds connecting; a host that never accepts counts as a connect failure."""
+    async with unaccepting_port() as port:
+        mesh = make_mesh(tmp_path, mesh_yaml(
+            {"stuck": port}, dr_policy="    connectionPool: {tcp: {connectTimeout: 200ms}}",
+            vs_rule="    retries: {attempts: 0}",
+        ))
+        async with mesh, mesh.session() as http:
+            start = time.monotonic()
+            async with http.get("http://svc:9080/") as resp:
+                elapsed = time.monotonic() - start
+                assert resp.status == 503
+                assert resp.headers[LOCAL_REPLY_HEADER] == "UF"
+    assert 0.15 <= elapsed < 2.0
+    assert mesh.stats()["clusters"][CLUSTER]["upstream_cx_connect_fail"] == 1
