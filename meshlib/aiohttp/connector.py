@@ -27,8 +27,12 @@ CONNECT_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar("
 class MeshConnector(TCPConnector):
     """A ``TCPConnector`` that honours the per-cluster connect timeout set by the mesh middleware."""
 
-    async def connect(  # noqa: ASYNC109 - aiohttp's signature: the timeout object is handed down, not awaited on
-        self, req: ClientRequest, traces: list[Any], timeout: ClientTimeout
+    # aiohttp's own signature: the timeout object is handed down, not awaited on.
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Any],
+        timeout: ClientTimeout,  # noqa: ASYNC109
     ) -> Connection:
         limit = CONNECT_TIMEOUT.get()
         if limit is not None and (timeout.sock_connect is None or limit < timeout.sock_connect):
