@@ -1,0 +1,68 @@
+"""TaskTimer tells its own timeout from outside cancellation; request ids are valid UUIDv4s."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from meshlib.request_id import new_request_id
+from meshlib.resilience.timer import TaskTimer
+
+
+@pytest.mark.asyncio
+async def test_timer_fires_and_is_recognised_as_ours() -> None:
+    loop = asyncio.get_running_loop()
+    never = asyncio.Event()
+    timer = TaskTimer(loop, loop.time() + 0.01)
+    with pytest.raises(asyncio.CancelledError):
+        await never.wait()
+    assert timer.expired()
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_outside_cancellation_is_not_mistaken_for_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    verdict: list[bool] = []
+
+    async def worker() -> None:
+        timer = TaskTimer(loop, loop.time() + 60)
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            verdict.append(timer.expired())
+            raise
+        finally:
+            timer.cancel()
+
+    task = asyncio.create_task(worker())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert verdict == [False]
+
+
+@pytest.mark.asyncio
+async def test_disarmed_timer_never_fires() -> None:
+    loop = asyncio.get_running_loop()
+    timer = TaskTimer(loop, loop.time() + 0.001)
+    timer.cancel()
+    fired = asyncio.Event()
+    loop.call_at(loop.time() + 0.01, fired.set)
+    await fired.wait()  # past the timer's deadline: we were not cancelled
+    assert not timer.expired()
+
+
+def test_request_ids_are_unique_uuid4() -> None:
+    ids = {new_request_id() for _ in range(5000)}
+    assert len(ids) == 5000
+    for value in list(ids)[:200]:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == value
