@@ -10,6 +10,7 @@ outlierDetection follows semantics.md §2 "Istio mapping".
 
 from __future__ import annotations
 
+from meshlib.balancing.maglev import is_prime
 from meshlib.config.fields import Fields, Sink, item_fields
 from meshlib.config.istio_types import OutlierSetting, PolicyParts
 from meshlib.config.model import (
@@ -208,7 +209,7 @@ def _consistent_hash(hashing: Fields) -> LbPolicy | None:
     maglev = hashing.mapping("maglev", ("tableSize",))
     if maglev is not None:
         size = maglev.integer("tableSize", 0, MAX_MAGLEV_TABLE)
-        if size and not _is_prime(size):
+        if size and not is_prime(size):
             maglev.error("tableSize", f"{size} is not a prime number")
             size = None
         return LbPolicy(kind=LbKind.MAGLEV, hash_policies=tuple(hashes), maglev_table_size=size or 65537)
@@ -219,19 +220,6 @@ def _consistent_hash(hashing: Fields) -> LbPolicy | None:
         source.error("minimumRingSize", f"must not exceed the maximum ring size {MAX_RING_SIZE}")
         minimum = None
     return LbPolicy(kind=LbKind.RING_HASH, hash_policies=tuple(hashes), ring_min_size=minimum or 1024)
-
-
-def _is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    if n % 2 == 0:
-        return n == 2
-    i = 3
-    while i * i <= n:
-        if n % i == 0:
-            return False
-        i += 2
-    return True
 
 
 def _locality(sink: Sink, locality: Fields) -> LocalityLbSetting:

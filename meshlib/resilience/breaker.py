@@ -351,22 +351,7 @@ class AsyncBreaker:
 
         @functools.wraps(func)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            # Same steps as call(), inlined: one coroutine frame less per call.
-            ticket = self._admit()
-            try:
-                for listener in self._listeners:
-                    listener.before_call(self._cb, func, *args, **kwargs)
-                awaitable = func(*args, **kwargs)
-            except BaseException:
-                self._release(ticket)
-                raise
-            try:
-                result = await awaitable
-            except BaseException as exc:
-                self._record_error(ticket, exc)
-                raise
-            self._record_success(ticket)
-            return result
+            return await self.call(func, *args, **kwargs)
 
         return guarded
 
