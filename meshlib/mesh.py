@@ -36,8 +36,7 @@ from meshlib.resilience.breaker import AsyncBreaker, BreakerRegistry
 from meshlib.resilience.cluster_runtime import RuntimeTable
 
 if TYPE_CHECKING:
-
-    pass
+    from meshlib.aiohttp.mirror import MirrorSender
 
 OutboundTrafficPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 
@@ -75,6 +74,7 @@ class Mesh:
         self._breakers = BreakerRegistry(clock=clock)
         self._file_source: FileConfigSource | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._mirrors: MirrorSender | None = None  # set by the client middleware
         self._publish(snapshot)
 
     # ------------------------------------------------------------------ construction
@@ -144,6 +144,8 @@ class Mesh:
             self._runtimes.tick(self.clock())
 
     async def stop(self) -> None:
+        if self._mirrors is not None:
+            await self._mirrors.drain()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

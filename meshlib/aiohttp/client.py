@@ -31,6 +31,7 @@ from yarl import URL
 
 from meshlib.aiohttp.connector import CONNECT_TIMEOUT
 from meshlib.aiohttp.local_reply import local_response
+from meshlib.aiohttp.mirror import MirrorSender
 from meshlib.config.model import Endpoint, HeaderOps
 from meshlib.decision import Action, decide
 from meshlib.request import RequestView
@@ -38,7 +39,7 @@ from meshlib.request_id import new_request_id
 from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
-from meshlib.routing import apply_header_ops
+from meshlib.routing import apply_header_ops, mirrors_to_send
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
@@ -84,6 +85,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         discard=_discard,
     )
     build_url = URL.build
+    mirror_sender = mesh._mirrors = MirrorSender()
 
     async def meshlib_client_middleware(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         state = mesh._state  # one read: this request sees one configuration
@@ -128,6 +130,13 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             return await handler(req)
         if scheme in ("https", "wss") and req.server_hostname is None:
             req.server_hostname = url.host
+        if route.mirrors:
+            mirrors = mirrors_to_send(route, rng)
+            if mirrors:
+                mirror_sender.send(
+                    req, mirrors, balancers=state.balancers, stats=mesh.host_stats, rng=rng, now=mesh.clock(),
+                    path=path, query=query,
+                )
         connect_timeout = cluster.policy.connection_pool.connect_timeout_s
 
         async def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> ClientResponse:

@@ -259,3 +259,23 @@ async def test_connect_timeout_from_destination_rule(tmp_path: Path) -> None:
                 assert resp.headers[LOCAL_REPLY_HEADER] == "UF"
     assert 0.15 <= elapsed < 2.0
     assert mesh.stats()["clusters"][CLUSTER]["upstream_cx_connect_fail"] == 1
+
+
+async def test_mirror_sends_a_shadow_copy(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    async with http_upstream("primary", "ok", release) as primary, http_upstream("shadow", "ok", release) as shadow:
+        yaml = mesh_yaml({"primary": primary.port, "shadow": shadow.port}).replace(
+            "  host: svc\n", "  host: svc\n  subsets:\n  - {name: p, labels: {host: primary}}\n"
+            "  - {name: s, labels: {host: shadow}}\n", 1,
+        ).replace(
+            "  - route: [{destination: {host: svc}}]",
+            "  - route: [{destination: {host: svc, subset: p}}]\n"
+            "    mirror: {host: svc, subset: s}\n    mirrorPercentage: {value: 100}",
+        )
+        mesh = make_mesh(tmp_path, yaml)
+        async with mesh, mesh.session() as http:
+            async with http.post("http://svc:9080/orders?id=7", data=b"payload") as resp:
+                assert await resp.text() == "primary"  # the caller sees only the primary's answer
+            await asyncio.wait_for(shadow.arrived.wait(), 5)
+        assert (primary.hits, shadow.hits) == (1, 1)
+        assert shadow.headers[0]["Host"] == "svc-shadow:9080"
