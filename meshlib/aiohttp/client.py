@@ -137,7 +137,11 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                     req, mirrors, balancers=state.balancers, stats=mesh.host_stats, rng=rng, now=mesh.clock(),
                     path=path, query=query,
                 )
-        connect_timeout = cluster.policy.connection_pool.connect_timeout_s
+        pool = cluster.policy.connection_pool
+        connect_timeout = pool.connect_timeout_s
+        if pool.max_requests_per_connection == 1:
+            # Istio's maxRequestsPerConnection: 1 disables keep-alive; the server closes after answering.
+            headers[hdrs.CONNECTION] = "close"
 
         async def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> ClientResponse:
             req.url = build_url(

@@ -41,18 +41,23 @@ _HASH_KINDS = (LbKind.RING_HASH, LbKind.MAGLEV)
 
 def merge_policy(top: PolicyParts | None, subset: PolicyParts | None, port: int) -> PolicyParts:
     """Istio's destination/subset/port merge for one port (see module docstring)."""
+    # retryBudget lives on the TrafficPolicy only (no port-level form): subset over top.
+    budget = (subset.retry_budget if subset is not None else None) or (top.retry_budget if top is not None else None)
     base = top.for_port(port)[0] if top is not None else None
     if subset is None:
-        return base or PolicyParts()
-    sub, port_level = subset.for_port(port)
-    if base is None:
-        return sub
-    return PolicyParts(
-        lb=sub.lb if sub.lb is not None or port_level else base.lb,
-        pool=sub.pool if sub.pool is not None or port_level else base.pool,
-        outlier=sub.outlier if sub.outlier is not None or port_level else base.outlier,
-        tls_mode=sub.tls_mode if sub.tls_mode is not None or port_level else base.tls_mode,
-    )
+        merged = base or PolicyParts()
+    else:
+        sub, port_level = subset.for_port(port)
+        if base is None:
+            merged = sub
+        else:
+            merged = PolicyParts(
+                lb=sub.lb if sub.lb is not None or port_level else base.lb,
+                pool=sub.pool if sub.pool is not None or port_level else base.pool,
+                outlier=sub.outlier if sub.outlier is not None or port_level else base.outlier,
+                tls_mode=sub.tls_mode if sub.tls_mode is not None or port_level else base.tls_mode,
+            )
+    return merged if merged.retry_budget == budget else replace(merged, retry_budget=budget)
 
 
 def to_traffic_policy(
@@ -75,6 +80,7 @@ def to_traffic_policy(
         outlier_detection=outlier.detection if outlier is not None else None,
         tls_mode=parts.tls_mode or "DISABLE",
         rate_limit=rate_limit,
+        retry_budget=parts.retry_budget,
     )
 
 

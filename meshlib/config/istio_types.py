@@ -25,6 +25,7 @@ from meshlib.config.model import (
     OutlierDetection,
     RateLimitSpec,
     Redirect,
+    RetryBudgetSpec,
     RetryPolicy,
     Rewrite,
     RouteMatch,
@@ -101,6 +102,7 @@ class PolicyParts:
     outlier: OutlierSetting | None = None
     tls_mode: str | None = None
     port_level: tuple[tuple[int, PolicyParts], ...] = ()
+    retry_budget: RetryBudgetSpec | None = None  # TrafficPolicy-level only (no port-level form)
 
     def for_port(self, port: int) -> tuple[PolicyParts, bool]:
         """Istio's GetPortLevelTrafficPolicy: the port-level policy (wholesale) when one exists."""

@@ -224,6 +224,14 @@ class RateLimitSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryBudgetSpec:
+    """Istio ``trafficPolicy.retryBudget`` = Envoy ``retry_budget``: replaces ``max_retries``."""
+
+    percent: float = 20.0
+    min_retry_concurrency: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class TrafficPolicy:
     """The resolved policy of one cluster (top level, subset and port merged)."""
 
@@ -232,6 +240,7 @@ class TrafficPolicy:
     outlier_detection: OutlierDetection | None = None
     tls_mode: str = "DISABLE"
     rate_limit: RateLimitSpec | None = None  # one bucket per cluster
+    retry_budget: RetryBudgetSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

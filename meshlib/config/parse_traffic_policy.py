@@ -22,6 +22,7 @@ from meshlib.config.model import (
     LocalityFailover,
     LocalityLbSetting,
     OutlierDetection,
+    RetryBudgetSpec,
     Warmup,
 )
 
@@ -130,9 +131,13 @@ def parse_traffic_policy(sink: Sink, policy: Fields, *, port_level: bool = False
     if proxy_protocol is not None:
         proxy_protocol.enum("version", ("V1", "V2"))
     budget = policy.mapping("retryBudget", ("percent", "minRetryConcurrency"))
+    retry_budget = None
     if budget is not None:
-        budget.number("percent", 0, 100)
-        budget.integer("minRetryConcurrency", 0, None)
+        percent = budget.number("percent", 0, 100)
+        minimum = budget.integer("minRetryConcurrency", 0, None)
+        retry_budget = RetryBudgetSpec(
+            20.0 if percent is None else float(percent), 3 if minimum is None else minimum
+        )
 
     ports: list[tuple[int, PolicyParts]] = []
     for path, node in policy.items("portLevelSettings"):
@@ -149,7 +154,7 @@ def parse_traffic_policy(sink: Sink, policy: Fields, *, port_level: bool = False
                 entry.error("port", f"duplicate port level settings for port {number}")
             else:
                 ports.append((number, parts))
-    return PolicyParts(lb, pool, outlier, tls_mode, tuple(ports))
+    return PolicyParts(lb, pool, outlier, tls_mode, tuple(ports), retry_budget)
 
 
 def _load_balancer(sink: Sink, lb: Fields | None) -> LbPolicy | None:

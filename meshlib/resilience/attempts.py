@@ -179,10 +179,11 @@ class UpstreamRunner(Generic[R]):
             return _OVERFLOW
         runtime.budget.deposit(now)
 
-        # 5. route timeout around every attempt and backoff
+        # 5. route timeout around the pending wait, every attempt and every backoff
         loop = asyncio.get_running_loop()
         expires_at = loop.time() + timeout if timeout is not None else None
         route_timer = TaskTimer(loop, expires_at) if expires_at is not None else None
+        holding_connection = False
         policy = route.retry
         classifier = self._classifier(policy) if policy is not None and policy.num_retries > 0 else None
         retry: RetryState | None = None  # made on the first retriable outcome: most requests never need it
@@ -196,6 +197,11 @@ class UpstreamRunner(Generic[R]):
         holding_retry = False
         attempt = 1
         try:
+            # A connection slot (max_connections), or a place in the pending queue
+            # (max_pending_requests); a full queue overflows at once, never retried.
+            if not await runtime.acquire_connection():
+                return _OVERFLOW
+            holding_connection = True
             # 6. attempt loop
             while True:
                 endpoint = balancer.pick(PickContext(rng, now, stats, hash_key, attempt - 1, tried))
@@ -277,6 +283,8 @@ class UpstreamRunner(Generic[R]):
                 route_timer.cancel()
             if holding_retry:
                 limits.release_retry()
+            if holding_connection:
+                runtime.release_connection()
             limits.release_request()
 
 

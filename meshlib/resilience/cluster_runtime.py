@@ -10,13 +10,15 @@ and closes the runtimes of clusters that disappeared.
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from meshlib.config.model import Cluster
 from meshlib.host_stats import HostStatsTable
-from meshlib.resilience.budget import TokenRetryBudget, default_retry_budget
+from meshlib.resilience.budget import ConcurrencyRetryBudget, TokenRetryBudget, default_retry_budget
 from meshlib.resilience.limits import ClusterLimits
 from meshlib.resilience.outlier import OutlierDetector
 from meshlib.resilience.ratelimit import TokenBucket
@@ -48,20 +50,22 @@ COUNTERS = (
 class ClusterRuntime:
     """Limits, outlier detector, retry budget and counters of one cluster."""
 
-    __slots__ = ("bucket", "budget", "counters", "limits", "name", "outlier")
+    __slots__ = ("bucket", "budget", "counters", "limits", "name", "outlier", "waiters")
 
     def __init__(self, cluster: Cluster, stats: HostStatsTable, rng: random.Random, now: float) -> None:
         self.name = cluster.name
-        self.limits = ClusterLimits(cluster.policy.connection_pool)
+        self.limits = ClusterLimits(cluster.policy.connection_pool, _retry_budget(cluster))
         self.budget: TokenRetryBudget = default_retry_budget()
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.outlier: OutlierDetector | None = None
         self.bucket: TokenBucket | None = None
+        # Requests waiting for a connection slot (pending), first come first served.
+        self.waiters: deque[asyncio.Future[None]] = deque()
         self._configure_outlier(cluster, stats, rng, now)
         self._configure_bucket(cluster, now)
 
     def update(self, cluster: Cluster, stats: HostStatsTable, rng: random.Random, now: float) -> None:
-        self.limits.update(cluster.policy.connection_pool)
+        self.limits.update(cluster.policy.connection_pool, _retry_budget(cluster))
         self._configure_outlier(cluster, stats, rng, now)
         self._configure_bucket(cluster, now)
 
@@ -90,6 +94,42 @@ class ClusterRuntime:
             self.outlier.update_config(config)
         self.outlier.set_hosts([e.key for e in cluster.endpoints], now)
 
+    async def acquire_connection(self) -> bool:
+        """Take a connection slot, waiting as *pending* when ``max_connections`` are busy.
+
+        meshlib's HTTP/1.1 client carries one request per connection at a time, so
+        a busy connection is an in-flight request. ``False`` means the pending
+        queue is full too: the caller answers 503 overflow at once.
+        """
+        limits = self.limits
+        if limits.try_acquire_connection():
+            return True
+        if not limits.try_acquire_pending():
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter  # resolved by release_connection handing its slot over
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release_connection()  # we were handed a slot but will not use it
+            else:
+                self.waiters.remove(waiter)
+            raise
+        finally:
+            limits.release_pending()
+        return True
+
+    def release_connection(self) -> None:
+        """Return a slot, handing it straight to the first pending request if any."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot changes hands; the active count stays
+                return
+        self.limits.release_connection()
+
     def close(self, now: float) -> None:
         if self.outlier is not None:
             self.outlier.close(now)
@@ -109,6 +149,13 @@ class ClusterRuntime:
         else:
             result["ejected_hosts"] = {}
         return result
+
+
+def _retry_budget(cluster: Cluster) -> ConcurrencyRetryBudget | None:
+    spec = cluster.policy.retry_budget
+    if spec is None:
+        return None
+    return ConcurrencyRetryBudget(budget_percent=spec.percent, min_retry_concurrency=spec.min_retry_concurrency)
 
 
 _STATUS_COUNTERS = {2: "upstream_rq_2xx", 3: "upstream_rq_3xx", 4: "upstream_rq_4xx", 5: "upstream_rq_5xx"}

@@ -279,3 +279,52 @@ async def test_mirror_sends_a_shadow_copy(tmp_path: Path) -> None:
             await asyncio.wait_for(shadow.arrived.wait(), 5)
         assert (primary.hits, shadow.hits) == (1, 1)
         assert shadow.headers[0]["Host"] == "svc-shadow:9080"
+
+
+async def test_connection_limit_queues_pending_and_overflows_beyond(tmp_path: Path) -> None:
+    """maxConnections busy → the next request waits as pending; a full pending queue → 503 at once."""
+    release = asyncio.Event()
+    async with http_upstream("blocked", "block", release) as blocked:
+        mesh = make_mesh(tmp_path, mesh_yaml(
+            {"blocked": blocked.port},
+            dr_policy="    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}",
+        ))
+        async with mesh, mesh.session() as http:
+            first = asyncio.create_task(_status(http.get("http://svc:9080/a")))
+            await blocked.arrived.wait()
+            second = asyncio.create_task(_status(http.get("http://svc:9080/b")))  # waits as pending
+            for _ in range(1000):  # yield (no timer) until the second request sits in the pending queue
+                if mesh.stats()["clusters"][CLUSTER]["upstream_rq_pending_active"] == 1:
+                    break
+                await asyncio.sleep(0)
+            else:
+                pytest.fail("the second request never became pending")
+            async with asyncio.timeout(1.0), http.get("http://svc:9080/c") as resp:
+                assert resp.status == 503
+                assert resp.headers["x-envoy-overloaded"] == "true"
+            assert blocked.hits == 1  # the pending request has not been sent yet
+            release.set()
+            assert (await first, await second) == (200, 200)
+            stats = mesh.stats()["clusters"][CLUSTER]
+        assert stats["upstream_rq_pending_overflow"] == 1
+        assert stats["upstream_cx_overflow"] >= 2
+        assert blocked.hits == 2
+
+
+async def test_max_requests_per_connection_one_disables_keepalive(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    async with http_upstream("ok", "ok", release) as ok:
+        mesh = make_mesh(tmp_path, mesh_yaml(
+            {"ok": ok.port}, dr_policy="    connectionPool: {http: {maxRequestsPerConnection: 1}}"
+        ))
+        async with mesh, mesh.session() as http:
+            for _ in range(3):
+                assert await _status(http.get("http://svc:9080/")) == 200
+        assert [h.get("Connection") for h in ok.headers] == ["close"] * 3
+
+
+async def test_istio_retry_budget_replaces_max_retries(tmp_path: Path) -> None:
+    budget = "    retryBudget: {percent: 50, minRetryConcurrency: 7}"
+    mesh = make_mesh(tmp_path, mesh_yaml({"x": refused_port()}, dr_policy=budget))
+    stats = mesh.stats()["clusters"][CLUSTER]
+    assert stats["remaining_retries"] == 7  # max(7, 50% of 0 active) — Envoy's retry_budget arithmetic
