@@ -19,6 +19,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
 from meshlib.config import config_file_set, load_snapshot
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.errors import ConfigInvalid, ConfigProblem
@@ -78,14 +80,33 @@ class FileConfigSource:
         return snapshot
 
     async def watch(self) -> None:
-        """Poll for edits until cancelled; publish each valid change."""
-        while True:
-            await asyncio.sleep(self.poll_interval_s)
-            fingerprint = await asyncio.to_thread(_fingerprint, self.paths)
-            if fingerprint == self._fingerprint:
-                continue
-            self._fingerprint = fingerprint
-            await self._reload()
+        """Poll for edits until cancelled; publish each valid change.
+
+        An unexpected error in a poll (a filesystem hiccup, a bug) must not end
+        hot reload for the life of the process: it is logged and the loop
+        resumes after a jittered, growing pause (tenacity — its cost does not
+        matter on this control path).
+        """
+        retrying = AsyncRetrying(
+            wait=wait_random_exponential(multiplier=self.poll_interval_s, max=30.0),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=lambda state: log.warning(
+                "config watch failed (%r); retrying", state.outcome.exception() if state.outcome else None
+            ),
+        )
+        async for attempt in retrying:
+            with attempt:
+                while True:
+                    await asyncio.sleep(self.poll_interval_s)
+                    await self.poll()
+
+    async def poll(self) -> None:
+        """Check the files once; reload when their fingerprint moved."""
+        fingerprint = await asyncio.to_thread(_fingerprint, self.paths)
+        if fingerprint == self._fingerprint:
+            return
+        self._fingerprint = fingerprint
+        await self._reload()
 
     async def _reload(self) -> None:
         try:

@@ -247,3 +247,35 @@ async def test_own_session_with_middleware(backend: BackendFactory, tmp_path: Pa
     ):
         assert (await resp.json())["name"] == "v1"
     assert Counter(r.path for r in v1.requests) == {"/x": 1}
+
+
+async def test_watch_survives_an_unexpected_error(backend: BackendFactory, tmp_path: Path) -> None:
+    """A failing poll is retried (tenacity), so hot reload keeps working afterwards."""
+    v1, v2 = await backend("v1"), await backend("v2")
+    se = service_entry("reviews", {"v1": v1, "v2": v2})
+    vs = (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\n"
+        "spec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews, subset: {subset}}}}}]\n"
+    )
+    cfg = write(tmp_path / "mesh.yaml", se, vs.format(subset="v1"))
+    mesh = meshlib.Mesh.from_files(cfg, poll_interval_s=0.02)
+    source = mesh._file_source
+    assert source is not None
+    real_poll = source.poll
+    failures = 0
+
+    async def flaky_poll() -> None:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise OSError("transient filesystem error")
+        await real_poll()
+
+    source.poll = flaky_poll  # type: ignore[method-assign]
+    async with mesh, mesh.session() as http:
+        attempts = mesh.reload_attempts
+        write(cfg, se, vs.format(subset="v2"))
+        await mesh.wait_for_reload(attempts)
+        async with http.get("http://reviews:9080/") as resp:
+            assert (await resp.json())["name"] == "v2"
+    assert failures == 2
