@@ -1,0 +1,130 @@
+"""The ``AggregatedDiscoveryService`` servicer: drives SotW and delta sessions over grpc.aio.
+
+Like go-control-plane's server, this layer only moves messages: each stream
+runs one loop that wakes on "a request arrived" or "the group's snapshot
+changed", lets its session (:mod:`server_sotw` / :mod:`server_delta`) decide,
+and writes the bytes it returns. A reader task forwards requests so a slow
+write never delays reading ACKs. The per-stream work on a push is picking the
+shared pre-encoded entries and appending a nonce: responses are yielded as
+``bytes`` (the handler is registered without a response serializer), so no
+proto is serialised per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from meshlib.controlplane.cache import ResourceSnapshot, SnapshotCache
+from meshlib.controlplane.server_delta import DeltaSession
+from meshlib.controlplane.server_sotw import ProtocolError, SotwSession
+from meshlib.controlplane.status import StatusBoard, StreamStatus
+
+__all__ = ["SERVICE_NAME", "AggregatedDiscoveryService"]
+
+SERVICE_NAME = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+log = logging.getLogger(__name__)
+
+
+class _Session(Protocol):
+    group: str | None
+
+    def on_request(self, request: Any) -> None: ...
+
+    def responses(self, snapshot: ResourceSnapshot) -> list[bytes]: ...
+
+
+class AggregatedDiscoveryService:
+    """ADS servicer over a :class:`SnapshotCache`; add it to a ``grpc.aio`` server with :meth:`add_to_server`."""
+
+    def __init__(self, cache: SnapshotCache, board: StatusBoard | None = None) -> None:
+        self.cache = cache
+        self.board = board if board is not None else StatusBoard()
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        handlers = {
+            # response_serializer=None: the sessions yield already-encoded responses.
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString
+            ),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+    # grpc.aio recognises streaming handlers by being async generator functions, hence the delegation.
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        status = StreamStatus("sotw", context.peer())
+        async for response in self._run(SotwSession(status, self.cache.group_of), status, request_iterator, context):
+            yield response
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        status = StreamStatus("delta", context.peer())
+        async for response in self._run(DeltaSession(status, self.cache.group_of), status, request_iterator, context):
+            yield response
+
+    async def _run(
+        self,
+        session: _Session,
+        status: StreamStatus,
+        request_iterator: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[bytes]:
+        wake = asyncio.Event()
+        inbox: deque[Any] = deque()
+        closed = False
+
+        async def read() -> None:
+            nonlocal closed
+            try:
+                async for request in request_iterator:
+                    inbox.append(request)
+                    wake.set()
+            except Exception as exc:  # the client went away mid-read; the stream loop ends below
+                log.debug("ADS stream %s: read ended: %r", status.stream_id, exc)
+            finally:
+                closed = True
+                wake.set()
+
+        reader = asyncio.create_task(read(), name=f"ads-read-{status.stream_id}")
+        unwatch: Callable[[], None] | None = None
+        self.board.register(status)
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                try:
+                    while inbox:
+                        session.on_request(inbox.popleft())
+                except ProtocolError as exc:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                if session.group is not None and unwatch is None:
+                    unwatch = self.cache.watch(session.group, wake.set)
+                if closed and not inbox:
+                    return
+                snapshot = self.cache.snapshot(session.group) if session.group is not None else None
+                if snapshot is not None:
+                    responses = session.responses(snapshot)
+                    self.board.changed()
+                    for response in responses:
+                        yield response
+                else:
+                    self.board.changed()
+        finally:
+            reader.cancel()
+            if unwatch is not None:
+                unwatch()
+            self.board.unregister(status)
+            log.debug("ADS stream %s from %s closed", status.stream_id, status.node_id or status.peer)

@@ -1,0 +1,37 @@
+"""xDS v3 type URLs and their short names (LDS/RDS/CDS/EDS), as istioctl prints them.
+
+The protocol core is generic over resource types; these constants only name the
+four types whose relations it knows about (consistency checks, wildcard
+defaults, push order).
+"""
+
+from __future__ import annotations
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+SHORT_NAMES: dict[str, str] = {CLUSTER: "CDS", LISTENER: "LDS", ENDPOINT: "EDS", ROUTE: "RDS", SECRET: "SDS"}
+
+#: Types for which an empty SotW subscription means "everything" (xDS spec: only
+#: LDS and CDS support the legacy wildcard; RDS/EDS are always named).
+WILDCARD_TYPES: frozenset[str] = frozenset({LISTENER, CLUSTER})
+
+#: Push order for ADS, "make before break" as in the xDS spec and go-control-plane:
+#: clusters and their endpoints before the listeners and routes that point at them.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+
+
+def short_name(type_url: str) -> str:
+    """``CDS`` for the Cluster type URL; the message name for types without a short name."""
+    return SHORT_NAMES.get(type_url) or type_url.rsplit(".", 1)[-1]
+
+
+def push_rank(type_url: str) -> int:
+    """Sort key putting known types in :data:`PUSH_ORDER` and any other type after them."""
+    try:
+        return PUSH_ORDER.index(type_url)
+    except ValueError:
+        return len(PUSH_ORDER)
