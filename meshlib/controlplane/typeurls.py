@@ -7,11 +7,11 @@ defaults, push order).
 
 from __future__ import annotations
 
-LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+from meshlib.xds.type_urls import CLUSTER, LISTENER, PREFIX
+from meshlib.xds.type_urls import CLUSTER_LOAD_ASSIGNMENT as ENDPOINT
+from meshlib.xds.type_urls import ROUTE_CONFIGURATION as ROUTE
+
+SECRET = PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 SHORT_NAMES: dict[str, str] = {CLUSTER: "CDS", LISTENER: "LDS", ENDPOINT: "EDS", ROUTE: "RDS", SECRET: "SDS"}
 
