@@ -11,6 +11,11 @@ from meshlib.xds.type_urls import CLUSTER, LISTENER, PREFIX
 from meshlib.xds.type_urls import CLUSTER_LOAD_ASSIGNMENT as ENDPOINT
 from meshlib.xds.type_urls import ROUTE_CONFIGURATION as ROUTE
 
+__all__ = [
+    "CLUSTER", "ENDPOINT", "LISTENER", "PUSH_ORDER", "ROUTE", "SECRET", "SHORT_NAMES", "WILDCARD_TYPES",
+    "push_rank", "short_name",
+]
+
 SECRET = PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 SHORT_NAMES: dict[str, str] = {CLUSTER: "CDS", LISTENER: "LDS", ENDPOINT: "EDS", ROUTE: "RDS", SECRET: "SDS"}
