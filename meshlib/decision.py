@@ -73,9 +73,7 @@ def decide(state: MeshState, request: RequestView, port: int, rng: random.Random
     cluster = state.snapshot.clusters.get(destination.cluster)
     if cluster is None:
         return _local(503, f"cluster {destination.cluster} not found", "NC", hit)
-    decision = Decision(
-        Action.ROUTE, hit=hit, destination=destination, cluster=cluster, balancer=state.balancers[cluster.name]
-    )
+    decision = Decision(Action.ROUTE, hit, destination, cluster, state.balancers[cluster.name])
     rewrite = route.rewrite
     if rewrite is not None:
         if rewrite.uri is not None or rewrite.uri_regex is not None:

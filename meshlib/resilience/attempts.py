@@ -199,7 +199,8 @@ class UpstreamRunner(Generic[R]):
         try:
             # A connection slot (max_connections), or a place in the pending queue
             # (max_pending_requests); a full queue overflows at once, never retried.
-            if not await runtime.acquire_connection():
+            # Fast path first: a free slot needs no await.
+            if not limits.try_acquire_connection() and not await runtime.wait_for_connection():
                 return _OVERFLOW
             holding_connection = True
             # 6. attempt loop

@@ -94,16 +94,14 @@ class ClusterRuntime:
             self.outlier.update_config(config)
         self.outlier.set_hosts([e.key for e in cluster.endpoints], now)
 
-    async def acquire_connection(self) -> bool:
-        """Take a connection slot, waiting as *pending* when ``max_connections`` are busy.
+    async def wait_for_connection(self) -> bool:
+        """After ``limits.try_acquire_connection()`` failed: wait as *pending* for a slot.
 
         meshlib's HTTP/1.1 client carries one request per connection at a time, so
         a busy connection is an in-flight request. ``False`` means the pending
         queue is full too: the caller answers 503 overflow at once.
         """
         limits = self.limits
-        if limits.try_acquire_connection():
-            return True
         if not limits.try_acquire_pending():
             return False
         waiter = asyncio.get_running_loop().create_future()
