@@ -12,6 +12,7 @@ it), and aiohttp's pool is then keyed per endpoint.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import (
@@ -30,19 +31,24 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from meshlib.aiohttp.connector import CONNECT_TIMEOUT
-from meshlib.aiohttp.local_reply import local_response
+from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
 from meshlib.aiohttp.mirror import MirrorSender
 from meshlib.config.model import Endpoint, HeaderOps
-from meshlib.decision import Action, decide
+from meshlib.decision import Action, Decision, decide
 from meshlib.request import RequestView
 from meshlib.request_id import new_request_id
-from meshlib.resilience.attempts import LocalReply, UpstreamRunner
+from meshlib.resilience.attempts import CallReport, LocalReply, UpstreamRunner
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
 from meshlib.routing import apply_header_ops, mirrors_to_send
+from meshlib.tracing.propagation import INBOUND_HEADERS, inject
+from meshlib.tracing.record import OutboundRecord
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from meshlib.mesh import Mesh
+    from meshlib.tracing.telemetry import Telemetry
 
 _NO_QUERY: dict[str, str] = {}
 _ATTEMPTS = [str(n) for n in range(10)]
@@ -88,6 +94,76 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
     mirror_sender = mesh._mirrors = MirrorSender()
 
     async def meshlib_client_middleware(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        telemetry = mesh._telemetry
+        carried = INBOUND_HEADERS.get()
+        if carried:  # called while handling an inbound request: carry its trace headers on
+            inject(req.headers, carried, skip_trace=telemetry is not None and telemetry.tracing is not None)
+        if telemetry is None:
+            return await route_request(req, handler, None)
+        return await observed_request(req, handler, telemetry)
+
+    async def observed_request(
+        req: ClientRequest, handler: ClientHandlerType, telemetry: Telemetry
+    ) -> ClientResponse:
+        """``route_request`` with a CLIENT span and a record for the telemetry sinks."""
+        tracing = telemetry.tracing
+        observation = Observation()
+        url = req.url
+        start_ns = time.time_ns()
+        started = time.perf_counter()
+        if tracing is not None:
+            span = observation.span = tracing.start_client(
+                req.method, str(url), url.host or "", url.port or _DEFAULT_PORTS.get(url.scheme, 80)
+            )
+            tracing.inject(span, req.headers)
+        status = 0
+        flags = "-"
+        try:
+            response = await route_request(req, handler, observation)
+            status = response.status
+            flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
+            return response
+        finally:
+            report = observation.report
+            attempts = max(report.attempts, 1)
+            if report.delay_injected:
+                flags = "DI" if flags == "-" else f"{flags},DI"
+            if attempts > 1 and (status >= 500 or status == 0) and flags == "-":
+                flags = "URX"  # the retries ran out on a failure
+            if tracing is not None and observation.span is not None:
+                tracing.end_client(
+                    observation.span, status, flags=flags, attempts=attempts, route=observation.route_name,
+                    cluster=observation.cluster, endpoint=report.upstream_host,
+                )
+            if telemetry.sinks:
+                headers = req.headers
+                record = OutboundRecord(
+                    start_time_unix_ns=start_ns,
+                    duration_s=time.perf_counter() - started,
+                    method=req.method,
+                    scheme=url.scheme,
+                    authority=observation.authority or url.raw_authority,
+                    path=url.raw_path,
+                    status=status,
+                    response_flags=flags,
+                    attempts=attempts,
+                    route_name=observation.route_name,
+                    virtual_service=observation.virtual_service,
+                    upstream_cluster=observation.cluster,
+                    destination_service=observation.service,
+                    destination_subset=observation.subset,
+                    destination_port=observation.port,
+                    upstream_host=report.upstream_host,
+                    request_id=headers.get(hdrs.X_REQUEST_ID),
+                    user_agent=headers.get(hdrs.USER_AGENT),
+                    request_bytes=_content_length(headers),
+                )
+                for sink in telemetry.sinks:
+                    sink.outbound(record)
+
+    async def route_request(
+        req: ClientRequest, handler: ClientHandlerType, observation: Observation | None
+    ) -> ClientResponse:
         state = mesh._state  # one read: this request sees one configuration
         url = req.url
         headers = req.headers
@@ -101,6 +177,8 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             url.query if url.raw_query_string else _NO_QUERY,
         )
         decision = decide(state, view, port, rng)
+        if observation is not None:
+            observation.describe(decision, view.authority)
         if decision.action is Action.PASSTHROUGH:
             return await handler(req)
         if decision.action is Action.LOCAL_REPLY:
@@ -150,11 +228,30 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
             if timeout_hint_s is not None:
                 headers[EXPECTED_TIMEOUT] = str(max(1, math.ceil(timeout_hint_s * 1000)))
+            if attempt > 1 and observation is not None and observation.span is not None:
+                return await send_traced_retry(endpoint, attempt, observation)
             token = CONNECT_TIMEOUT.set(connect_timeout)
             try:
                 return await handler(req)
             finally:
                 CONNECT_TIMEOUT.reset(token)
+
+        async def send_traced_retry(endpoint: Endpoint, attempt: int, observation: Observation) -> ClientResponse:
+            # Each retry is its own CLIENT span (http.request.resend_count), and the upstream sees its context.
+            tracing = mesh._telemetry.tracing if mesh._telemetry is not None else None
+            assert tracing is not None
+            assert observation.span is not None
+            span = tracing.start_attempt(observation.span, req.method, attempt)
+            tracing.inject(span, headers)
+            status = 0
+            token = CONNECT_TIMEOUT.set(connect_timeout)
+            try:
+                response = await handler(req)
+                status = response.status
+                return response
+            finally:
+                CONNECT_TIMEOUT.reset(token)
+                tracing.end_attempt(span, status, endpoint.key)
 
         def body_replayable() -> bool:
             return not getattr(req.body, "consumed", False)
@@ -167,6 +264,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             body_replayable=body_replayable,
             hash_key=balancer.request_hash(view) if cluster.policy.lb.hash_policies else None,
             route_bucket=state.route_buckets.get(id(route)) if state.route_buckets else None,
+            report=observation.report if observation is not None else None,
         )
         if isinstance(result, LocalReply):
             return local_response(
@@ -177,6 +275,43 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         return result
 
     return meshlib_client_middleware
+
+
+class Observation:
+    """What a telemetry-observed request learned on its way (filled only when telemetry is on)."""
+
+    __slots__ = ("authority", "cluster", "port", "report", "route_name", "service", "span", "subset", "virtual_service")
+
+    def __init__(self) -> None:
+        self.report = CallReport()
+        self.span: Span | None = None
+        self.authority: str | None = None
+        self.route_name: str | None = None
+        self.virtual_service: str | None = None
+        self.cluster: str | None = None
+        self.service: str | None = None
+        self.subset: str | None = None
+        self.port: int | None = None
+
+    def describe(self, decision: Decision, authority: str) -> None:
+        self.authority = authority
+        route = decision.route
+        if route is not None:
+            self.route_name = route.source.rule_name or str(route.source.rule_index)
+            self.virtual_service = route.source.virtual_service
+        destination = decision.destination
+        if destination is not None:
+            self.cluster = destination.cluster
+            self.service = destination.host
+            self.subset = destination.subset or None
+            self.port = destination.port
+        elif decision.action is Action.PASSTHROUGH:
+            self.cluster = "PassthroughCluster"
+
+
+def _content_length(headers: CIMultiDict[str]) -> int:
+    value = headers.get(hdrs.CONTENT_LENGTH)
+    return int(value) if value and value.isdigit() else 0
 
 
 def _apply_response_ops(response: ClientResponse, *ops: HeaderOps) -> None:

@@ -1,23 +1,33 @@
-"""aiohttp server middleware: inbound request context for the calls a handler makes.
+"""aiohttp server middleware: the inbound request's context for the calls its handler makes.
 
-The inbound deadline (``grpc-timeout`` wins over
-``x-envoy-expected-rq-timeout-ms``) is put in the deadline context variable
-for the duration of the handler; the client middleware reads it, so a
-handler's outbound calls inherit what is left of its caller's budget — which
-an Envoy sidecar cannot do.
+For the duration of the handler:
+
+- the inbound **propagation headers** (``x-request-id`` — generated here, at
+  the edge, when absent — W3C/B3 trace context, baggage and the rest of
+  semantics.md §7) are kept in a context variable, and the client middleware
+  copies them onto every outbound call, across ``create_task``/``gather``;
+- the inbound **deadline** (``grpc-timeout`` wins over
+  ``x-envoy-expected-rq-timeout-ms``) bounds every outbound call, which an
+  Envoy sidecar cannot do;
+- with tracing on, a SERVER span is current, so outbound CLIENT spans join its
+  trace; with telemetry sinks, one :class:`InboundRecord` is reported.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from meshlib.resilience.deadline import deadline_from_headers, deadline_scope
+from meshlib.tracing.propagation import INBOUND_HEADERS, extract
+from meshlib.tracing.record import InboundRecord
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
+    from meshlib.tracing.telemetry import Telemetry
 
 
 def server_middleware(mesh: Mesh) -> Middleware:
@@ -25,10 +35,64 @@ def server_middleware(mesh: Mesh) -> Middleware:
 
     @web.middleware
     async def meshlib_server_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        deadline = deadline_from_headers(request.headers, clock())
-        if deadline is None:
-            return await handler(request)
-        with deadline_scope(deadline):
-            return await handler(request)
+        headers = request.headers
+        token = INBOUND_HEADERS.set(extract(headers, headers.keys()))
+        try:
+            telemetry = mesh._telemetry
+            deadline = deadline_from_headers(headers, clock())
+            if deadline is None:
+                if telemetry is None:
+                    return await handler(request)
+                return await _observed(request, handler, telemetry)
+            with deadline_scope(deadline):
+                if telemetry is None:
+                    return await handler(request)
+                return await _observed(request, handler, telemetry)
+        finally:
+            INBOUND_HEADERS.reset(token)
 
     return meshlib_server_middleware
+
+
+async def _observed(request: web.Request, handler: Handler, telemetry: Telemetry) -> web.StreamResponse:
+    tracing = telemetry.tracing
+    start_ns = time.time_ns()
+    started = time.perf_counter()
+    span_and_token = (
+        tracing.start_server(request.method, request.scheme, request.path, request.headers, request.remote)
+        if tracing is not None
+        else None
+    )
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else None
+        if tracing is not None and span_and_token is not None:
+            tracing.end_server(span_and_token[0], span_and_token[1], request.method, status, route)
+        if telemetry.sinks:
+            carried = dict(INBOUND_HEADERS.get())
+            record = InboundRecord(
+                start_time_unix_ns=start_ns,
+                duration_s=time.perf_counter() - started,
+                method=request.method,
+                scheme=request.scheme,
+                authority=request.host,
+                path=request.path,
+                status=status,
+                route=route,
+                request_id=carried.get("x-request-id"),
+                user_agent=request.headers.get(hdrs.USER_AGENT),
+                source_address=request.remote,
+                request_bytes=request.content_length or 0,
+                response_bytes=(response.content_length or 0) if response is not None else 0,
+            )
+            for sink in telemetry.sinks:
+                sink.inbound(record)

@@ -91,6 +91,17 @@ _LOCAL_ERRORS = {
 }
 
 
+class CallReport:
+    """What happened to one routed request, filled by the runner when telemetry wants it."""
+
+    __slots__ = ("attempts", "delay_injected", "upstream_host")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.upstream_host: str | None = None
+        self.delay_injected = False
+
+
 class UpstreamRunner(Generic[R]):
     """Runs routed requests through the resilience stack for one adapter of one mesh."""
 
@@ -134,6 +145,7 @@ class UpstreamRunner(Generic[R]):
         body_replayable: Callable[[], bool] | None = None,
         hash_key: int | None = None,
         route_bucket: TokenBucket | None = None,
+        report: CallReport | None = None,
     ) -> R | LocalReply:
         route = decision.route
         cluster = decision.cluster
@@ -162,6 +174,8 @@ class UpstreamRunner(Generic[R]):
             fault = decide_fault(route.fault, rng)
             if fault.delay_s is not None:
                 counters["fault_delays_injected"] += 1
+                if report is not None:
+                    report.delay_injected = True
                 await asyncio.sleep(fault.delay_s)
             if fault.abort is not None:
                 counters["fault_aborts_injected"] += 1
@@ -215,6 +229,9 @@ class UpstreamRunner(Generic[R]):
                     hint = remaining if hint is None else min(hint, remaining)
                 host = stats.get(endpoint.key, now)
                 host.active_requests += 1
+                if report is not None:
+                    report.attempts = attempt
+                    report.upstream_host = endpoint.key
                 response: R | None = None
                 try_timer = TaskTimer(loop, loop.time() + per_try) if per_try is not None else None
                 try:

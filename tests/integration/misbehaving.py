@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
@@ -16,7 +17,7 @@ class Upstream:
     name: str
     port: int = 0
     hits: int = 0
-    headers: list[dict[str, str]] = field(default_factory=list)
+    headers: list[CIMultiDict[str]] = field(default_factory=list)  # case-insensitive, as HTTP headers are
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set on the first request
 
 
@@ -28,7 +29,7 @@ async def http_upstream(name: str, behaviour: str, release: asyncio.Event) -> As
     async def handle(request: web.Request) -> web.Response:
         upstream.hits += 1
         upstream.arrived.set()
-        upstream.headers.append(dict(request.headers))
+        upstream.headers.append(CIMultiDict(request.headers))
         if behaviour == "503":
             return web.Response(status=503, text=f"{name} unavailable")
         if behaviour == "block":

@@ -1,0 +1,22 @@
+"""The mesh's telemetry switchboard: tracing and the sinks that receive request records.
+
+``mesh._telemetry`` is ``None`` until tracing or a sink is enabled, so the
+request path's only cost with telemetry off is reading that attribute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshlib.tracing.record import TelemetrySink
+from meshlib.tracing.spans import Tracing
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    tracing: Tracing | None = None
+    sinks: tuple[TelemetrySink, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.tracing is not None or bool(self.sinks)
