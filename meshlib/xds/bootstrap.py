@@ -61,12 +61,14 @@ def grpc_bootstrap(
     node: dict[str, Any] = {"id": node_id}
     if cluster:
         node["cluster"] = cluster
-    if locality is not None:
-        node["locality"] = {
-            key: value
-            for key, value in (("region", locality.region), ("zone", locality.zone), ("sub_zone", locality.subzone))
-            if value
-        }
+    # Always present, even empty: @grpc/grpc-js-xds rejects a node without a locality
+    # ("locality field missing in node element"); grpcio accepts either.
+    locality = locality or Locality()
+    node["locality"] = {
+        key: value
+        for key, value in (("region", locality.region), ("zone", locality.zone), ("sub_zone", locality.subzone))
+        if value
+    }
     if metadata:
         node["metadata"] = dict(metadata)
     out: dict[str, Any] = {

@@ -1,0 +1,1 @@
+"""@grpc/grpc-js-xds (npm) as an xDS client of the meshlib control plane."""
