@@ -37,6 +37,8 @@ from meshlib.resilience.cluster_runtime import RuntimeTable
 
 if TYPE_CHECKING:
     from meshlib.aiohttp.mirror import MirrorSender
+    from meshlib.tracing.record import TelemetrySink
+    from meshlib.tracing.telemetry import Telemetry
 
 OutboundTrafficPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 
@@ -75,6 +77,7 @@ class Mesh:
         self._file_source: FileConfigSource | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: MirrorSender | None = None  # set by the client middleware
+        self._telemetry: Telemetry | None = None  # None = telemetry off (the request path checks only this)
         self._publish(snapshot)
 
     # ------------------------------------------------------------------ construction
@@ -230,6 +233,28 @@ class Mesh:
         ``reset_timeout_s`` (30), ``exclude``, ``listeners``.
         """
         return self._breakers.get(name, **settings)
+
+    # ------------------------------------------------------------------ telemetry
+
+    def enable_tracing(self, tracer_provider: Any = None, propagator: Any = None) -> None:
+        """Record OpenTelemetry spans: SERVER per inbound, CLIENT per outbound request (and per retry).
+
+        ``tracer_provider`` defaults to the global one; ``propagator`` to W3C
+        trace context + baggage (+ B3 with the ``otel`` extra). Trace headers are
+        propagated from inbound to outbound requests whether or not tracing is on.
+        """
+        from meshlib.tracing.spans import Tracing
+        from meshlib.tracing.telemetry import Telemetry
+
+        current = self._telemetry or Telemetry()
+        self._telemetry = Telemetry(Tracing(tracer_provider, propagator), current.sinks)
+
+    def add_telemetry_sink(self, sink: TelemetrySink) -> None:
+        """Deliver a record of every finished request to ``sink`` (metrics, access log, …)."""
+        from meshlib.tracing.telemetry import Telemetry
+
+        current = self._telemetry or Telemetry()
+        self._telemetry = Telemetry(current.tracing, (*current.sinks, sink))
 
     # ------------------------------------------------------------------ adapters
 
