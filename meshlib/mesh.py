@@ -37,6 +37,7 @@ from meshlib.resilience.cluster_runtime import RuntimeTable
 
 if TYPE_CHECKING:
     from meshlib.aiohttp.mirror import MirrorSender
+    from meshlib.discovery.xds import XdsConfigSource
     from meshlib.tracing.record import TelemetrySink
     from meshlib.tracing.telemetry import Telemetry
 
@@ -75,6 +76,7 @@ class Mesh:
         self._runtimes = RuntimeTable(self.host_stats, self.rng)
         self._breakers = BreakerRegistry(clock=clock)
         self._file_source: FileConfigSource | None = None
+        self._xds_source: XdsConfigSource | None = None  # set by from_xds
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: MirrorSender | None = None  # set by the client middleware
         self._telemetry: Telemetry | None = None  # None = telemetry off (the request path checks only this)
@@ -119,6 +121,55 @@ class Mesh:
         mesh._file_source = source
         return mesh
 
+    # -- xDS source (Mesh.from_xds) ---------------------------------------------------
+
+    @classmethod
+    def from_xds(
+        cls,
+        address: str | None = None,
+        *,
+        node_id: str | None = None,
+        namespace: str = "default",
+        labels: Mapping[str, str] | None = None,
+        locality: str = "",
+        protocol: Literal["sotw", "delta"] = "sotw",
+        initial_fetch_timeout_s: float = 15.0,
+        outbound_traffic_policy: OutboundTrafficPolicy = "ALLOW_ANY",
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Mesh:
+        """A mesh configured by an xDS management server (meshlib's control plane, istiod, ...).
+
+        ``address`` is ``host:port`` of an ADS server; None reads the gRPC
+        bootstrap (``GRPC_XDS_BOOTSTRAP`` / ``GRPC_XDS_BOOTSTRAP_CONFIG``) for the
+        server and the node. ``protocol`` picks state-of-the-world or delta ADS.
+        ``async with mesh`` connects and waits for the first configuration (at
+        most ``initial_fetch_timeout_s``); afterwards updates apply as they come,
+        invalid ones are NACKed and the last good configuration keeps serving,
+        also while the server is away. Requires the ``xds`` extra.
+        """
+        from meshlib.discovery.xds import XdsConfigSource
+
+        workload = WorkloadIdentity(namespace=namespace, labels=Labels(labels), locality=Locality.parse(locality))
+        holder: list[Mesh] = []
+
+        def publish(snapshot: MeshSnapshot) -> None:
+            holder[0]._publish(snapshot)
+
+        source = XdsConfigSource(
+            address,
+            workload,
+            publish,
+            node_id=node_id,
+            protocol=protocol,
+            initial_fetch_timeout_s=initial_fetch_timeout_s,
+        )
+        empty = MeshSnapshot(version="", workload=source.workload)  # until the first xDS snapshot arrives
+        mesh = cls(empty, outbound_traffic_policy=outbound_traffic_policy, rng=rng, clock=clock)
+        holder.append(mesh)
+        mesh._xds_source = source
+        return mesh
+
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Mesh:
@@ -136,6 +187,9 @@ class Mesh:
             return
         if self._file_source is not None:
             self._tasks.append(asyncio.create_task(self._file_source.watch(), name="meshlib-file-watch"))
+        if self._xds_source is not None:
+            self._tasks.append(asyncio.create_task(self._xds_source.run(), name="meshlib-xds-client"))
+            await self._xds_source.wait_first()
         self._tasks.append(asyncio.create_task(self._tick_outlier_detectors(), name="meshlib-outlier-ticks"))
 
     async def _tick_outlier_detectors(self) -> None:
@@ -177,6 +231,9 @@ class Mesh:
 
     def status(self) -> dict[str, Any]:
         """Where the configuration comes from, its version, and the last rejected edit."""
+        if self._xds_source is not None:
+            xds = self._xds_source.status()
+            return {**xds, "version": self.snapshot.version, "clusters": len(self.snapshot.clusters)}
         source = self._file_source
         return {
             "source": "files" if source is not None else "static",
