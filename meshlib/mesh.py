@@ -38,6 +38,7 @@ from meshlib.resilience.cluster_runtime import RuntimeTable
 if TYPE_CHECKING:
     from meshlib.aiohttp.mirror import MirrorSender
     from meshlib.discovery.xds import XdsConfigSource
+    from meshlib.tracing.metrics import IstioMetrics
     from meshlib.tracing.record import TelemetrySink
     from meshlib.tracing.telemetry import Telemetry
 
@@ -80,6 +81,7 @@ class Mesh:
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: MirrorSender | None = None  # set by the client middleware
         self._telemetry: Telemetry | None = None  # None = telemetry off (the request path checks only this)
+        self._metrics: IstioMetrics | None = None
         self._publish(snapshot)
 
     # ------------------------------------------------------------------ construction
@@ -312,6 +314,38 @@ class Mesh:
 
         current = self._telemetry or Telemetry()
         self._telemetry = Telemetry(current.tracing, (*current.sinks, sink))
+
+    def enable_metrics(self, *, meter_provider: Any = None, workload_name: str | None = None) -> IstioMetrics:
+        """Istio's standard metrics (``istio_requests_total``, ``istio_request_duration_milliseconds``, …).
+
+        Counted for every request through this mesh, exported through
+        OpenTelemetry (``meter_provider``, default the global one) and rendered by
+        :meth:`prometheus_text` together with the resilience stats. Idempotent.
+        """
+        if self._metrics is None:
+            from meshlib.tracing.metrics import IstioMetrics
+
+            workload = self.snapshot.workload
+            self._metrics = IstioMetrics(
+                workload_name or workload.name or workload.labels.get("app", "unknown"),
+                workload.namespace,
+                dict(workload.labels),
+                meter_provider=meter_provider,
+            )
+            self.add_telemetry_sink(self._metrics)
+        return self._metrics
+
+    def enable_access_log(self, target: Any = None, *, format: Literal["json", "text"] = "json") -> None:
+        """One line per outbound request with Envoy's fields and response flags (logger ``meshlib.access``)."""
+        from meshlib.tracing.access_log import AccessLog
+
+        self.add_telemetry_sink(AccessLog(target, format=format))
+
+    def prometheus_text(self) -> str:
+        """Prometheus exposition: Istio metrics (when enabled) and every cluster's Envoy-named stats."""
+        from meshlib.tracing.prometheus import render_prometheus
+
+        return render_prometheus(self._metrics, self.stats())
 
     # ------------------------------------------------------------------ adapters
 

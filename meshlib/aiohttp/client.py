@@ -128,8 +128,8 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             attempts = max(report.attempts, 1)
             if report.delay_injected:
                 flags = "DI" if flags == "-" else f"{flags},DI"
-            if attempts > 1 and (status >= 500 or status == 0) and flags == "-":
-                flags = "URX"  # the retries ran out on a failure
+            if attempts > 1 and (status >= 500 or status == 0):
+                flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
             if tracing is not None and observation.span is not None:
                 tracing.end_client(
                     observation.span, status, flags=flags, attempts=attempts, route=observation.route_name,
