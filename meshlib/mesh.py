@@ -36,6 +36,8 @@ from meshlib.resilience.breaker import AsyncBreaker, BreakerRegistry
 from meshlib.resilience.cluster_runtime import RuntimeTable
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from meshlib.aiohttp.mirror import MirrorSender
     from meshlib.discovery.xds import XdsConfigSource
     from meshlib.tracing.metrics import IstioMetrics
@@ -346,6 +348,16 @@ class Mesh:
         from meshlib.tracing.prometheus import render_prometheus
 
         return render_prometheus(self._metrics, self.stats())
+
+    def admin_app(self, *, stats_text: Callable[[], str] | None = None) -> web.Application:
+        """The debug view as an aiohttp app: ``/`` (HTML page), ``/config_dump``, ``/clusters``,
+        ``/routes``, ``/stats`` (Prometheus, default :meth:`prometheus_text`), ``/status``.
+
+        Serve it on loopback only: it has no authentication.
+        """
+        from meshlib.admin import admin_app
+
+        return admin_app(self, stats_text=stats_text or self.prometheus_text)
 
     # ------------------------------------------------------------------ adapters
 
