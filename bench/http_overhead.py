@@ -165,6 +165,29 @@ def _start_envoy(tmp: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]
 Send = Callable[[], Awaitable[None]]
 
 
+def _enable_sdk_tracing(mesh: meshlib.Mesh) -> bool:
+    """Tracing on as the performance target states it: SDK, every request sampled, spans exported.
+
+    Spans go through a BatchSpanProcessor to an exporter that drops them, so the
+    cost measured is meshlib's plus the SDK's, not an exporter's network I/O.
+    """
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    except ImportError:
+        print("opentelemetry-sdk not installed (the otel extra): skipping the tracing path")
+        return False
+
+    class DropExporter(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
+    mesh.enable_tracing(provider)
+    return True
+
+
 async def _measure(send: Send, requests: int, concurrency: int) -> tuple[list[float], float]:
     latencies: list[float] = []
     remaining = requests
@@ -202,15 +225,21 @@ async def run(requests: int, rounds: int) -> None:
             await _wait_port(backend_port)
             (tmp / "mesh.yaml").write_text(MESH_YAML.format(port=backend_port))
             mesh = meshlib.Mesh.from_files(tmp / "mesh.yaml")
+            traced = meshlib.Mesh.from_files(tmp / "mesh.yaml")
+            tracing = _enable_sdk_tracing(traced)
             async with (
                 mesh,
+                traced,
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as plain,
                 mesh.session(connector=mesh.connector(limit=100)) as meshed,
+                traced.session(connector=traced.connector(limit=100)) as meshed_traced,
             ):
                 paths: dict[str, Send] = {
                     "direct": _sender(plain, f"http://127.0.0.1:{backend_port}/r", {}),
                     "meshlib": _sender(meshed, "http://reviews:9080/r", {}),
                 }
+                if tracing:
+                    paths["+tracing"] = _sender(meshed_traced, "http://reviews:9080/r", {})
                 if envoy is not None:
                     await _wait_port(envoy[1])
                     paths["envoy"] = _sender(plain, f"http://127.0.0.1:{envoy[1]}/r", {"host": "reviews:9080"})
@@ -237,13 +266,13 @@ async def _report(paths: dict[str, Send], requests: int, rounds: int) -> None:
         base_p50 = statistics.median(results["direct"][0])
         base_rps = statistics.median(results["direct"][1])
         print(f"\nconcurrency {concurrency}")
-        print(f"  {'path':<8} {'p50 µs':>9} {'p99 µs':>9} {'rps':>8}   {'p50 ×direct':>11} {'rps ×direct':>11}")
+        print(f"  {'path':<9} {'p50 µs':>9} {'p99 µs':>9} {'rps':>8}   {'p50 ×direct':>11} {'rps ×direct':>11}")
         for name, (latencies, rps_list) in results.items():
             latencies.sort()
             p50 = statistics.median(latencies)
             p99 = latencies[int(len(latencies) * 0.99) - 1]
             rps = statistics.median(rps_list)
-            print(f"  {name:<8} {p50 * 1e6:9.0f} {p99 * 1e6:9.0f} {rps:8.0f}   "
+            print(f"  {name:<9} {p50 * 1e6:9.0f} {p99 * 1e6:9.0f} {rps:8.0f}   "
                   f"{p50 / base_p50:11.3f} {rps / base_rps:11.3f}")
 
 

@@ -10,7 +10,8 @@ Span shape:
 - SERVER span per inbound request, parent extracted from the inbound headers
   (W3C trace context, baggage, and B3 single/multi when
   ``opentelemetry-propagator-b3`` is installed — so a B3-only caller and a W3C
-  callee share one trace).
+  callee share one trace). Outbound requests carry W3C ``traceparent``
+  (+ ``baggage``) — pass ``propagator=`` to inject other formats too.
 - CLIENT span per outbound request through the mesh, child of whatever span
   is current (the SERVER span across ``create_task``/``gather``); it carries
   the first attempt. Each retry gets its own child CLIENT span with
@@ -54,10 +55,17 @@ def default_propagator() -> TextMapPropagator:
     return CompositePropagator(propagators)
 
 
+def _w3c_injector() -> TextMapPropagator:
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+
+
 class Tracing:
     """Starts and ends the mesh's spans; one per mesh."""
 
-    __slots__ = ("propagator", "tracer")
+    __slots__ = ("injector", "propagator", "tracer")
 
     def __init__(
         self, tracer_provider: TracerProvider | None = None, propagator: TextMapPropagator | None = None
@@ -67,6 +75,9 @@ class Tracing:
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer = provider.get_tracer("meshlib", __version__)
         self.propagator = propagator if propagator is not None else default_propagator()
+        # Outbound: W3C trace context (+ baggage) only, unless a propagator was chosen —
+        # every format injected costs per request, and W3C is what Istio/Envoy read by default.
+        self.injector = propagator if propagator is not None else _w3c_injector()
 
     @staticmethod
     def global_propagator() -> TextMapPropagator:
@@ -128,7 +139,7 @@ class Tracing:
 
     def inject(self, span: Span, headers: MutableMapping[str, str]) -> None:
         """Write ``span``'s context into outbound headers (traceparent, b3, baggage…)."""
-        self.propagator.inject(headers, context=trace.set_span_in_context(span))
+        self.injector.inject(headers, context=trace.set_span_in_context(span))
 
     @staticmethod
     def end_client(
