@@ -4,6 +4,12 @@
 ``meshlib explain [--config PATH]... [-H name:value]... METHOD URL``
                                          the routing decision as JSON, nothing sent
 ``meshlib demo [--requests N]``          the self-contained bookinfo demo
+``meshlib control-plane --config PATH... [--port 15010] [--status-port 15014] [--bind-address 127.0.0.1]``
+                                         serve the files over ADS (xDS), hot-reloaded, until SIGINT/SIGTERM
+``meshlib bootstrap --xds HOST:PORT --node-id ID [--cluster C] [--locality r/z/s]``
+                                         print a gRPC xDS bootstrap (for GRPC_XDS_BOOTSTRAP[_CONFIG])
+``meshlib status --control-plane HOST:STATUSPORT``
+                                         the control plane's connected clients as a table
 """
 
 from __future__ import annotations
@@ -59,6 +65,75 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(requests=args.requests))
 
 
+def _control_plane(args: argparse.Namespace) -> int:
+    import logging
+
+    from meshlib.controlplane import ControlPlane, run_control_plane
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def ready(plane: ControlPlane) -> None:
+        status = f", status on http://{args.host}:{plane.status_port}/status" if plane.status_port else ""
+        print(f"meshlib control-plane: ADS on {plane.address}{status}", flush=True)
+
+    status_port = None if args.status_port < 0 else args.status_port
+    paths = [path for group in args.config for path in group]  # --config A B --config C
+    try:
+        asyncio.run(
+            run_control_plane(
+                paths, port=args.port, status_port=status_port, bind_address=args.bind_address,
+                host=args.host, on_ready=ready,
+            )
+        )
+    except ConfigInvalid as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError) as exc:  # a port in use (aiohttp: OSError, grpc.aio: RuntimeError)
+        print(f"meshlib control-plane: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from meshlib.config.model import Locality
+    from meshlib.xds import BootstrapError, grpc_bootstrap
+
+    try:
+        locality = Locality.parse(args.locality) if args.locality else None
+        bootstrap = grpc_bootstrap(args.xds, args.node_id, cluster=args.cluster, locality=locality)
+    except BootstrapError as exc:
+        print(f"meshlib bootstrap: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(bootstrap, indent=2))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from meshlib.controlplane import render_status_table
+
+    address = args.control_plane
+    url = address if "://" in address else f"http://{address}"
+    url = url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"meshlib status: cannot read {url}: {reason}", file=sys.stderr)
+        return 1
+    print(render_status_table(status), end="")
+    errors = status.get("config_errors") or []
+    if errors:
+        version = status.get("config_version")
+        print(f"\nconfig edit rejected ({len(errors)} error(s)); version {version} stays in force:")
+        for error in errors:
+            print(f"  {error}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshlib", description="An in-process service mesh for Python.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +153,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the bookinfo demo on the embedded default mesh")
     demo.add_argument("--requests", type=int, default=200, help="anonymous requests to send (default 200)")
     demo.set_defaults(run=_demo)
+
+    cp = sub.add_parser("control-plane", help="serve Istio YAML over xDS (ADS), hot-reloaded")
+    cp.add_argument("--config", action="append", required=True, nargs="+", help="files or directories")
+    cp.add_argument("--port", type=int, default=15010, help="ADS port (default 15010; 0 = any free port)")
+    cp.add_argument("--status-port", type=int, default=15014, help="/status port (default 15014; -1 = off)")
+    cp.add_argument("--host", default="127.0.0.1", help="address ADS and /status listen on (default 127.0.0.1)")
+    cp.add_argument(
+        "--bind-address", default="127.0.0.1", help="where Envoy clients' outbound listeners bind (default 127.0.0.1)"
+    )
+    cp.set_defaults(run=_control_plane)
+
+    boot = sub.add_parser("bootstrap", help="print a gRPC xDS bootstrap as JSON")
+    boot.add_argument("--xds", required=True, metavar="HOST:PORT", help="the control plane's ADS address")
+    boot.add_argument("--node-id", required=True, help="the node id the client announces")
+    boot.add_argument("--cluster", default="", help="the node cluster")
+    boot.add_argument("--locality", default="", metavar="REGION/ZONE/SUBZONE", help="the node locality")
+    boot.set_defaults(run=_bootstrap)
+
+    status = sub.add_parser("status", help="show a control plane's clients and sync state (like istioctl proxy-status)")
+    status.add_argument("--control-plane", required=True, metavar="HOST:STATUSPORT", help="the /status endpoint")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    status.set_defaults(run=_status)
     return parser
 
 

@@ -17,7 +17,9 @@ from meshlib.controlplane.debounce import DebouncedTrigger, Debouncer
 from meshlib.controlplane.nodes import client_kind
 from meshlib.controlplane.plane import ControlPlane, SnapshotSource
 from meshlib.controlplane.references import ReferenceExtractor, default_references
+from meshlib.controlplane.runner import run_control_plane
 from meshlib.controlplane.server import AggregatedDiscoveryService
+from meshlib.controlplane.sources import FileSnapshotSource
 from meshlib.controlplane.status import StatusBoard, StreamStatus, TypeStatus, render_status_table
 from meshlib.controlplane.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
@@ -30,6 +32,7 @@ __all__ = [
     "ControlPlane",
     "DebouncedTrigger",
     "Debouncer",
+    "FileSnapshotSource",
     "InconsistentSnapshot",
     "PackedResource",
     "ReferenceExtractor",
@@ -43,4 +46,5 @@ __all__ = [
     "client_kind",
     "default_references",
     "render_status_table",
+    "run_control_plane",
 ]

@@ -71,6 +71,7 @@ class ControlPlane:
         self._port: int | None = None
         self._status_port: int | None = None
         self._builds: set[asyncio.Task[None]] = set()
+        self._status_extras: list[Callable[[], Mapping[str, Any]]] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -175,6 +176,10 @@ class ControlPlane:
 
     # -- status ------------------------------------------------------------------
 
+    def add_status_extra(self, extra: Callable[[], Mapping[str, Any]]) -> None:
+        """Merge ``extra()`` (JSON-ready keys, e.g. a config source's ``config_errors``) into :meth:`status`."""
+        self._status_extras.append(extra)
+
     def status(self) -> dict[str, Any]:
         """JSON-ready status: streams (node, client, group, per type sent/ACKed/NACK) and cache versions."""
         versions: dict[str, Mapping[str, str]] = {}
@@ -182,7 +187,10 @@ class ControlPlane:
             snapshot = self.cache.snapshot(group)
             if snapshot is not None:
                 versions[group] = {url: t.version for url, t in sorted(snapshot.types.items())}
-        return self.board.to_dict(versions)
+        out = self.board.to_dict(versions)
+        for extra in self._status_extras:
+            out.update(extra())
+        return out
 
     async def wait_until(self, predicate: Callable[[StatusBoard], bool]) -> None:
         """Await a condition over the connected streams (bound it with ``asyncio.timeout``)."""

@@ -1,0 +1,1 @@
+"""The ``meshlib control-plane`` / ``bootstrap`` / ``status`` commands as subprocesses."""
