@@ -10,6 +10,8 @@
                                          print a gRPC xDS bootstrap (for GRPC_XDS_BOOTSTRAP[_CONFIG])
 ``meshlib status --control-plane HOST:STATUSPORT``
                                          the control plane's connected clients as a table
+``meshlib admin [--config PATH]... [--port 15000] [--host 127.0.0.1]``
+                                         the debug view over HTTP (page at /), hot-reloaded, until Ctrl-C
 """
 
 from __future__ import annotations
@@ -134,6 +136,31 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin(args: argparse.Namespace) -> int:
+    from meshlib.admin import AdminServer, run_admin
+    from meshlib.mesh import Mesh
+
+    try:
+        mesh = Mesh.from_files(*args.config, namespace=args.namespace)
+    except ConfigInvalid as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    def ready(server: AdminServer) -> None:
+        print(f"meshlib admin: {server.url} (config version {mesh.snapshot.version})", flush=True)
+
+    async def serve() -> None:
+        async with mesh:  # hot reload: the page follows edits to the files
+            await run_admin(mesh, args.host, args.port, on_ready=ready, handle_signals=True)
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(f"meshlib admin: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshlib", description="An in-process service mesh for Python.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--control-plane", required=True, metavar="HOST:STATUSPORT", help="the /status endpoint")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     status.set_defaults(run=_status)
+    admin = sub.add_parser("admin", help="serve the debug view (page, config_dump, clusters, routes, stats)")
+    admin.add_argument("--config", action="append", default=[], help="file or directory (default: embedded)")
+    admin.add_argument("--namespace", default="default", help="the workload's namespace")
+    admin.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; no auth)")
+    admin.add_argument("--port", type=int, default=15000, help="port (default 15000, as Envoy's admin; 0 = any)")
+    admin.set_defaults(run=_admin)
     return parser
 
 
