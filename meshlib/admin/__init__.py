@@ -12,14 +12,13 @@ Endpoints: ``/`` (page), ``/config_dump``, ``/clusters`` (``?format=text``),
 """
 
 from meshlib.admin.app import AdminServer, admin_app, run_admin, start_admin
-from meshlib.admin.config_dump import clusters_view, config_dump, prometheus_stats, routes_view
+from meshlib.admin.config_dump import clusters_view, config_dump, routes_view
 
 __all__ = [
     "AdminServer",
     "admin_app",
     "clusters_view",
     "config_dump",
-    "prometheus_stats",
     "routes_view",
     "run_admin",
     "start_admin",

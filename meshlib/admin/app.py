@@ -33,7 +33,6 @@ from meshlib.admin.config_dump import (
     clusters_view,
     config_dump,
     plain,
-    prometheus_stats,
     routes_view,
 )
 from meshlib.mesh import Mesh
@@ -92,7 +91,7 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     provider = request.app[STATS_TEXT_KEY]
-    text = provider() if provider is not None else prometheus_stats(_mesh(request))
+    text = provider() if provider is not None else _mesh(request).prometheus_text()
     return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
 

@@ -5,7 +5,7 @@
 meshlib's model rather than from protobuf: readable, not proto-exact.
 :func:`clusters_view` and :func:`routes_view` are the summaries behind
 ``/clusters`` and ``/routes``; :func:`clusters_text` is the Envoy-like line
-format of ``/clusters?format=text``; :func:`prometheus_stats` renders
+format of ``/clusters?format=text``; ``mesh.prometheus_text()`` renders
 ``mesh.stats()`` in the Prometheus text format.
 """
 
@@ -36,7 +36,6 @@ __all__ = [
     "config_dump",
     "match_summary",
     "plain",
-    "prometheus_stats",
     "routes_view",
 ]
 
@@ -342,62 +341,3 @@ def match_summary(match: RouteMatch) -> str:
         parts.append("gateways " + ",".join(match.gateways))
     text = " && ".join(parts) or "*"
     return f"{match.name}: {text}" if match.name else text
-
-
-# --------------------------------------------------------------------------- /stats
-
-
-def prometheus_stats(mesh: Mesh) -> str:
-    """``mesh.stats()`` in the Prometheus text format (version 0.0.4), minimal.
-
-    Cluster counters and gauges become ``envoy_cluster_<stat>{cluster_name="..."}``
-    (dots in Envoy stat names become ``_``); per-host state becomes
-    ``meshlib_host_rq_active``, ``meshlib_host_ejected`` and
-    ``meshlib_host_ejections_total`` with a ``host`` label; breakers become
-    ``meshlib_breaker_*`` with a ``breaker`` label.
-    """
-    stats = mesh.stats()
-    families: dict[str, tuple[str, list[str]]] = {}
-
-    def sample(metric: str, kind: str, labels: str, value: float) -> None:
-        families.setdefault(metric, (kind, []))[1].append(f"{metric}{{{labels}}} {_number(value)}")
-
-    for cluster, values in stats["clusters"].items():
-        labels = f'cluster_name="{_escape(cluster)}"'
-        for stat, value in values.items():
-            if not _is_number(value):
-                continue
-            name = stat.replace(".", "_")
-            kind = "gauge" if name.endswith(_GAUGE_SUFFIXES) or name in _GAUGE_NAMES or name.startswith(
-                ("remaining_", "outlier_detection_ejections_active")) else "counter"
-            sample(f"envoy_cluster_{name}", kind, labels, value)
-        sample("envoy_cluster_outlier_detection_ejected_hosts", "gauge", labels, len(values.get("ejected_hosts", {})))
-    for host, values in stats["hosts"].items():
-        labels = f'host="{_escape(host)}"'
-        sample("meshlib_host_rq_active", "gauge", labels, values["active_requests"])
-        sample("meshlib_host_ejected", "gauge", labels, 1 if values["ejected"] else 0)
-        sample("meshlib_host_ejections_total", "counter", labels, values["ejection_count"])
-    for name, breaker in stats["breakers"].items():
-        labels = f'breaker="{_escape(name)}",state="{_escape(str(breaker["state"]))}"'
-        sample("meshlib_breaker_open", "gauge", labels, 1 if breaker["state"] == "open" else 0)
-        for counter in ("calls", "successes", "failures_total", "rejections"):
-            sample(f"meshlib_breaker_{counter}", "counter", f'breaker="{_escape(name)}"', breaker[counter])
-    lines: list[str] = []
-    for metric, (kind, samples) in families.items():
-        lines.append(f"# TYPE {metric} {kind}")
-        lines += samples
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)

@@ -25,8 +25,7 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshlib.controlplane.cache import ResourceSnapshot
-from meshlib.controlplane.nodes import user_agent
-from meshlib.controlplane.server_sotw import ProtocolError
+from meshlib.controlplane.server_sotw import ProtocolError, bind_node
 from meshlib.controlplane.status import StreamStatus
 from meshlib.controlplane.typeurls import WILDCARD_TYPES, push_rank
 
@@ -59,12 +58,7 @@ class DeltaSession:
 
     def on_request(self, request: Any) -> None:
         if self.group is None:
-            if not request.HasField("node"):
-                raise ProtocolError("the first DeltaDiscoveryRequest on a stream must carry the node")
-            node = request.node
-            self.status.node_id, self.status.node_cluster = node.id, node.cluster
-            self.status.user_agent = user_agent(node)
-            self.group = self.status.group = self._group_of(node)
+            self.group = bind_node(self.status, request, self._group_of, "DeltaDiscoveryRequest")
         type_url = request.type_url
         if not type_url:
             raise ProtocolError("DeltaDiscoveryRequest.type_url is required on an aggregated stream")

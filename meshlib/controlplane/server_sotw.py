@@ -52,6 +52,21 @@ class _Subscription:
     sent_key: tuple[tuple[str, str], ...] | None = None  # named: (name, resource version) last sent
 
 
+def bind_node(status: StreamStatus, request: Any, group_of: Any, kind: str) -> str:
+    """Record the stream's node from its first request and return the node's group.
+
+    xDS requires the node on a stream's first request (later ones may omit it).
+    """
+    if not request.HasField("node"):
+        raise ProtocolError(f"the first {kind} on a stream must carry the node")
+    node = request.node
+    status.node_id, status.node_cluster = node.id, node.cluster
+    status.user_agent = user_agent(node)
+    group: str = group_of(node)
+    status.group = group
+    return group
+
+
 class SotwSession:
     """Per-stream SotW state; feed it requests, ask it for responses after each wake-up."""
 
@@ -65,12 +80,7 @@ class SotwSession:
 
     def on_request(self, request: Any) -> None:
         if self.group is None:
-            if not request.HasField("node"):
-                raise ProtocolError("the first DiscoveryRequest on a stream must carry the node")
-            node = request.node
-            self.status.node_id, self.status.node_cluster = node.id, node.cluster
-            self.status.user_agent = user_agent(node)
-            self.group = self.status.group = self._group_of(node)
+            self.group = bind_node(self.status, request, self._group_of, "DiscoveryRequest")
         type_url = request.type_url
         if not type_url:
             raise ProtocolError("DiscoveryRequest.type_url is required on an aggregated stream")

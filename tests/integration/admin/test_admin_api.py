@@ -142,9 +142,11 @@ async def test_stats_is_prometheus_text(admin: AdminServer) -> None:
     sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*\{([a-z_]+="(?:[^"\\]|\\.)*",?)*\} -?[0-9.e+Inf]+$')
     typed: set[str] = set()
     for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge")
+            assert kind in ("counter", "gauge", "histogram")
             assert name not in typed, f"{name} declared twice"
             typed.add(name)
         else:
@@ -152,7 +154,7 @@ async def test_stats_is_prometheus_text(admin: AdminServer) -> None:
             assert line.split("{", 1)[0] in typed
     assert f'envoy_cluster_upstream_rq_total{{cluster_name="{V2}"}} 0' in text
     assert "# TYPE envoy_cluster_upstream_rq_active gauge" in text
-    assert f'meshlib_host_ejected{{host="{EJECTED}"}} 1' in text
+    assert f"meshlib_host_ejected{{host=\"{EJECTED}\"}} 1" in text
     status, _, prometheus = await get(admin, "/stats/prometheus")
     assert (status, prometheus) == (200, text)
 
