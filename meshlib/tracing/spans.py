@@ -152,25 +152,27 @@ class Tracing:
         cluster: str | None,
         endpoint: str | None,
     ) -> None:
+        # One set_attributes call: the SDK takes its span lock once per call.
+        attributes: dict[str, Any] = {"meshlib.attempts": attempts}
         if status:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
         if attempts > 1:
-            span.set_attribute("http.request.resend_count", attempts - 1)
-        span.set_attribute("meshlib.attempts", attempts)
+            attributes["http.request.resend_count"] = attempts - 1
         if flags != "-":
-            span.set_attribute("meshlib.response_flags", flags)
+            attributes["meshlib.response_flags"] = flags
             if "FI" in flags or "DI" in flags:
-                span.set_attribute("meshlib.fault", flags)
+                attributes["meshlib.fault"] = flags
         if route is not None:
-            span.set_attribute("meshlib.route", route)
+            attributes["meshlib.route"] = route
         if cluster is not None:
-            span.set_attribute("meshlib.cluster", cluster)
+            attributes["meshlib.cluster"] = cluster
         if endpoint is not None:
-            span.set_attribute("meshlib.endpoint", endpoint)
-            span.set_attribute("network.peer.address", endpoint.rpartition(":")[0])
+            attributes["meshlib.endpoint"] = endpoint
+            attributes["network.peer.address"] = endpoint.rpartition(":")[0]
         if status == 0 or status >= 500:
             span.set_status(Status(StatusCode.ERROR))
-            span.set_attribute("error.type", str(status) if status else "request_failed")
+            attributes["error.type"] = str(status) if status else "request_failed"
+        span.set_attributes(attributes)
         span.end()
 
     @staticmethod
