@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
     from meshlib.aiohttp.mirror import MirrorSender
     from meshlib.discovery.xds import XdsConfigSource
+    from meshlib.grpc.channel import MeshChannel
+    from meshlib.grpc.server import MeshServerInterceptor
     from meshlib.tracing.metrics import IstioMetrics
     from meshlib.tracing.record import TelemetrySink
     from meshlib.tracing.telemetry import Telemetry
@@ -373,6 +375,18 @@ class Mesh:
 
         return server_middleware(self)
 
+    def grpc_server_interceptor(self, **policy: Any) -> MeshServerInterceptor:
+        """A ``grpc.aio`` server interceptor: inbound deadline, trace context, policy and telemetry.
+
+        Keywords are :class:`meshlib.grpc.server.InboundPolicy` fields
+        (``rate_limit=``, ``rate_limited_status=``, ``fault=``)::
+
+            server = grpc.aio.server(interceptors=[mesh.grpc_server_interceptor()])
+        """
+        from meshlib.grpc.server import InboundPolicy, MeshServerInterceptor
+
+        return MeshServerInterceptor(self, InboundPolicy(**policy))
+
     def middleware(self) -> aiohttp.ClientMiddlewareType:
         """An aiohttp client middleware that routes every request through the mesh."""
         from meshlib.aiohttp.client import client_middleware
@@ -399,6 +413,24 @@ class Mesh:
         if "connector" not in kwargs:
             kwargs["connector"] = self.connector()
         return aiohttp.ClientSession(middlewares=(self.middleware(), *extra), **kwargs)
+
+    def grpc_channel(
+        self, target: str, *, options: Sequence[tuple[str, Any]] | None = None, credentials: Any = None
+    ) -> MeshChannel:
+        """A ``grpc.aio`` channel look-alike whose calls run the mesh pipeline (pass it to stubs).
+
+        Routing on the method path and metadata, subsets and weights, Python-side
+        balancing over one channel per endpoint, retries (``grpc-previous-rpc-attempts``),
+        deadlines as ``grpc-timeout``, circuit breaking, outlier detection and faults::
+
+            async with mesh.grpc_channel("reviews.default.svc.cluster.local:50051") as channel:
+                reply = await ReviewsStub(channel).Get(request, metadata=(("end-user", "jason"),))
+
+        ``options`` and ``credentials`` apply to every per-endpoint channel.
+        """
+        from meshlib.grpc.channel import MeshChannel
+
+        return MeshChannel(self, target, options=options, credentials=credentials)
 
     def explain(self, method: str, url: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The routing decision for a request, as a JSON-ready dict; nothing is sent.
