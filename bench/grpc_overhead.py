@@ -17,19 +17,16 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
+from _harness import Send, free_port, report, wait_port  # bench/ is the script's directory
 
 import meshlib
 
@@ -102,27 +99,6 @@ def serve(port_file: str) -> None:
 # ---------------------------------------------------------------------- client side
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _wait_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s") from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
-
-
 def _start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tmp / "server.port"
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(port_file)])
@@ -135,7 +111,7 @@ def _start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def _start_control_plane(config: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshlib.cli", "control-plane", "--config", str(config), "--port", str(port),
          "--status-port", "-1"],
@@ -144,7 +120,6 @@ def _start_control_plane(config: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-Send = Callable[[], Awaitable[None]]
 
 
 def _sender(channel: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Send:
@@ -157,23 +132,6 @@ def _sender(channel: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Send:
             raise RuntimeError("bad reply")
 
     return send
-
-
-async def _measure(send: Send, requests: int, concurrency: int) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    remaining = requests
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            await send()
-            latencies.append(time.perf_counter() - start)
-
-    begin = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, requests / (time.perf_counter() - begin)
 
 
 async def run(requests: int, rounds: int, with_xds: bool) -> None:
@@ -191,7 +149,7 @@ async def run(requests: int, rounds: int, with_xds: bool) -> None:
                 xds_config.write_text(MESH_YAML.format(fqdn=FQDN, port=port, lb="ROUND_ROBIN"))
                 plane, xds_port = _start_control_plane(xds_config)
                 procs.append(plane)
-                await _wait_port(xds_port)  # grpcio backs off for a while after a refused ADS connect
+                await wait_port(xds_port)  # grpcio backs off for a while after a refused ADS connect
                 from meshlib.xds import grpc_bootstrap
 
                 # Process-wide in grpcio: set before the first xds:/// channel exists.
@@ -216,7 +174,8 @@ async def run(requests: int, rounds: int, with_xds: bool) -> None:
                     except grpc.aio.AioRpcError as exc:
                         print(f"xds:/// channel failed ({exc.code().name}: {exc.details()}): skipping that path")
                 try:
-                    await _report(paths, requests, rounds)
+                    grpc_version = f", grpcio {grpc.__version__}"
+                    await report(paths, requests, rounds, baseline="plain", unit="calls", extra=grpc_version)
                 finally:
                     if xds_channel is not None:
                         await xds_channel.close()
@@ -225,31 +184,6 @@ async def run(requests: int, rounds: int, with_xds: bool) -> None:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=10)
-
-
-async def _report(paths: dict[str, Send], requests: int, rounds: int) -> None:
-    print(f"machine: {os.cpu_count()} cpu(s), Python {platform.python_version()}, grpcio {grpc.__version__}, "
-          f"{platform.machine()}; {rounds} interleaved round(s) of {requests} calls per path and concurrency")
-    for concurrency in (1, 16):
-        results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in paths}
-        for send in paths.values():  # warm up connections and code paths
-            await _measure(send, min(300, requests), concurrency)
-        for _ in range(rounds):
-            for name, send in paths.items():
-                latencies, rps = await _measure(send, requests, concurrency)
-                results[name][0].extend(latencies)
-                results[name][1].append(rps)
-        base_p50 = statistics.median(results["plain"][0])
-        base_rps = statistics.median(results["plain"][1])
-        print(f"\nconcurrency {concurrency}")
-        print(f"  {'path':<8} {'p50 µs':>9} {'p99 µs':>9} {'rps':>8}   {'p50 ×plain':>10} {'rps ×plain':>10}")
-        for name, (latencies, rps_list) in results.items():
-            latencies.sort()
-            p50 = statistics.median(latencies)
-            p99 = latencies[int(len(latencies) * 0.99) - 1]
-            rps = statistics.median(rps_list)
-            print(f"  {name:<8} {p50 * 1e6:9.0f} {p99 * 1e6:9.0f} {rps:8.0f}   "
-                  f"{p50 / base_p50:10.3f} {rps / base_rps:10.3f}")
 
 
 def main() -> None:

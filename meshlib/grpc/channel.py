@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from meshlib.aiohttp.client import Observation
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
 from meshlib.config.model import Endpoint
 from meshlib.decision import Action, Decision, decide
@@ -63,8 +62,8 @@ from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.deadline import deadline_scope
 from meshlib.resilience.outcome import GRPC_TO_HTTP, Outcome, OutcomeKind
 from meshlib.routing import apply_header_ops
+from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
-from meshlib.tracing.record import OutboundRecord
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
@@ -382,7 +381,7 @@ class MeshChannel:
                 )
             if telemetry.sinks:
                 headers = {k: v for k, v in (tuple(metadata) if metadata else ()) if isinstance(v, str)}
-                record = OutboundRecord(
+                record = observation.outbound_record(
                     start_time_unix_ns=start_ns,
                     duration_s=time.perf_counter() - started,
                     method="POST",
@@ -390,15 +389,7 @@ class MeshChannel:
                     authority=self.target,
                     path=path,
                     status=status,
-                    response_flags=flags,
-                    attempts=attempts,
-                    route_name=observation.route_name,
-                    virtual_service=observation.virtual_service,
-                    upstream_cluster=observation.cluster,
-                    destination_service=observation.service,
-                    destination_subset=observation.subset,
-                    destination_port=observation.port,
-                    upstream_host=report.upstream_host,
+                    flags=flags,
                     request_id=headers.get("x-request-id") or dict(INBOUND_HEADERS.get()).get("x-request-id"),
                     user_agent=headers.get("user-agent"),
                     grpc_status=grpc_status,

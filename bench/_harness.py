@@ -1,0 +1,83 @@
+"""Shared measurement for the overhead benchmarks: same run, interleaved rounds, ratios to a baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+Send = Callable[[], Awaitable[None]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_port(port: int, timeout_s: float = 15.0) -> None:
+    """Wait until something accepts on 127.0.0.1:``port`` (a process started by the benchmark)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s") from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+async def measure(send: Send, requests: int, concurrency: int) -> tuple[list[float], float]:
+    """Latencies of ``requests`` calls made by ``concurrency`` workers, and the throughput."""
+    latencies: list[float] = []
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            await send()
+            latencies.append(time.perf_counter() - start)
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, requests / (time.perf_counter() - begin)
+
+
+async def report(
+    paths: dict[str, Send], requests: int, rounds: int, *, baseline: str, unit: str = "requests", extra: str = ""
+) -> None:
+    """Print p50/p99/throughput per path at concurrency 1 and 16, with ratios against ``baseline``."""
+    print(f"machine: {os.cpu_count()} cpu(s), Python {platform.python_version()}, {platform.machine()}{extra}; "
+          f"{rounds} interleaved round(s) of {requests} {unit} per path and concurrency")
+    width = max(len(name) for name in paths) + 1
+    for concurrency in (1, 16):
+        results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in paths}
+        for send in paths.values():  # warm up connections and code paths
+            await measure(send, min(300, requests), concurrency)
+        for _ in range(rounds):
+            for name, send in paths.items():
+                latencies, rps = await measure(send, requests, concurrency)
+                results[name][0].extend(latencies)
+                results[name][1].append(rps)
+        base_p50 = statistics.median(results[baseline][0])
+        base_rps = statistics.median(results[baseline][1])
+        label_p50, label_rps = f"p50 ×{baseline}", f"rps ×{baseline}"
+        print(f"\nconcurrency {concurrency}")
+        print(f"  {'path':<{width}} {'p50 µs':>9} {'p99 µs':>9} {'rps':>8}   {label_p50:>11} {label_rps:>11}")
+        for name, (latencies, rps_list) in results.items():
+            latencies.sort()
+            p50 = statistics.median(latencies)
+            p99 = latencies[int(len(latencies) * 0.99) - 1]
+            rps = statistics.median(rps_list)
+            print(f"  {name:<{width}} {p50 * 1e6:9.0f} {p99 * 1e6:9.0f} {rps:8.0f}   "
+                  f"{p50 / base_p50:11.3f} {rps / base_rps:11.3f}")
