@@ -36,6 +36,12 @@ class BootstrapError(MeshError):
     """A gRPC xDS bootstrap is missing or invalid; the message names the source and field."""
 
 
+def _has_port(address: str) -> bool:
+    """``host:port`` or ``[v6]:port`` with a port in 1..65535."""
+    _, sep, port = address.rpartition(":")
+    return bool(sep) and port.isdigit() and 0 < int(port) < 65536 and not address.startswith(":")
+
+
 def grpc_bootstrap(
     xds_address: str,
     node_id: str,
@@ -54,6 +60,8 @@ def grpc_bootstrap(
     """
     if not xds_address:
         raise BootstrapError("xds_address must not be empty")
+    if "://" not in xds_address and not _has_port(xds_address):
+        raise BootstrapError(f"xds_address must be host:port (or a gRPC target URI), got {xds_address!r}")
     if not node_id:
         raise BootstrapError("node_id must not be empty")
     if channel_creds not in CHANNEL_CREDS:

@@ -59,6 +59,12 @@ def test_grpc_bootstrap_rejects_bad_arguments() -> None:
         grpc_bootstrap("127.0.0.1:15010", "")
     with pytest.raises(BootstrapError, match="channel_creds"):
         grpc_bootstrap("127.0.0.1:15010", "n", channel_creds="magic")
+    for address in ("controlplane", "cp:", "cp:http", "cp:70000", ":15010"):
+        with pytest.raises(BootstrapError, match="host:port"):
+            grpc_bootstrap(address, "n")
+    # Accepted forms: host:port, [v6]:port, and gRPC target URIs.
+    for address in ("cp.istio-system:15010", "[::1]:15010", "dns:///cp:15010"):
+        assert grpc_bootstrap(address, "n")["xds_servers"][0]["server_uri"] == address
 
 
 def test_load_bootstrap_from_file_and_inline(tmp_path: Path) -> None:
