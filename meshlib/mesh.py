@@ -209,6 +209,7 @@ class Mesh:
     async def stop(self) -> None:
         if self._mirrors is not None:
             await self._mirrors.drain()
+        self.flush_telemetry()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -310,14 +311,28 @@ class Mesh:
         from meshlib.tracing.telemetry import Telemetry
 
         current = self._telemetry or Telemetry()
-        self._telemetry = Telemetry(Tracing(tracer_provider, propagator), current.sinks)
+        self._telemetry = Telemetry(Tracing(tracer_provider, propagator), current.sinks, current.deferred)
 
     def add_telemetry_sink(self, sink: TelemetrySink) -> None:
         """Deliver a record of every finished request to ``sink`` (metrics, access log, …)."""
         from meshlib.tracing.telemetry import Telemetry
 
         current = self._telemetry or Telemetry()
-        self._telemetry = Telemetry(current.tracing, (*current.sinks, sink))
+        self._telemetry = Telemetry(current.tracing, (*current.sinks, sink), current.deferred)
+        from meshlib.tracing.metrics import IstioMetrics
+
+        if isinstance(sink, IstioMetrics):  # an OpenTelemetry reader sees every request that already returned
+            sink.before_read = self._telemetry.deferred.flush_if_owner
+
+    def flush_telemetry(self) -> None:
+        """Finish now the spans and records of requests that already returned.
+
+        The adapters hand the response back first and finish its telemetry at
+        the event loop's next turn (:mod:`meshlib.tracing.deferred`); call this
+        before reading an exporter directly, e.g. an ``InMemorySpanExporter`` in a test.
+        """
+        if self._telemetry is not None:
+            self._telemetry.deferred.flush()
 
     def enable_metrics(self, *, meter_provider: Any = None, workload_name: str | None = None) -> IstioMetrics:
         """Istio's standard metrics (``istio_requests_total``, ``istio_request_duration_milliseconds``, …).
@@ -349,6 +364,7 @@ class Mesh:
         """Prometheus exposition: Istio metrics (when enabled) and every cluster's Envoy-named stats."""
         from meshlib.tracing.prometheus import render_prometheus
 
+        self.flush_telemetry()
         return render_prometheus(self._metrics, self.stats())
 
     def admin_app(self, *, stats_text: Callable[[], str] | None = None) -> web.Application:

@@ -43,10 +43,12 @@ from meshlib.resilience.retry import is_idempotent_method
 from meshlib.routing import apply_header_ops, mirrors_to_send
 from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
+from meshlib.tracing.record import deliver_outbound
 
 if TYPE_CHECKING:
 
     from meshlib.mesh import Mesh
+    from meshlib.tracing.record import TelemetrySink
     from meshlib.tracing.telemetry import Telemetry
 
 _NO_QUERY: dict[str, str] = {}
@@ -108,49 +110,32 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         tracing = telemetry.tracing
         observation = Observation()
         url = req.url
-        start_ns = time.time_ns()
+        observation.start_ns = time.time_ns()
         started = time.perf_counter()
         if tracing is not None:
             span = observation.span = tracing.start_client(
                 req.method, str(url), url.host or "", url.port or _DEFAULT_PORTS.get(url.scheme, 80)
             )
             tracing.inject(span, req.headers)
-        status = 0
-        flags = "-"
         try:
             response = await route_request(req, handler, observation)
-            status = response.status
-            flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
+            observation.status = response.status
+            observation.flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
             return response
         finally:
+            # Timestamps now; spans and records are finished at the loop's next turn, off the response path.
+            observation.end_ns = time.time_ns()
+            observation.duration_s = time.perf_counter() - started
             report = observation.report
-            attempts = max(report.attempts, 1)
             if report.delay_injected:
-                flags = "DI" if flags == "-" else f"{flags},DI"
-            if attempts > 1 and (status >= 500 or status == 0):
-                flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
+                observation.flags = "DI" if observation.flags == "-" else f"{observation.flags},DI"
+            if report.attempts > 1 and (observation.status >= 500 or observation.status == 0):
+                # the retries ran out on a failure
+                observation.flags = "URX" if observation.flags == "-" else f"{observation.flags},URX"
             if tracing is not None and observation.span is not None:
-                tracing.end_client(
-                    observation.span, status, flags=flags, attempts=attempts, route=observation.route_name,
-                    cluster=observation.cluster, endpoint=report.upstream_host,
-                )
+                telemetry.deferred.defer(tracing.finish_client, observation.span, observation)
             if telemetry.sinks:
-                headers = req.headers
-                record = observation.outbound_record(
-                    start_time_unix_ns=start_ns,
-                    duration_s=time.perf_counter() - started,
-                    method=req.method,
-                    scheme=url.scheme,
-                    authority=url.raw_authority,
-                    path=url.raw_path,
-                    status=status,
-                    flags=flags,
-                    request_id=headers.get(hdrs.X_REQUEST_ID),
-                    user_agent=headers.get(hdrs.USER_AGENT),
-                    request_bytes=_content_length(headers),
-                )
-                for sink in telemetry.sinks:
-                    sink.outbound(record)
+                telemetry.deferred.defer(_report, telemetry.sinks, observation, req, url)
 
     async def route_request(
         req: ClientRequest, handler: ClientHandlerType, observation: Observation | None
@@ -229,8 +214,9 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
 
         async def send_traced_retry(endpoint: Endpoint, attempt: int, observation: Observation) -> ClientResponse:
             # Each retry is its own CLIENT span (http.request.resend_count), and the upstream sees its context.
-            tracing = mesh._telemetry.tracing if mesh._telemetry is not None else None
-            assert tracing is not None
+            telemetry = mesh._telemetry
+            tracing = telemetry.tracing if telemetry is not None else None
+            assert telemetry is not None and tracing is not None
             assert observation.span is not None
             span = tracing.start_attempt(observation.span, req.method, attempt)
             tracing.inject(span, headers)
@@ -242,7 +228,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                 return response
             finally:
                 CONNECT_TIMEOUT.reset(token)
-                tracing.end_attempt(span, status, endpoint.key)
+                telemetry.deferred.defer(tracing.finish_attempt, span, time.time_ns(), status, endpoint.key)
 
         def body_replayable() -> bool:
             return not getattr(req.body, "consumed", False)
@@ -266,6 +252,27 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         return result
 
     return meshlib_client_middleware
+
+
+def _report(sinks: tuple[TelemetrySink, ...], observation: Observation, req: ClientRequest, url: URL) -> None:
+    """Build the request's record and hand it to the sinks (run deferred; the request is over).
+
+    ``url`` is the one the caller asked for (``req.url`` now names the endpoint dialled).
+    """
+    headers = req.headers
+    deliver_outbound(sinks, observation.outbound_record(
+        start_time_unix_ns=observation.start_ns,
+        duration_s=observation.duration_s,
+        method=req.method,
+        scheme=url.scheme,
+        authority=url.raw_authority,
+        path=url.raw_path,
+        status=observation.status,
+        flags=observation.flags,
+        request_id=headers.get(hdrs.X_REQUEST_ID),
+        user_agent=headers.get(hdrs.USER_AGENT),
+        request_bytes=_content_length(headers),
+    ))
 
 
 def _content_length(headers: CIMultiDict[str]) -> int:

@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from meshlib.resilience.deadline import deadline_from_headers, deadline_scope
 from meshlib.tracing.propagation import INBOUND_HEADERS, extract
-from meshlib.tracing.record import InboundRecord
+from meshlib.tracing.record import InboundRecord, deliver_inbound
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
@@ -75,8 +75,11 @@ async def _observed(request: web.Request, handler: Handler, telemetry: Telemetry
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else None
+        deferred = telemetry.deferred
         if tracing is not None and span_and_token is not None:
-            tracing.end_server(span_and_token[0], span_and_token[1], request.method, status, route)
+            tracing.detach_server(span_and_token[1])
+            # Ended at the loop's next turn, with this end time: the response is written first.
+            deferred.defer(tracing.finish_server, span_and_token[0], time.time_ns(), request.method, status, route)
         if telemetry.sinks:
             carried = dict(INBOUND_HEADERS.get())
             record = InboundRecord(
@@ -94,5 +97,4 @@ async def _observed(request: web.Request, handler: Handler, telemetry: Telemetry
                 request_bytes=request.content_length or 0,
                 response_bytes=(response.content_length or 0) if response is not None else 0,
             )
-            for sink in telemetry.sinks:
-                sink.inbound(record)
+            deferred.defer(deliver_inbound, telemetry.sinks, record)

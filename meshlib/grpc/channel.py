@@ -64,6 +64,7 @@ from meshlib.resilience.outcome import GRPC_TO_HTTP, Outcome, OutcomeKind
 from meshlib.routing import apply_header_ops
 from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
+from meshlib.tracing.record import deliver_outbound
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
@@ -370,20 +371,20 @@ class MeshChannel:
             status, grpc_status = 0, 2
             raise
         finally:
-            report = observation.report
-            attempts = max(report.attempts, 1)
-            if attempts > 1 and grpc_status != 0:
+            observation.end_ns = time.time_ns()
+            observation.duration_s = time.perf_counter() - started
+            if observation.report.attempts > 1 and grpc_status != 0:
                 flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
+            observation.status, observation.flags = status, flags
+            deferred = telemetry.deferred
             if tracing is not None and observation.span is not None:
-                tracing.end_client(
-                    observation.span, status, flags=flags, attempts=attempts, route=observation.route_name,
-                    cluster=observation.cluster, endpoint=report.upstream_host,
-                )
+                # Finished at the loop's next turn, with these times: the caller gets its reply first.
+                deferred.defer(tracing.finish_client, observation.span, observation)
             if telemetry.sinks:
                 headers = {k: v for k, v in (tuple(metadata) if metadata else ()) if isinstance(v, str)}
                 record = observation.outbound_record(
                     start_time_unix_ns=start_ns,
-                    duration_s=time.perf_counter() - started,
+                    duration_s=observation.duration_s,
                     method="POST",
                     scheme="http",
                     authority=self.target,
@@ -394,8 +395,7 @@ class MeshChannel:
                     user_agent=headers.get("user-agent"),
                     grpc_status=grpc_status,
                 )
-                for sink in telemetry.sinks:
-                    sink.outbound(record)
+                deferred.defer(deliver_outbound, telemetry.sinks, record)
 
     async def _routed(
         self, path: str, metadata: Any, attempt_fn: Callable[[Lease, str, Metadata, float | None], Any],

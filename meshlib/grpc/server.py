@@ -70,7 +70,7 @@ from meshlib.resilience.deadline import deadline_from_headers, deadline_scope
 from meshlib.resilience.fault import decide_fault
 from meshlib.resilience.ratelimit import LocalRateLimit, TokenBucket
 from meshlib.tracing.propagation import INBOUND_HEADERS, extract
-from meshlib.tracing.record import InboundRecord
+from meshlib.tracing.record import InboundRecord, deliver_inbound
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -341,16 +341,10 @@ class _CallScope:
         span = self._span
         if span is not None:
             from opentelemetry import context as otel_context
-            from opentelemetry.trace import Status, StatusCode
 
-            span.set_attribute("rpc.response.status_code", code.name)
-            if self._flags != "-":
-                span.set_attribute("meshlib.response_flags", self._flags)
-            if code in _SERVER_ERROR_CODES:
-                span.set_status(Status(StatusCode.ERROR))
-                span.set_attribute("error.type", code.name)
-            span.end()
             otel_context.detach(self._otel_token)  # type: ignore[arg-type]
+            # Ended at the loop's next turn, with this end time: the response goes out first.
+            telemetry.deferred.defer(_finish_server_span, span, time.time_ns(), code, self._flags)
         if telemetry.sinks:
             headers = self._headers
             carried = dict(INBOUND_HEADERS.get())
@@ -369,8 +363,20 @@ class _CallScope:
                 source_address=_peer_address(self._context.peer()),
                 grpc_status=code.value[0],
             )
-            for sink in telemetry.sinks:
-                sink.inbound(record)
+            telemetry.deferred.defer(deliver_inbound, telemetry.sinks, record)
+
+
+def _finish_server_span(span: Span, end_ns: int, code: grpc.StatusCode, flags: str) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    attributes: dict[str, Any] = {"rpc.response.status_code": code.name}
+    if flags != "-":
+        attributes["meshlib.response_flags"] = flags
+    if code in _SERVER_ERROR_CODES:
+        span.set_status(Status(StatusCode.ERROR))
+        attributes["error.type"] = code.name
+    span.set_attributes(attributes)
+    span.end(end_ns)
 
 
 class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

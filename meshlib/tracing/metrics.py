@@ -236,6 +236,8 @@ class IstioMetrics:
         self._outbound: dict[tuple[object, ...], _Series] = {}
         self._inbound: dict[tuple[object, ...], _Series] = {}
         self._histograms: tuple[otel_metrics.Histogram, otel_metrics.Histogram, otel_metrics.Histogram] | None = None
+        # Called before every read: the mesh sets it to finish the records it still has queued.
+        self.before_read: Callable[[], None] | None = None
         if otel:
             self._register_otel(meter_provider, otel_histograms)
 
@@ -252,6 +254,8 @@ class IstioMetrics:
             self._histograms = shared.histograms()
 
     def _observations(self) -> list[tuple[int, dict[str, str]]]:
+        if self.before_read is not None:
+            self.before_read()
         with self._lock:
             return [(s.count, s.attrs) for s in self._all_series()]
 
@@ -356,6 +360,8 @@ class IstioMetrics:
 
     def snapshot(self) -> list[SeriesSnapshot]:
         """A consistent copy of every series (outbound first, then inbound), for exporters."""
+        if self.before_read is not None:
+            self.before_read()
         with self._lock:
             raw = [
                 (s.labels, s.count, list(s.dur_counts), s.dur_sum, list(s.req_counts), s.req_sum,

@@ -21,10 +21,31 @@ if TYPE_CHECKING:
 class Observation:
     """What a telemetry-observed request learned on its way (filled only when telemetry is on)."""
 
-    __slots__ = ("authority", "cluster", "port", "report", "route_name", "service", "span", "subset", "virtual_service")
+    __slots__ = (
+        "authority",
+        "cluster",
+        "duration_s",
+        "end_ns",
+        "flags",
+        "port",
+        "report",
+        "route_name",
+        "service",
+        "span",
+        "start_ns",
+        "status",
+        "subset",
+        "virtual_service",
+    )
 
     def __init__(self) -> None:
         self.report = CallReport()
+        # When it started and how it ended, set by the adapter (before telemetry is finished).
+        self.start_ns = 0
+        self.end_ns = 0
+        self.duration_s = 0.0
+        self.status = 0
+        self.flags = "-"
         self.span: Span | None = None
         self.authority: str | None = None
         self.route_name: str | None = None

@@ -70,3 +70,13 @@ class TelemetrySink(Protocol):
     def outbound(self, record: OutboundRecord) -> None: ...
 
     def inbound(self, record: InboundRecord) -> None: ...
+
+
+def deliver_outbound(sinks: tuple[TelemetrySink, ...], record: OutboundRecord) -> None:
+    for sink in sinks:
+        sink.outbound(record)
+
+
+def deliver_inbound(sinks: tuple[TelemetrySink, ...], record: InboundRecord) -> None:
+    for sink in sinks:
+        sink.inbound(record)
