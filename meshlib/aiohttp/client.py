@@ -110,11 +110,11 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         tracing = telemetry.tracing
         observation = Observation()
         url = req.url
-        observation.start_ns = time.time_ns()
+        start_ns = observation.start_ns = time.time_ns()
         started = time.perf_counter()
         if tracing is not None:
-            span = observation.span = tracing.start_client(
-                req.method, str(url), url.host or "", url.port or _DEFAULT_PORTS.get(url.scheme, 80)
+            span = observation.span = tracing.begin_client(
+                req.method, url, url.host or "", url.port or _DEFAULT_PORTS.get(url.scheme, 80), start_ns
             )
             tracing.inject(span, req.headers)
         try:
@@ -218,7 +218,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             tracing = telemetry.tracing if telemetry is not None else None
             assert telemetry is not None and tracing is not None
             assert observation.span is not None
-            span = tracing.start_attempt(observation.span, req.method, attempt)
+            span = tracing.begin_attempt(observation.span, attempt, time.time_ns())
             tracing.inject(span, headers)
             status = 0
             token = CONNECT_TIMEOUT.set(connect_timeout)

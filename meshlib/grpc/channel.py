@@ -349,7 +349,9 @@ class MeshChannel:
         started = time.perf_counter()
         trace_headers: dict[str, str] = {}
         if tracing is not None:
-            span = observation.span = tracing.start_client("POST", f"http://{self.target}{path}", self.host, self.port)
+            span = observation.span = tracing.begin_client(
+                "POST", f"http://{self.target}{path}", self.host, self.port, start_ns
+            )
             tracing.inject(span, trace_headers)
         status, grpc_status, flags = 200, 0, "-"
         try:

@@ -15,45 +15,86 @@ from meshlib.resilience.attempts import CallReport
 from meshlib.tracing.record import OutboundRecord
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
+    from meshlib.tracing.client_spans import ClientSpan
 
 
 class Observation:
-    """What a telemetry-observed request learned on its way (filled only when telemetry is on)."""
+    """What a telemetry-observed request learned on its way (filled only when telemetry is on).
+
+    Routing hands over its :class:`Decision` (:meth:`describe`); the names
+    derived from it are computed only when telemetry is finished, off the
+    response path.
+    """
 
     __slots__ = (
+        "_cluster",
+        "_decision",
         "authority",
-        "cluster",
         "duration_s",
         "end_ns",
         "flags",
-        "port",
         "report",
-        "route_name",
-        "service",
         "span",
         "start_ns",
         "status",
-        "subset",
-        "virtual_service",
     )
 
     def __init__(self) -> None:
         self.report = CallReport()
+        self.span: ClientSpan | None = None
+        self.authority: str | None = None
+        self._decision: Decision | None = None
+        self._cluster: str | None = None
         # When it started and how it ended, set by the adapter (before telemetry is finished).
         self.start_ns = 0
         self.end_ns = 0
         self.duration_s = 0.0
         self.status = 0
         self.flags = "-"
-        self.span: Span | None = None
-        self.authority: str | None = None
-        self.route_name: str | None = None
-        self.virtual_service: str | None = None
-        self.cluster: str | None = None
-        self.service: str | None = None
-        self.subset: str | None = None
-        self.port: int | None = None
+
+    def describe(self, decision: Decision, authority: str) -> None:
+        self.authority = authority
+        self._decision = decision
+
+    @property
+    def route_name(self) -> str | None:
+        route = self._decision.route if self._decision is not None else None
+        return None if route is None else route.source.rule_name or str(route.source.rule_index)
+
+    @property
+    def virtual_service(self) -> str | None:
+        route = self._decision.route if self._decision is not None else None
+        return None if route is None else route.source.virtual_service
+
+    @property
+    def cluster(self) -> str | None:
+        if self._cluster is not None:
+            return self._cluster
+        decision = self._decision
+        if decision is None:
+            return None
+        if decision.destination is not None:
+            return decision.destination.cluster
+        return "PassthroughCluster" if decision.action is Action.PASSTHROUGH else None
+
+    @cluster.setter
+    def cluster(self, name: str) -> None:
+        self._cluster = name
+
+    @property
+    def service(self) -> str | None:
+        destination = self._decision.destination if self._decision is not None else None
+        return None if destination is None else destination.host
+
+    @property
+    def subset(self) -> str | None:
+        destination = self._decision.destination if self._decision is not None else None
+        return None if destination is None else destination.subset or None
+
+    @property
+    def port(self) -> int | None:
+        destination = self._decision.destination if self._decision is not None else None
+        return None if destination is None else destination.port
 
     def outbound_record(
         self,
@@ -95,18 +136,3 @@ class Observation:
             request_bytes=request_bytes,
             grpc_status=grpc_status,
         )
-
-    def describe(self, decision: Decision, authority: str) -> None:
-        self.authority = authority
-        route = decision.route
-        if route is not None:
-            self.route_name = route.source.rule_name or str(route.source.rule_index)
-            self.virtual_service = route.source.virtual_service
-        destination = decision.destination
-        if destination is not None:
-            self.cluster = destination.cluster
-            self.service = destination.host
-            self.subset = destination.subset or None
-            self.port = destination.port
-        elif decision.action is Action.PASSTHROUGH:
-            self.cluster = "PassthroughCluster"

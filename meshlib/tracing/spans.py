@@ -25,14 +25,16 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from meshlib.tracing.client_spans import ClientSpan, LazyClientSpans, lazy_recording_supported
 
 if TYPE_CHECKING:
     from meshlib.tracing.observation import Observation
@@ -66,7 +68,7 @@ _W3C_INJECTOR: TextMapPropagator = CompositePropagator([TraceContextTextMapPropa
 class Tracing:
     """Starts and ends the mesh's spans; one per mesh."""
 
-    __slots__ = ("injector", "propagator", "tracer")
+    __slots__ = ("_lazy", "injector", "propagator", "tracer")
 
     def __init__(
         self, tracer_provider: TracerProvider | None = None, propagator: TextMapPropagator | None = None
@@ -79,6 +81,7 @@ class Tracing:
         # Outbound: W3C trace context (+ baggage) only, unless a propagator was chosen —
         # every format injected costs per request, and W3C is what Istio/Envoy read by default.
         self.injector = propagator if propagator is not None else _W3C_INJECTOR
+        self._lazy = LazyClientSpans(self.tracer) if lazy_recording_supported(self.tracer) else None
 
     @staticmethod
     def global_propagator() -> TextMapPropagator:
@@ -89,7 +92,10 @@ class Tracing:
     def start_server(
         self, method: str, scheme: str, path: str, headers: Mapping[str, str], client_address: str | None
     ) -> tuple[Span, object]:
-        """Start the SERVER span and make it current; returns ``(span, token)`` for :meth:`detach_server` and :meth:`finish_server`."""
+        """Start the SERVER span and make it current; returns ``(span, token)``.
+
+        Then :meth:`detach_server` inline and :meth:`finish_server` deferred.
+        """
         parent = self.propagator.extract(headers)
         attributes: dict[str, Any] = {
             "http.request.method": method,
@@ -122,55 +128,64 @@ class Tracing:
 
     # ------------------------------------------------------------------ client side
 
-    def start_client(self, method: str, url_full: str, server_address: str, server_port: int) -> Span:
-        """The CLIENT span of one outbound request, child of the current span."""
-        return self.tracer.start_span(
-            method,
-            kind=SpanKind.CLIENT,
-            attributes={
-                "http.request.method": method,
-                "url.full": url_full,
-                "server.address": server_address,
-                "server.port": server_port,
-            },
-        )
+    def begin_client(
+        self, method: str, url: object, server_address: str, server_port: int, start_ns: int
+    ) -> ClientSpan:
+        """The CLIENT span of one outbound request, child of the current span (``url``: its ``url.full``).
 
-    def start_attempt(self, parent: Span, method: str, attempt: int) -> Span:
-        """A child CLIENT span for retry ``attempt`` (2, 3, …)."""
-        return self.tracer.start_span(
-            method,
-            context=trace.set_span_in_context(parent),
-            kind=SpanKind.CLIENT,
-            attributes={"http.request.method": method, "http.request.resend_count": attempt - 1},
-        )
+        With the SDK and a built-in sampler only its identity is made now; it is
+        recorded when :meth:`finish_client` runs (:mod:`meshlib.tracing.client_spans`).
+        """
+        client_span = ClientSpan()
+        client_span.method = method
+        client_span.url = url
+        client_span.server_address = server_address
+        client_span.server_port = server_port
+        client_span.start_ns = start_ns
+        if self._lazy is not None:
+            return self._lazy.begin(otel_context.get_current(), client_span)
+        return self._started(client_span, None)
 
-    def inject(self, span: Span, headers: MutableMapping[str, str]) -> None:
-        """Write ``span``'s context into outbound headers (traceparent, b3, baggage…)."""
-        if self.injector is not _W3C_INJECTOR:
-            self.injector.inject(headers, context=trace.set_span_in_context(span))
-            return
-        # The default (W3C trace context + baggage), written directly: the propagator API
-        # builds a context and walks two propagators, ~4 µs on the request path.
+    def begin_attempt(self, parent: ClientSpan, attempt: int, start_ns: int) -> ClientSpan:
+        """A child CLIENT span for retry ``attempt`` (2, 3, …) of ``parent``'s request."""
+        client_span = ClientSpan()
+        client_span.method = parent.method
+        client_span.url = parent.url
+        client_span.server_address = parent.server_address
+        client_span.server_port = parent.server_port
+        client_span.resend_count = attempt - 1
+        client_span.start_ns = start_ns
+        parent_span = parent.span if parent.span is not None else NonRecordingSpan(parent.span_context())
+        context = trace.set_span_in_context(parent_span)
+        if self._lazy is not None:
+            return self._lazy.begin(context, client_span)
+        return self._started(client_span, context)
+
+    def _started(self, client_span: ClientSpan, context: otel_context.Context | None) -> ClientSpan:
+        """Start the span now (a non-SDK provider or a sampler that may read attributes)."""
+        span = self.tracer.start_span(
+            client_span.method, context=context, kind=SpanKind.CLIENT, attributes=client_span.start_attributes()
+        )
+        client_span.span = span
         span_context = span.get_span_context()
-        if not span_context.is_valid:  # a non-recording span from the API's no-op tracer
-            return
-        headers["traceparent"] = (
-            f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
-        )
-        if span_context.trace_state:
-            headers["tracestate"] = span_context.trace_state.to_header()
-        if baggage.get_all():
-            _BAGGAGE.inject(headers)
+        client_span.trace_id, client_span.span_id = span_context.trace_id, span_context.span_id
+        client_span.trace_flags, client_span.trace_state = int(span_context.trace_flags), span_context.trace_state
+        return client_span
 
-    @staticmethod
-    def finish_client(span: Span, observation: Observation) -> None:
-        """End the CLIENT span at the request's end with what it learned (run deferred)."""
+    def inject(self, client_span: ClientSpan, headers: MutableMapping[str, str]) -> None:
+        """Write the span's context into outbound headers (traceparent, baggage…; b3 if configured)."""
+        if self.injector is _W3C_INJECTOR:
+            client_span.inject_w3c(headers, _BAGGAGE)  # the default, without the propagator API's overhead
+        else:
+            client_span.inject_with(self.injector, headers)
+
+    def finish_client(self, client_span: ClientSpan, observation: Observation) -> None:
+        """Record the CLIENT span as the request ended, with what it learned (run deferred)."""
         report = observation.report
         attempts = max(report.attempts, 1)
         status = observation.status
         flags = observation.flags
         endpoint = report.upstream_host
-        # One set_attributes call: the SDK takes its span lock once per call.
         attributes: dict[str, Any] = {"meshlib.attempts": attempts}
         if status:
             attributes["http.response.status_code"] = status
@@ -187,22 +202,30 @@ class Tracing:
         if endpoint is not None:
             attributes["meshlib.endpoint"] = endpoint
             attributes["network.peer.address"] = endpoint.rpartition(":")[0]
-        if status == 0 or status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
+        error = status == 0 or status >= 500
+        if error:
             attributes["error.type"] = str(status) if status else "request_failed"
-        span.set_attributes(attributes)
-        span.end(observation.end_ns)
+        self._end(client_span, attributes, observation.end_ns, error)
 
-    @staticmethod
-    def finish_attempt(span: Span, end_ns: int, status: int, endpoint: str | None) -> None:
-        """End one retry's CLIENT span at ``end_ns`` (run deferred)."""
+    def finish_attempt(self, client_span: ClientSpan, end_ns: int, status: int, endpoint: str | None) -> None:
+        """Record one retry's CLIENT span (run deferred)."""
         attributes: dict[str, Any] = {}
         if status:
             attributes["http.response.status_code"] = status
         if endpoint is not None:
             attributes["meshlib.endpoint"] = endpoint
-        if status == 0 or status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
+        error = status == 0 or status >= 500
+        if error:
             attributes["error.type"] = str(status) if status else "request_failed"
-        span.set_attributes(attributes)
+        self._end(client_span, attributes, end_ns, error)
+
+    def _end(self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool) -> None:
+        span = client_span.span
+        if span is None:
+            assert self._lazy is not None
+            self._lazy.record(client_span, attributes, end_ns, error)
+            return
+        if error:
+            span.set_status(Status(StatusCode.ERROR))
+        span.set_attributes(attributes)  # one call: the SDK takes its span lock once per call
         span.end(end_ns)
