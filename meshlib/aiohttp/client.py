@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 _NO_QUERY: dict[str, str] = {}
 _ATTEMPTS = [str(n) for n in range(10)]
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_URL_CACHE_SIZE = 4096
 ATTEMPT_COUNT = "x-envoy-attempt-count"
 EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
 
@@ -92,6 +93,9 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         discard=_discard,
     )
     build_url = URL.build
+    # The dialled URL per (endpoint, scheme, path, query): a reused URL object keeps the parts
+    # yarl computes lazily (host, port, path_qs...) that aiohttp reads several times per request.
+    endpoint_urls: dict[tuple[str, int, str, str, str], URL] = {}
     mirror_sender = mesh._mirrors = MirrorSender()
 
     async def meshlib_client_middleware(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
@@ -198,9 +202,16 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             headers[hdrs.CONNECTION] = "close"
 
         async def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> ClientResponse:
-            req.url = build_url(
-                scheme=scheme, host=endpoint.address, port=endpoint.port, path=path, query_string=query, encoded=True
-            )
+            key = (endpoint.address, endpoint.port, scheme, path, query)
+            endpoint_url = endpoint_urls.get(key)
+            if endpoint_url is None:
+                if len(endpoint_urls) >= _URL_CACHE_SIZE:
+                    endpoint_urls.clear()
+                endpoint_url = endpoint_urls[key] = build_url(
+                    scheme=scheme, host=endpoint.address, port=endpoint.port, path=path, query_string=query,
+                    encoded=True,
+                )
+            req.url = endpoint_url
             headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
             if timeout_hint_s is not None:
                 headers[EXPECTED_TIMEOUT] = str(max(1, math.ceil(timeout_hint_s * 1000)))

@@ -18,6 +18,10 @@ Span shape:
   ``http.request.resend_count`` (stable HTTP semantic conventions), and the
   upstream sees that attempt's context. ``meshlib.*`` attributes say route,
   cluster, endpoint, attempts, fault and response flags.
+
+Cost: spans are finished off the response path (:mod:`meshlib.tracing.deferred`),
+and with the SDK's built-in samplers a CLIENT span is only minted on the
+request path and recorded afterwards (:mod:`meshlib.tracing.client_spans`).
 """
 
 from __future__ import annotations
