@@ -78,6 +78,7 @@ class ClusterBalancer:
         "_version",
         "_warmup",
         "cluster",
+        "ewma_decay_s",
         "local_locality",
     )
 
@@ -102,6 +103,9 @@ class ClusterBalancer:
         self._keys = tuple(e.key for e in cluster.endpoints)
         self._layout: EndpointLayout = layout_endpoints(cluster.endpoints, lb, local_locality, local_labels)
         self._hash_based = lb.kind in _HASH_KINDS
+        # Peak EWMA's decay when this cluster balances on it, else None: the request
+        # path feeds the latency estimate only then (read once per attempt).
+        self.ewma_decay_s = lb.peak_ewma_decay_s if lb.kind is LbKind.PEAK_EWMA else None
         self._warmup = lb.warmup if lb.kind in _WARMUP_KINDS and lb.warmup is not None else None
         self._cache: dict[tuple[object, ...], Picker] = {}
         self._picker: Picker | None = None

@@ -32,11 +32,15 @@ class PickContext:
     ``attempt`` is 0 on the first try and k on the k-th retry; hash pickers
     offset their choice by it. ``avoid`` holds the :attr:`Endpoint.key` of
     hosts already tried (Envoy's ``previous_hosts`` retry predicate).
+
+    A context is only valid for the duration of one ``pick`` call: the request
+    path refills one context per runner instead of allocating one per attempt,
+    so pickers and balancers must not keep a reference to it.
     """
 
     __slots__ = ("attempt", "avoid", "hash_key", "now", "rng", "stats")
 
-    # Positional on purpose: built once per attempt on the hot path, as PickContext(rng, now, stats, ...).
+    # Positional on purpose: PickContext(rng, now, stats, ...) where one is built on a hot path.
     def __init__(  # noqa: PLR0917
         self,
         rng: random.Random,

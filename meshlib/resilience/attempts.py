@@ -25,9 +25,13 @@ The order is the design; each step says why it sits where it does:
    retry policy decides "retry after d, or stop", subject to the retry circuit
    breaker and the retry budget.
 
-This is the hot path: no per-request objects beyond what a decision needs,
-timeouts as single ``loop.call_at`` handles (:class:`TaskTimer`), counters as
-plain dict increments.
+This is the hot path: no per-request objects beyond what a decision needs.
+What depends only on the route (retry classifier, per-try timeout, host
+avoidance) is worked out once per route into a cached plan; the one pick
+context is refilled, not reallocated; fixed-duration timeouts are entries in a
+:class:`TimeoutQueue` (an append, not a heap push), a deadline-capped route
+timeout a single ``loop.call_at`` (:class:`TaskTimer`); counters are plain
+dict increments.
 """
 
 from __future__ import annotations
@@ -39,16 +43,16 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from meshlib.balancing import PickContext, observe_rtt
-from meshlib.config.model import Endpoint, LbKind, RetryPolicy
+from meshlib.config.model import Endpoint, Route
 from meshlib.decision import Decision
 from meshlib.host_stats import HostStatsTable
-from meshlib.resilience.cluster_runtime import ClusterRuntime
+from meshlib.resilience.cluster_runtime import STATUS_COUNTERS, ClusterRuntime
 from meshlib.resilience.deadline import DeadlineExceeded, current_deadline, remaining_timeout
 from meshlib.resilience.fault import decide_fault
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.ratelimit import TokenBucket
 from meshlib.resilience.retry import RetryClassifier, RetryState
-from meshlib.resilience.timer import TaskTimer
+from meshlib.resilience.timer import QueuedTimer, TaskTimer, TimeoutQueue
 
 R = TypeVar("R")
 
@@ -102,10 +106,37 @@ class CallReport:
         self.delay_injected = False
 
 
+class _RoutePlan:
+    """What :meth:`UpstreamRunner.run` needs from one route, worked out once per route and event loop.
+
+    Routes are frozen, so everything here is a pure function of the route,
+    except the timeout queues, which belong to the loop the plan was made on.
+    """
+
+    __slots__ = ("avoid_previous", "classifier", "route", "route_queue", "try_queue")
+
+    def __init__(self, route: Route, queue: Callable[[float], TimeoutQueue]) -> None:
+        self.route = route  # kept so that a plan found by id(route) can be checked to be this route's
+        policy = route.retry
+        # No classifier when no retry is allowed: the first outcome is final.
+        self.classifier = (
+            RetryClassifier.for_policy(policy) if policy is not None and policy.num_retries > 0 else None
+        )
+        self.avoid_previous = policy is not None and policy.previous_hosts
+        per_try = policy.per_try_timeout_s if policy is not None else None
+        self.try_queue = queue(per_try) if per_try is not None else None
+        # The route timeout when no inbound deadline shortens it (``0`` / ``None``: disabled).
+        self.route_queue = queue(route.timeout_s) if route.timeout_s else None
+
+
+_PLAN_CACHE_LIMIT = 4096
+
+
 class UpstreamRunner(Generic[R]):
     """Runs routed requests through the resilience stack for one adapter of one mesh."""
 
-    __slots__ = ("_classifiers", "classify", "classify_error", "clock", "discard", "rng", "stats")
+    __slots__ = ("_loop", "_pick", "_plans", "_queues", "classify", "classify_error", "clock", "discard", "rng",
+                 "stats")
 
     def __init__(
         self,
@@ -123,17 +154,32 @@ class UpstreamRunner(Generic[R]):
         self.classify = classify
         self.classify_error = classify_error
         self.discard = discard
-        # Classifiers by policy identity: hashing a frozen policy per request costs
-        # more than the whole retry decision. The policy is kept to guard against id reuse.
-        self._classifiers: dict[int, tuple[RetryPolicy, RetryClassifier]] = {}
+        # Plans by route identity (hashing a frozen route per request costs more than
+        # the plan saves); each plan keeps its route, which guards against id reuse.
+        self._plans: dict[int, _RoutePlan] = {}
+        # One timeout queue per distinct duration, on the loop the plans were made on.
+        self._queues: dict[float, TimeoutQueue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # One pick context, refilled before each pick: picks are synchronous and
+        # never keep the context, so requests can share it instead of allocating one each.
+        self._pick = PickContext(rng, 0.0, stats)
 
-    def _classifier(self, policy: RetryPolicy) -> RetryClassifier:
-        entry = self._classifiers.get(id(policy))
-        if entry is None or entry[0] is not policy:
-            if len(self._classifiers) > 4096:
-                self._classifiers.clear()
-            entry = self._classifiers[id(policy)] = (policy, RetryClassifier(policy))
-        return entry[1]
+    def _plan(self, route: Route, loop: asyncio.AbstractEventLoop) -> _RoutePlan:
+        """Make (and cache) ``route``'s plan; a new event loop starts new plans and queues."""
+        if self._loop is not loop or len(self._plans) > _PLAN_CACHE_LIMIT:
+            # Dropped queues still fire for the timers they hold: their loop handles keep them alive.
+            self._plans.clear()
+            self._queues.clear()
+            self._loop = loop
+        plan = self._plans[id(route)] = _RoutePlan(route, self._queue)
+        return plan
+
+    def _queue(self, timeout: float) -> TimeoutQueue:
+        queue = self._queues.get(timeout)
+        if queue is None:
+            assert self._loop is not None
+            queue = self._queues[timeout] = TimeoutQueue(self._loop, timeout)
+        return queue
 
     async def run(
         self,
@@ -147,23 +193,24 @@ class UpstreamRunner(Generic[R]):
         route_bucket: TokenBucket | None = None,
         report: CallReport | None = None,
     ) -> R | LocalReply:
-        route = decision.route
-        cluster = decision.cluster
+        hit = decision.hit
         balancer = decision.balancer
-        assert route is not None
-        assert cluster is not None
+        assert hit is not None
         assert balancer is not None
+        route = hit.route
+        loop = asyncio.get_running_loop()
+        plan = self._plans.get(id(route))
+        if plan is None or plan.route is not route or self._loop is not loop:
+            plan = self._plan(route, loop)
         counters = runtime.counters
-        rng = self.rng
         clock = self.clock
         now = clock()
         counters["upstream_rq_total"] += 1
 
         # 1. deadline
         deadline = current_deadline()
-        if deadline is None:
-            timeout = route.timeout_s or None
-        else:
+        timeout: float | None = None  # set only when an inbound deadline caps the route timeout
+        if deadline is not None:
             try:
                 timeout = remaining_timeout(route.timeout_s, deadline, now)
             except DeadlineExceeded:
@@ -171,7 +218,7 @@ class UpstreamRunner(Generic[R]):
                 return _DEADLINE_PASSED
         # 2. fault
         if route.fault is not None:
-            fault = decide_fault(route.fault, rng)
+            fault = decide_fault(route.fault, self.rng)
             if fault.delay_s is not None:
                 counters["fault_delays_injected"] += 1
                 if report is not None:
@@ -194,20 +241,20 @@ class UpstreamRunner(Generic[R]):
         runtime.budget.deposit(now)
 
         # 5. route timeout around the pending wait, every attempt and every backoff
-        loop = asyncio.get_running_loop()
-        expires_at = loop.time() + timeout if timeout is not None else None
-        route_timer = TaskTimer(loop, expires_at) if expires_at is not None else None
-        holding_connection = False
-        policy = route.retry
-        classifier = self._classifier(policy) if policy is not None and policy.num_retries > 0 else None
+        try_queue = plan.try_queue
+        route_queue = plan.route_queue if deadline is None else None
+        task = _current_task() if try_queue is not None or route_queue is not None else None
+        route_timer: QueuedTimer | TaskTimer | None = None
+        if route_queue is not None and task is not None:
+            route_timer = route_queue.arm(task)
+        elif timeout is not None:
+            route_timer = TaskTimer(loop, loop.time() + timeout)  # capped by a deadline: a one-off timer
+        classifier = plan.classifier
         retry: RetryState | None = None  # made on the first retriable outcome: most requests never need it
-        per_try = policy.per_try_timeout_s if policy is not None else None
-        avoid_previous = policy is not None and policy.previous_hosts
-        lb = cluster.policy.lb
-        peak_ewma = lb.kind is LbKind.PEAK_EWMA
-        outlier = runtime.outlier
         stats = self.stats
-        tried: list[str] = []
+        pick = self._pick
+        tried: list[str] | tuple[()] = ()  # hosts tried, when the policy avoids them (a list from the first retry)
+        holding_connection = False
         holding_retry = False
         attempt = 1
         try:
@@ -219,21 +266,26 @@ class UpstreamRunner(Generic[R]):
             holding_connection = True
             # 6. attempt loop
             while True:
-                endpoint = balancer.pick(PickContext(rng, now, stats, hash_key, attempt - 1, tried))
+                pick.now = now
+                pick.hash_key = hash_key
+                pick.attempt = attempt - 1
+                pick.avoid = tried
+                endpoint = balancer.pick(pick)
                 if endpoint is None:
                     counters["upstream_cx_none_healthy"] += 1
                     return _NO_HEALTHY
-                hint = per_try
-                if expires_at is not None:
-                    remaining = expires_at - loop.time()
+                key = endpoint.key
+                hint = try_queue.timeout if try_queue is not None else None
+                if route_timer is not None:
+                    remaining = route_timer.when - loop.time()
                     hint = remaining if hint is None else min(hint, remaining)
-                host = stats.get(endpoint.key, now)
+                host = stats.get(key, now)
                 host.active_requests += 1
                 if report is not None:
                     report.attempts = attempt
-                    report.upstream_host = endpoint.key
+                    report.upstream_host = key
                 response: R | None = None
-                try_timer = TaskTimer(loop, loop.time() + per_try) if per_try is not None else None
+                try_timer = try_queue.arm(task) if try_queue is not None and task is not None else None
                 try:
                     response = await send(endpoint, attempt, hint)
                     outcome = self.classify(response)
@@ -258,37 +310,42 @@ class UpstreamRunner(Generic[R]):
                     if holding_retry:
                         limits.release_retry()  # Envoy holds the retry slot until the retried attempt ends
                         holding_retry = False
-                if peak_ewma or outlier is not None:
+                decay_s = balancer.ewma_decay_s
+                outlier = runtime.outlier
+                if decay_s is not None or outlier is not None:
                     done = clock()
-                    if peak_ewma:
-                        observe_rtt(host, done - now, done, lb.peak_ewma_decay_s)
+                    if decay_s is not None:
+                        observe_rtt(host, done - now, done, decay_s)
                     if outlier is not None:
-                        outlier.record(endpoint.key, outcome, done)
+                        outlier.record(key, outcome, done)
 
-                if classifier is None:
-                    return _finish(runtime, response, outcome)
-                replayable = body_replayable() if body_replayable is not None else True
-                if not classifier.should_retry(outcome, idempotent=idempotent, body_replayable=replayable):
-                    return _finish(runtime, response, outcome)
+                # should_retry is False whenever the body is not replayable, so the (adapter's)
+                # replayability check runs only for an outcome that would otherwise be retried.
+                if (
+                    classifier is None
+                    or not classifier.should_retry(outcome, idempotent=idempotent, body_replayable=True)
+                    or (body_replayable is not None and not body_replayable())
+                ):
+                    return _finish(counters, response, outcome)
                 if retry is None:
                     retry = RetryState(classifier)
                 if retry.exhausted:
                     counters["upstream_rq_retry_limit_exceeded"] += 1
-                    return _finish(runtime, response, outcome)
+                    return _finish(counters, response, outcome)
                 if not limits.try_acquire_retry():
-                    return _finish(runtime, response, outcome)  # retry overflow: return the last response
+                    return _finish(counters, response, outcome)  # retry overflow: return the last response
                 now = clock()
                 if not runtime.budget.try_withdraw(now):
                     limits.release_retry()
                     counters["upstream_rq_retry_budget_exhausted"] += 1
-                    return _finish(runtime, response, outcome)
+                    return _finish(counters, response, outcome)
                 holding_retry = True
                 counters["upstream_rq_retry"] += 1
                 if response is not None:
                     self.discard(response)
-                if avoid_previous:
-                    tried.append(endpoint.key)
-                delay = retry.next_backoff(rng)
+                if plan.avoid_previous:
+                    tried = [*tried, key]
+                delay = retry.next_backoff(self.rng)
                 attempt = retry.attempts
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
@@ -306,16 +363,24 @@ class UpstreamRunner(Generic[R]):
             limits.release_request()
 
 
-def _finish(runtime: ClusterRuntime, response: R | None, outcome: Outcome) -> R | LocalReply:
-    counters = runtime.counters
+def _current_task() -> asyncio.Task[object]:
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("UpstreamRunner.run must run inside a task (its timeouts cancel the task)")
+    return task
+
+
+def _finish(counters: dict[str, int], response: R | None, outcome: Outcome) -> R | LocalReply:
     counters["upstream_rq_completed"] += 1
     if response is not None:
-        runtime.count_status(outcome.http_status)
+        status_counter = STATUS_COUNTERS.get(outcome.http_status // 100)
+        if status_counter is not None:
+            counters[status_counter] += 1
         return response
     if outcome.kind is OutcomeKind.CONNECT_FAILURE:
         counters["upstream_cx_connect_fail"] += 1
     elif outcome.kind is OutcomeKind.RESET:
         counters["upstream_rq_rx_reset"] += 1
     reply = _LOCAL_ERRORS.get(outcome.kind, _LOCAL_ERRORS[OutcomeKind.CONNECT_FAILURE])
-    runtime.count_status(reply.status)
+    counters[STATUS_COUNTERS[reply.status // 100]] += 1
     return reply

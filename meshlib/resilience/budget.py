@@ -47,6 +47,7 @@ from dataclasses import dataclass
 # so that a 20% budget (withdrawal = 1000 / 0.2 = 5000) stays exact.
 _SCALE = 1000
 _SLICES = 10  # Finagle's WindowedAdder splits the ttl into 10 slices
+_floor = math.floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +148,17 @@ class TokenRetryBudget:
         self._total += amount
 
     def deposit(self, now: float) -> None:
-        """Credit one request (call once per original request, not per retry)."""
-        if self._deposit:
-            self._advance(now)
-            self._put(self._deposit)
+        """Credit one request (call once per original request, not per retry).
+
+        Runs once per request: the window moves only when ``now`` left the current
+        slice, and the write is :meth:`_put` inlined.
+        """
+        amount = self._deposit
+        if amount:
+            if _floor(now / self._slice_s) != self._slice_index:
+                self._advance(now)
+            self._buckets[(self._slice_index or 0) % _SLICES] += amount
+            self._total += amount
 
     def try_withdraw(self, now: float) -> bool:
         """Take the cost of one retry; ``False`` means the budget is spent — do not retry."""

@@ -135,7 +135,7 @@ class ClusterRuntime:
     def count_status(self, status: int) -> None:
         klass = status // 100
         if 2 <= klass <= 5:
-            self.counters[_STATUS_COUNTERS[klass]] += 1
+            self.counters[STATUS_COUNTERS[klass]] += 1
 
     def stats(self, now: float) -> dict[str, Any]:
         result: dict[str, Any] = dict(self.counters)
@@ -156,7 +156,8 @@ def _retry_budget(cluster: Cluster) -> ConcurrencyRetryBudget | None:
     return ConcurrencyRetryBudget(budget_percent=spec.percent, min_retry_concurrency=spec.min_retry_concurrency)
 
 
-_STATUS_COUNTERS = {2: "upstream_rq_2xx", 3: "upstream_rq_3xx", 4: "upstream_rq_4xx", 5: "upstream_rq_5xx"}
+# The counter of each status class (status // 100); other classes are not counted.
+STATUS_COUNTERS = {2: "upstream_rq_2xx", 3: "upstream_rq_3xx", 4: "upstream_rq_4xx", 5: "upstream_rq_5xx"}
 
 
 class RuntimeTable:

@@ -1,4 +1,4 @@
-"""A cheap cancel-the-task-at-a-deadline timer for the request path.
+"""Cheap cancel-the-task-at-a-deadline timers for the request path.
 
 ``asyncio.timeout()`` costs about 9 µs per use on a slow machine (a Timeout
 object, task bookkeeping, a context manager protocol); one
@@ -17,21 +17,41 @@ Usage::
         ...                       # our timeout
     finally:
         timer.cancel()
+
+Most request timeouts are a fixed duration from now (the route timeout, the
+per-try timeout), so their deadlines arrive in increasing order. For those a
+:class:`TimeoutQueue` — one per distinct duration and event loop — keeps its
+timers in a deque in arrival order behind a *single* armed loop timer: arming
+is an append instead of a ``call_at`` (two handle objects and a heap push),
+disarming clears one attribute, and disarmed entries are dropped from the
+head as they are met. ``queue.arm(task)`` returns a :class:`QueuedTimer`
+with the same ``cancel()`` / ``expired()`` contract as :class:`TaskTimer`.
+A deadline that is not "fixed duration from now" (a propagated deadline)
+uses :class:`TaskTimer`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections import deque
+from typing import Any
+
+# asyncio runs a timer handle once ``when < loop.time() + clock resolution``; a queue
+# expires its entries by the same rule, so they fire when a call_at handle would.
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
 
 
 class TaskTimer:
-    __slots__ = ("_fired", "_handle", "_task")
+    __slots__ = ("_fired", "_handle", "_task", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("TaskTimer must be armed from inside a task")
         self._task = task
+        self.when = when  # the deadline, in loop time
         self._fired = False
         self._handle = loop.call_at(when, self._fire)
 
@@ -54,3 +74,86 @@ class TaskTimer:
         self._fired = False
         # Our cancel() counted one request; a further outstanding one is someone else's.
         return self._task.uncancel() == 0
+
+
+class QueuedTimer:
+    """One armed timer of a :class:`TimeoutQueue`; the same contract as :class:`TaskTimer`."""
+
+    __slots__ = ("fired", "task", "when")
+
+    def __init__(self, task: asyncio.Task[Any], when: float) -> None:
+        self.task: asyncio.Task[Any] | None = task  # None once disarmed or fired
+        self.when = when  # the deadline, in loop time
+        self.fired: asyncio.Task[Any] | None = None  # the task this timer cancelled, until expired() reads it
+
+    def cancel(self) -> None:
+        """Disarm (idempotent). Call on every exit path; the queue drops the entry lazily."""
+        self.task = None
+
+    def expired(self) -> bool:
+        """True if this timer cancelled the task; consumes that cancellation request (see TaskTimer)."""
+        task = self.fired
+        if task is None:
+            return False
+        self.fired = None
+        return task.uncancel() == 0
+
+
+class TimeoutQueue:
+    """Timers of one fixed duration on one event loop, in deadline (= arrival) order.
+
+    At most one loop timer is armed, for the earliest entry that was live when
+    it was armed. When it fires, every live entry whose deadline has come
+    cancels its task, disarmed entries met on the way are dropped, and the
+    loop timer is re-armed for the first live entry left. ``arm`` also drops
+    disarmed entries at the head, so the deque stays about as long as the
+    number of timers in flight.
+    """
+
+    __slots__ = ("_entries", "_handle", "_loop", "timeout")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        if math.isnan(timeout):  # NaN would break the deadline order
+            raise ValueError("a timeout queue needs a timeout, got NaN")
+        self._loop = loop
+        self.timeout = timeout
+        self._entries: deque[QueuedTimer] = deque()
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def __len__(self) -> int:
+        """Entries held, disarmed ones not yet dropped included (for tests and diagnostics)."""
+        return len(self._entries)
+
+    def arm(self, task: asyncio.Task[Any]) -> QueuedTimer:
+        """Cancel ``task`` ``timeout`` seconds from now unless the returned timer is disarmed first."""
+        entries = self._entries
+        while entries and entries[0].task is None:
+            entries.popleft()
+        entry = QueuedTimer(task, self._loop.time() + self.timeout)
+        entries.append(entry)
+        if self._handle is None:
+            self._handle = self._loop.call_at(entry.when, self._fire)
+        return entry
+
+    def _fire(self) -> None:
+        self._handle = None
+        entries = self._entries
+        limit = self._loop.time() + _CLOCK_RESOLUTION
+        while entries:
+            entry = entries[0]
+            task = entry.task
+            if task is not None:
+                if entry.when >= limit:
+                    self._handle = self._loop.call_at(entry.when, self._fire)
+                    return
+                entry.task = None
+                entry.fired = task
+                task.cancel()
+            entries.popleft()
+
+    def __repr__(self) -> str:
+        return f"TimeoutQueue(timeout={self.timeout!r}, entries={len(self._entries)})"
