@@ -2,10 +2,10 @@
 
 aiohttp takes the socket-connect timeout from the session's ``ClientTimeout``,
 out of a middleware's reach. DestinationRule ``tcp.connectTimeout`` (Istio
-default 10 s) is per cluster, so the client middleware publishes the picked
-cluster's value in a context variable around each attempt and this connector
-caps ``sock_connect`` with it when it opens a new connection. Pooled
-connections cost one context-variable read.
+default 10 s) is per cluster, so the client middleware records the picked
+cluster's value on the request it dials (:func:`set_connect_timeout`) and this
+connector caps ``sock_connect`` with it when it opens a new connection.
+Pooled connections cost one dictionary read.
 
 Sessions you build yourself get the same behaviour with
 ``aiohttp.ClientSession(connector=mesh.connector(), middlewares=(mesh.middleware(),))``.
@@ -13,31 +13,37 @@ Sessions you build yourself get the same behaviour with
 
 from __future__ import annotations
 
-import contextvars
+from collections.abc import Coroutine
 from typing import Any
 
 import attr
 from aiohttp import ClientRequest, ClientTimeout, TCPConnector
 from aiohttp.connector import Connection
 
-# The connect timeout (seconds) of the cluster the current attempt dials; None outside an attempt.
-CONNECT_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar("meshlib_connect_timeout", default=None)
+# The request attribute holding the connect timeout (seconds) of the cluster the attempt dials.
+_CONNECT_TIMEOUT = "_meshlib_connect_timeout_s"
+
+
+def set_connect_timeout(req: ClientRequest, timeout_s: float) -> None:
+    """Record on ``req`` the connect timeout of the cluster it is about to dial."""
+    vars(req)[_CONNECT_TIMEOUT] = timeout_s
 
 
 class MeshConnector(TCPConnector):
     """A ``TCPConnector`` that honours the per-cluster connect timeout set by the mesh middleware."""
 
-    # aiohttp's own signature: the timeout object is handed down, not awaited on.
-    async def connect(
+    # aiohttp's own signature, as a plain method handing back the base class's coroutine
+    # (aiohttp awaits it): no coroutine frame of our own on every request.
+    def connect(
         self,
         req: ClientRequest,
         traces: list[Any],
-        timeout: ClientTimeout,  # noqa: ASYNC109
-    ) -> Connection:
-        limit = CONNECT_TIMEOUT.get()
+        timeout: ClientTimeout,
+    ) -> Coroutine[Any, Any, Connection]:
+        limit = vars(req).get(_CONNECT_TIMEOUT)
         if limit is not None and (timeout.sock_connect is None or limit < timeout.sock_connect):
             timeout = _capped_timeout(timeout, limit)
-        return await super().connect(req, traces, timeout)
+        return super().connect(req, traces, timeout)
 
 
 def _capped_timeout(timeout: ClientTimeout, limit: float) -> ClientTimeout:

@@ -150,7 +150,7 @@ class CoinSampler(Sampler):
     def __init__(self) -> None:
         self.rng = random.Random(7)
 
-    def should_sample(
+    def should_sample(  # noqa: PLR0917 - the SDK's signature
         self, parent_context: Context | None, trace_id: int, name: str, kind: SpanKind | None = None,
         attributes: Attributes = None, links: Sequence[Link] | None = None, trace_state: object = None,
     ) -> SamplingResult:
