@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from asyncio import current_task
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -49,6 +50,7 @@ from meshlib.host_stats import HostStatsTable
 from meshlib.resilience.cluster_runtime import STATUS_COUNTERS, ClusterRuntime
 from meshlib.resilience.deadline import DeadlineExceeded, current_deadline, remaining_timeout
 from meshlib.resilience.fault import decide_fault
+from meshlib.resilience.limits import ADMITTED, REFUSED
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.ratelimit import TokenBucket
 from meshlib.resilience.retry import RetryClassifier, RetryState
@@ -234,16 +236,22 @@ class UpstreamRunner(Generic[R]):
         ):
             counters["ratelimit_rate_limited"] += 1
             return _RATE_LIMITED
-        # 4. admission
+        # 4. admission, with a connection slot when one is free (the pending wait is in step 5)
+        try_queue = plan.try_queue
+        route_queue = plan.route_queue if deadline is None else None
+        task: asyncio.Task[object] | None = None
+        if try_queue is not None or route_queue is not None or timeout is not None:
+            task = current_task(loop)  # before any slot is taken: arming fails without a task
+            if task is None:
+                raise RuntimeError("UpstreamRunner.run must run inside a task (its timeouts cancel the task)")
         limits = runtime.limits
-        if not limits.try_acquire_request():
+        admission = limits.try_admit()
+        if admission == REFUSED:
             return _OVERFLOW
+        holding_connection = admission == ADMITTED
         runtime.budget.deposit(now)
 
         # 5. route timeout around the pending wait, every attempt and every backoff
-        try_queue = plan.try_queue
-        route_queue = plan.route_queue if deadline is None else None
-        task = _current_task() if try_queue is not None or route_queue is not None else None
         route_timer: QueuedTimer | TaskTimer | None = None
         if route_queue is not None and task is not None:
             route_timer = route_queue.arm(task)
@@ -254,16 +262,15 @@ class UpstreamRunner(Generic[R]):
         stats = self.stats
         pick = self._pick
         tried: list[str] | tuple[()] = ()  # hosts tried, when the policy avoids them (a list from the first retry)
-        holding_connection = False
         holding_retry = False
         attempt = 1
         try:
-            # A connection slot (max_connections), or a place in the pending queue
-            # (max_pending_requests); a full queue overflows at once, never retried.
-            # Fast path first: a free slot needs no await.
-            if not limits.try_acquire_connection() and not await runtime.wait_for_connection():
-                return _OVERFLOW
-            holding_connection = True
+            if not holding_connection:
+                # Every connection is busy: wait for one as pending (max_pending_requests);
+                # a full pending queue overflows at once, never retried.
+                if not await runtime.wait_for_connection():
+                    return _OVERFLOW
+                holding_connection = True
             # 6. attempt loop
             while True:
                 pick.now = now
@@ -358,16 +365,7 @@ class UpstreamRunner(Generic[R]):
                 route_timer.cancel()
             if holding_retry:
                 limits.release_retry()
-            if holding_connection:
-                runtime.release_connection()
-            limits.release_request()
-
-
-def _current_task() -> asyncio.Task[object]:
-    task = asyncio.current_task()
-    if task is None:
-        raise RuntimeError("UpstreamRunner.run must run inside a task (its timeouts cancel the task)")
-    return task
+            runtime.release_admitted(holding_connection)
 
 
 def _finish(counters: dict[str, int], response: R | None, outcome: Outcome) -> R | LocalReply:

@@ -128,6 +128,13 @@ class ClusterRuntime:
                 return
         self.limits.release_connection()
 
+    def release_admitted(self, holding_connection: bool) -> None:
+        """End a request admitted by ``limits.try_admit()``; its connection slot goes to the first pending one."""
+        if holding_connection and self.waiters:
+            self.release_connection()
+            holding_connection = False
+        self.limits.release_admitted(holding_connection)
+
     def close(self, now: float) -> None:
         if self.outlier is not None:
             self.outlier.close(now)

@@ -37,6 +37,11 @@ from __future__ import annotations
 from meshlib.config.model import ConnectionPool
 from meshlib.resilience.budget import ConcurrencyRetryBudget
 
+# try_admit results.
+REFUSED = 0
+ADMITTED_PENDING = 1
+ADMITTED = 2
+
 
 class ClusterLimits:
     """The four Envoy resource counters of one cluster, with Envoy's stat names."""
@@ -104,6 +109,34 @@ class ClusterLimits:
         if self._pending_active <= 0:
             raise RuntimeError("release_pending without a matching acquire")
         self._pending_active -= 1
+
+    # ------------------------------------------------------------------ both, in one call (the request path)
+
+    def try_admit(self) -> int:
+        """Admit one request and take a connection slot for it: the two acquires in one call.
+
+        Returns :data:`ADMITTED` (both held), :data:`ADMITTED_PENDING` (the request
+        is admitted but every connection is busy: the caller waits as pending;
+        ``upstream_cx_overflow`` is counted) or :data:`REFUSED` (request overflow,
+        nothing held).
+        """
+        if self._rq_active >= self._max_requests:
+            self.upstream_rq_pending_overflow += 1
+            return REFUSED
+        self._rq_active += 1
+        if self._cx_active < self._max_connections:
+            self._cx_active += 1
+            return ADMITTED
+        self.upstream_cx_overflow += 1
+        return ADMITTED_PENDING
+
+    def release_admitted(self, connection: bool) -> None:
+        """Release a request admitted by :meth:`try_admit`, and its connection slot when ``connection``."""
+        if self._rq_active <= 0 or (connection and self._cx_active <= 0):
+            raise RuntimeError("release_admitted without a matching acquire")
+        self._rq_active -= 1
+        if connection:
+            self._cx_active -= 1
 
     # ------------------------------------------------------------------ retries
 

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 
 from meshlib.config.model import OutlierDetection
 from meshlib.host_stats import HostStats, HostStatsTable
-from meshlib.resilience.outcome import Outcome, OutcomeKind
+from meshlib.resilience.outcome import GRPC_TO_HTTP, Outcome, OutcomeKind
 from meshlib.resilience.outlier_state import (
     COUNTER_NAMES,
     ENFORCING_CONSECUTIVE_LOCAL_ORIGIN_FAILURE,
@@ -154,10 +154,25 @@ class OutlierDetector:
     def record(self, key: str, outcome: Outcome, now: float) -> None:
         """Account one attempt's outcome for host ``key``; may eject it. O(1)."""
         state = self._hosts.get(key)
-        if state is None or outcome.kind is OutcomeKind.OVERFLOW:
+        kind = outcome.kind
+        if state is None or kind is OutcomeKind.OVERFLOW:
             # Unknown host (membership changed mid-flight) or a local circuit-breaker refusal,
             # which says nothing about the host; Envoy ignores both.
             return
+        if kind is OutcomeKind.RESPONSE:
+            grpc_status = outcome.grpc_status
+            status = GRPC_TO_HTTP.get(grpc_status, 500) if grpc_status else outcome.http_status
+            if not 500 <= status < 600:
+                # The common case, once per attempt: _local_origin_success (when split) and
+                # the non-5xx branch of _put_http_status, inlined. Nothing can eject here.
+                if self._config.split_external_local_origin_errors:
+                    state.lo_total += 1
+                    state.lo_success += 1
+                    state.consecutive_local = 0
+                state.ext_total += 1
+                state.ext_success += 1
+                state.consecutive_5xx = state.consecutive_gateway = 0
+                return
         if not self._config.split_external_local_origin_errors:
             self._put_http_status(key, state, outcome.outlier_status(), now)
         elif outcome.kind is OutcomeKind.RESPONSE:

@@ -113,3 +113,26 @@ def test_stats_use_envoy_names() -> None:
         "upstream_cx_active", "rq_pending_open", "rq_retry_open", "cx_open", "remaining_pending",
         "remaining_retries", "remaining_cx",
     }
+
+
+def test_try_admit_takes_request_and_connection_in_one_step() -> None:
+    from meshlib.resilience.limits import ADMITTED, ADMITTED_PENDING, REFUSED
+
+    limits = ClusterLimits(ConnectionPool(max_requests=3, max_connections=1))
+    assert limits.try_admit() == ADMITTED
+    assert (limits.upstream_rq_active, limits.upstream_cx_active) == (1, 1)
+    assert limits.try_admit() == ADMITTED_PENDING  # admitted, but it must wait for a connection
+    assert (limits.upstream_rq_active, limits.upstream_cx_active, limits.upstream_cx_overflow) == (2, 1, 1)
+    assert limits.try_admit() == ADMITTED_PENDING
+    assert limits.try_admit() == REFUSED  # nothing taken
+    assert (limits.upstream_rq_active, limits.upstream_rq_pending_overflow) == (3, 1)
+    limits.release_admitted(connection=True)
+    limits.release_admitted(connection=False)
+    limits.release_admitted(connection=False)
+    assert (limits.upstream_rq_active, limits.upstream_cx_active) == (0, 0)
+    with pytest.raises(RuntimeError):
+        limits.release_admitted(connection=False)
+    assert limits.try_admit() == ADMITTED
+    with pytest.raises(RuntimeError):
+        limits.release_admitted(connection=True) or limits.release_admitted(connection=True)
+    assert (limits.upstream_rq_active, limits.upstream_cx_active) == (0, 0)

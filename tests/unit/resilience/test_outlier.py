@@ -195,6 +195,24 @@ def test_split_responses_still_count_5xx_and_reset_the_local_counter() -> None:
     assert counter(detector, "ejections_enforced_consecutive_5xx") == 1
 
 
+def test_a_success_resets_both_origins_and_counts_both_totals() -> None:
+    for split in (False, True):
+        detector, _, keys = make(split_external_local_origin_errors=split)
+        send(detector, keys[0], Outcome(OutcomeKind.CONNECT_FAILURE), 2)
+        send(detector, keys[0], status(502), 2)
+        raw = detector._hosts[keys[0]]  # the mutable counters behind the read-only view
+        before = (raw.ext_total, raw.ext_success, raw.lo_total, raw.lo_success)
+        detector.record(keys[0], status(204), 0.0)
+        view = state_of(detector, keys[0])
+        assert (view.consecutive_5xx, view.consecutive_gateway_failure) == (0, 0)
+        assert (raw.ext_total, raw.ext_success) == (before[0] + 1, before[1] + 1)
+        if split:
+            assert view.consecutive_local_origin_failure == 0
+            assert (raw.lo_total, raw.lo_success) == (before[2] + 1, before[3] + 1)
+        else:
+            assert (raw.lo_total, raw.lo_success) == before[2:]
+
+
 # ---------------------------------------------------------------- max_ejection_percent
 
 
