@@ -67,7 +67,9 @@ def decide(state: MeshState, request: RequestView, port: int, rng: random.Random
     if route.redirect is not None:
         status, location = redirect_location(route.redirect, request, port)
         return Decision(Action.LOCAL_REPLY, hit=hit, status=status, location=location, flag="DR")
-    destination = pick_destination(route, rng)
+    destinations = route.destinations
+    # One destination (the common case) needs no draw: pick_destination's first branch, inlined.
+    destination = destinations[0] if len(destinations) == 1 else pick_destination(route, rng)
     if destination is None:
         return _local(503, "every destination of the matched route has weight 0", "NR", hit)
     cluster = state.snapshot.clusters.get(destination.cluster)
