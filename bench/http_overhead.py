@@ -139,15 +139,17 @@ def _start_envoy(tmp: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]
 
 
 
-def _enable_sdk_tracing(mesh: meshlib.Mesh) -> bool:
+def _enable_sdk_tracing(mesh: meshlib.Mesh, *, sampled: bool = True) -> bool:
     """Tracing on as the performance target states it: SDK, every request sampled, spans exported.
 
     Spans go through a BatchSpanProcessor to an exporter that drops them, so the
     cost measured is meshlib's plus the SDK's, not an exporter's network I/O.
+    ``sampled=False``: the SDK installed but every request sampled out (ALWAYS_OFF).
     """
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
     except ImportError:
         print("opentelemetry-sdk not installed (the otel extra): skipping the tracing path")
         return False
@@ -156,7 +158,7 @@ def _enable_sdk_tracing(mesh: meshlib.Mesh) -> bool:
         def export(self, spans: object) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    provider = TracerProvider()
+    provider = TracerProvider() if sampled else TracerProvider(sampler=ParentBased(ALWAYS_OFF))
     provider.add_span_processor(BatchSpanProcessor(DropExporter()))
     mesh.enable_tracing(provider)
     return True
@@ -184,12 +186,16 @@ async def run(requests: int, rounds: int) -> None:
             mesh = meshlib.Mesh.from_files(tmp / "mesh.yaml")
             traced = meshlib.Mesh.from_files(tmp / "mesh.yaml")
             tracing = _enable_sdk_tracing(traced)
+            dropped = meshlib.Mesh.from_files(tmp / "mesh.yaml")
+            _enable_sdk_tracing(dropped, sampled=False)
             async with (
                 mesh,
                 traced,
+                dropped,
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as plain,
                 mesh.session(connector=mesh.connector(limit=100)) as meshed,
                 traced.session(connector=traced.connector(limit=100)) as meshed_traced,
+                dropped.session(connector=dropped.connector(limit=100)) as meshed_dropped,
             ):
                 paths: dict[str, Send] = {
                     "direct": _sender(plain, f"http://127.0.0.1:{backend_port}/r", {}),
@@ -197,6 +203,7 @@ async def run(requests: int, rounds: int) -> None:
                 }
                 if tracing:
                     paths["+tracing"] = _sender(meshed_traced, "http://reviews:9080/r", {})
+                    paths["+tracing, sampled out"] = _sender(meshed_dropped, "http://reviews:9080/r", {})
                 if envoy is not None:
                     await wait_port(envoy[1])
                     paths["envoy"] = _sender(plain, f"http://127.0.0.1:{envoy[1]}/r", {"host": "reviews:9080"})

@@ -149,6 +149,7 @@ async def test_server_span_and_inbound_record_cover_the_real_handler() -> None:
             await channel.unary_unary(f"/{SERVICE}/Fail")(b"x")
         assert failed.value.code() == grpc.StatusCode.INTERNAL
 
+    m.flush_telemetry()  # telemetry is finished after the response, in batches
     spans = {s.name: s for s in exporter.get_finished_spans()}
     ok = spans[f"{SERVICE}/Get"]
     assert ok.kind == SpanKind.SERVER
@@ -165,6 +166,7 @@ async def test_server_span_and_inbound_record_cover_the_real_handler() -> None:
     assert bad.attributes is not None and bad.attributes["rpc.response.status_code"] == "INTERNAL"
     assert bad.attributes["error.type"] == "INTERNAL"
 
+    m.flush_telemetry()  # telemetry is finished after the response, in batches
     by_path = {r.path: r for r in sink.inbound_records}
     record = by_path[f"/{SERVICE}/Get"]
     assert work_s <= record.duration_s <= elapsed
@@ -199,6 +201,7 @@ async def test_rate_limit_rejects_over_the_budget() -> None:
         assert len(ran) == 3
         now[0] += 1.0  # one fill interval later the bucket is full again
         assert await call(b"x") == b"ok"
+    m.flush_telemetry()  # telemetry is finished after the response, in batches
     assert [r.response_flags for r in sink.inbound_records] == ["-", "-", "-", "RL", "RL", "-"]
 
 
@@ -232,6 +235,7 @@ async def test_fault_delay_then_handler_and_http_abort_mapping() -> None:
         started = time.perf_counter()
         assert await channel.unary_unary(f"/{SERVICE}/Get")(b"x") == b"ok"
         assert time.perf_counter() - started >= 0.05
+    m.flush_telemetry()  # telemetry is finished after the response, in batches
     assert sink.inbound_records[-1].response_flags == "DI"
 
     http_abort = m.grpc_server_interceptor(fault=FaultPolicy(abort_http_status=503, abort_percent=100))
@@ -239,6 +243,7 @@ async def test_fault_delay_then_handler_and_http_abort_mapping() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as aborted:
             await channel.unary_unary(f"/{SERVICE}/Get")(b"x")
     assert aborted.value.code() == grpc.StatusCode.UNAVAILABLE
+    m.flush_telemetry()  # telemetry is finished after the response, in batches
     assert sink.inbound_records[-1].response_flags == "FI"
 
 
@@ -254,6 +259,7 @@ async def test_streaming_response_keeps_context_until_the_last_message() -> None
     async with serve({"Watch": stream}, [m.grpc_server_interceptor()], streaming=frozenset({"Watch"})) as channel:
         call = channel.unary_stream(f"/{SERVICE}/Watch")(b"x", metadata=(("x-request-id", "stream-1"),))
         assert [m async for m in call] == [b"stream-1"] * 3
+    m.flush_telemetry()  # telemetry is finished after the response, in batches
     assert [(r.path, r.grpc_status) for r in sink.inbound_records] == [(f"/{SERVICE}/Watch", 0)]
 
 
@@ -284,6 +290,7 @@ async def test_decorator_without_interceptor() -> None:
     assert ran == [1]
     # Without method=, the RPC is named after the function's qualified name.
     limited = "/test_decorator_without_interceptor/<locals>/Servicer/Limited"
+    m.flush_telemetry()  # telemetry is finished after the response, in batches
     assert [r.path for r in sink.inbound_records] == [f"/{SERVICE}/Get", limited]
 
 

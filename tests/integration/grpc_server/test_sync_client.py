@@ -56,6 +56,7 @@ async def test_sync_call_from_handler_carries_request_id_trace_and_deadline() ->
 
     assert seen["metadata"]["x-request-id"] == "sync-1"
     # The trace context written is the SERVER span's: same trace, the server span as parent.
+    mesh.flush_telemetry()  # telemetry is finished after the response, in batches
     server_span = next(s for s in exporter.get_finished_spans() if s.name == f"{SERVICE}/Front")
     trace_id, parent_id = seen["metadata"]["traceparent"].split("-")[1:3]
     assert trace_id == "0af7651916cd43dd8448eb211c80319c"

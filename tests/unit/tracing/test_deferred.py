@@ -9,7 +9,14 @@ import pytest
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from meshlib.tracing.client_spans import PresetIds
-from meshlib.tracing.deferred import DeferredTelemetry
+from meshlib.tracing.deferred import BATCH, MAX_DELAY_S, DeferredTelemetry
+
+
+async def next_turn() -> None:
+    """Return after the callbacks already queued on the running loop have run."""
+    turn = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(turn.set_result, None)
+    await turn
 
 
 def test_preset_ids_apply_until_cleared_then_defer_to_the_provider() -> None:
@@ -29,16 +36,28 @@ def test_without_a_running_loop_work_runs_at_once() -> None:
 
 
 @pytest.mark.asyncio
-async def test_work_runs_at_the_next_loop_turn_in_order() -> None:
+async def test_a_full_batch_runs_at_the_next_loop_turn_in_order() -> None:
     queue = DeferredTelemetry()
     done: list[int] = []
-    for n in range(3):
+    for n in range(BATCH - 1):
         queue.defer(done.append, n)
-    assert done == [] and queue.pending == 3
-    turn = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().call_soon(turn.set_result, None)  # queued after the drain
-    await turn
-    assert done == [0, 1, 2] and queue.pending == 0
+    await next_turn()
+    assert done == [] and queue.pending == BATCH - 1  # a partial batch waits (for the timer)
+    queue.defer(done.append, BATCH - 1)
+    await next_turn()
+    assert done == list(range(BATCH)) and queue.pending == 0
+
+
+@pytest.mark.asyncio
+async def test_a_partial_batch_runs_when_the_timer_fires() -> None:
+    queue = DeferredTelemetry()
+    loop = asyncio.get_running_loop()
+    ran = loop.create_future()
+    queued_at = loop.time()
+    queue.defer(lambda: ran.set_result(loop.time()))
+    ran_at = await asyncio.wait_for(ran, timeout=5)
+    assert ran_at - queued_at >= MAX_DELAY_S * 0.9  # the timer, not an earlier turn, drained it
+    assert queue.pending == 0
 
 
 @pytest.mark.asyncio
@@ -67,13 +86,14 @@ def test_a_new_event_loop_gets_its_own_drain() -> None:
     done: list[int] = []
     stale = asyncio.new_event_loop()
     stale.close()
-    queue._scheduled_on = stale  # as if its drain had been scheduled there and never ran
+    queue._armed_on = stale  # as if its timer had been armed there and never fired
 
-    async def queue_one_and_take_a_turn() -> None:
+    async def queue_one_and_flush_by_timer() -> None:
+        loop = asyncio.get_running_loop()
+        ran = loop.create_future()
         queue.defer(done.append, 1)
-        turn = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_soon(turn.set_result, None)
-        await turn
+        queue.defer(ran.set_result, None)
+        await asyncio.wait_for(ran, timeout=5)
 
-    asyncio.run(queue_one_and_take_a_turn())
+    asyncio.run(queue_one_and_flush_by_timer())
     assert done == [1]
