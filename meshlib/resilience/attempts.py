@@ -211,7 +211,7 @@ class UpstreamRunner(Generic[R]):
 
         # 1. deadline
         deadline = current_deadline()
-        timeout: float | None = None  # set only when an inbound deadline caps the route timeout
+        timeout: float | None = None  # set only under an inbound deadline: min(route timeout, time left)
         if deadline is not None:
             try:
                 timeout = remaining_timeout(route.timeout_s, deadline, now)
@@ -238,7 +238,9 @@ class UpstreamRunner(Generic[R]):
             return _RATE_LIMITED
         # 4. admission, with a connection slot when one is free (the pending wait is in step 5)
         try_queue = plan.try_queue
-        route_queue = plan.route_queue if deadline is None else None
+        route_queue = plan.route_queue
+        if timeout is not None and timeout != route.timeout_s:
+            route_queue = None  # the inbound deadline comes first: a one-off timer (step 5)
         task: asyncio.Task[object] | None = None
         if try_queue is not None or route_queue is not None or timeout is not None:
             task = current_task(loop)  # before any slot is taken: arming fails without a task

@@ -13,6 +13,7 @@ from meshlib.decision import Action, Decision
 from meshlib.host_stats import HostStatsTable
 from meshlib.resilience.attempts import CallReport, LocalReply, UpstreamRunner
 from meshlib.resilience.cluster_runtime import ClusterRuntime
+from meshlib.resilience.deadline import deadline_scope
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.routing.table import RouteHit
 
@@ -117,3 +118,26 @@ def test_one_runner_serves_successive_event_loops() -> None:
     assert asyncio.run(one_call()) == 200
     assert asyncio.run(one_call()) == 200
     assert runtime.counters["upstream_rq_per_try_timeout"] == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("route_timeout_s", "deadline_in_s"), [(0.02, 60.0), (60.0, 0.02), (None, 0.02)])
+async def test_the_sooner_of_route_timeout_and_inbound_deadline_ends_the_call(
+    route_timeout_s: float | None, deadline_in_s: float
+) -> None:
+    # Route timeout first: its queued timer; inbound deadline first (or alone): a one-off timer.
+    runner, decision, runtime = _setup(route_timeout_s=route_timeout_s, retries=0)
+    hints: list[float | None] = []
+
+    async def send(endpoint: Endpoint, attempt: int, hint: float | None) -> int:
+        hints.append(hint)
+        await asyncio.Event().wait()
+        return 200
+
+    with deadline_scope(asyncio.get_running_loop().time() + deadline_in_s):
+        result = await runner.run(decision, runtime, send)
+    assert isinstance(result, LocalReply)
+    assert (result.status, result.flag) == (504, "UT")
+    assert runtime.counters["upstream_rq_timeout"] == 1
+    assert hints[0] is not None and 0.0 < hints[0] <= 0.02
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
