@@ -22,12 +22,19 @@ Most request timeouts are a fixed duration from now (the route timeout, the
 per-try timeout), so their deadlines arrive in increasing order. For those a
 :class:`TimeoutQueue` — one per distinct duration and event loop — keeps its
 timers in a deque in arrival order behind a *single* armed loop timer: arming
-is an append instead of a ``call_at`` (two handle objects and a heap push),
-disarming clears one attribute, and disarmed entries are dropped from the
-head as they are met. ``queue.arm(task)`` returns a :class:`QueuedTimer`
-with the same ``cancel()`` / ``expired()`` contract as :class:`TaskTimer`.
-A deadline that is not "fixed duration from now" (a propagated deadline)
-uses :class:`TaskTimer`.
+is an append instead of a ``call_at`` (a handle object, a heap push, and the
+heap's later clean-up of the cancelled handle), disarming clears one
+attribute, and disarmed entries are dropped from the head as they are met.
+``queue.arm(task)`` returns a :class:`QueuedTimer` with the same
+``cancel()`` / ``expired()`` contract as :class:`TaskTimer`. A deadline that
+is not "fixed duration from now" (a propagated deadline) uses
+:class:`TaskTimer`.
+
+One difference in timing, within a single loop iteration only: when several
+entries of a queue are overdue at once (the loop was blocked), they are all
+cancelled by the one callback, at the position of the earliest in that
+iteration's run of due timers, rather than each at its own position among
+other due ``call_at`` handles. No entry fires earlier than its deadline.
 """
 
 from __future__ import annotations
@@ -119,10 +126,6 @@ class TimeoutQueue:
         self.timeout = timeout
         self._entries: deque[QueuedTimer] = deque()
         self._handle: asyncio.TimerHandle | None = None
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
 
     def __len__(self) -> int:
         """Entries held, disarmed ones not yet dropped included (for tests and diagnostics)."""
