@@ -130,9 +130,9 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             observation.flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
             return response
         finally:
-            # Timestamps now; spans and records are finished at the loop's next turn, off the response path.
-            observation.end_ns = time.time_ns()
-            observation.duration_s = time.perf_counter() - started
+            # Timestamps now; spans and records are finished after the response (meshlib.tracing.deferred).
+            duration_s = observation.duration_s = time.perf_counter() - started
+            observation.end_ns = start_ns + int(duration_s * 1e9)
             report = observation.report
             if report.delay_injected:
                 observation.flags = "DI" if observation.flags == "-" else f"{observation.flags},DI"

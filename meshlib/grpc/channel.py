@@ -373,8 +373,8 @@ class MeshChannel:
             status, grpc_status = 0, 2
             raise
         finally:
-            observation.end_ns = time.time_ns()
-            observation.duration_s = time.perf_counter() - started
+            duration_s = observation.duration_s = time.perf_counter() - started
+            observation.end_ns = start_ns + int(duration_s * 1e9)
             if observation.report.attempts > 1 and grpc_status != 0:
                 flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
             observation.status, observation.flags = status, flags

@@ -13,13 +13,14 @@ How, with the SDK's own semantics kept:
   when the span is recorded later, :class:`PresetIds` — installed on
   meshlib's tracer — hands the SDK those same ids, so the recorded span is the
   one the upstream was told about;
-- **sampling** is decided on the request path by the tracer's own sampler
-  with the arguments the SDK would pass, and again by the SDK when recording.
-  That is only sound for samplers whose decision is a function of their
-  inputs, so this mode is used only with the SDK's built-in ``StaticSampler``
-  (ALWAYS_ON/OFF), ``TraceIdRatioBased`` and ``ParentBased`` over those;
-  with any other sampler (or a non-SDK provider) spans start on the request
-  path as usual and only their end is deferred;
+- **sampling** is decided on the request path as the tracer's sampler decides,
+  and again by the SDK itself when recording. That is only sound for samplers
+  whose decision is a function of the parent and the trace id, so this mode
+  is used only with the SDK's built-in ``StaticSampler`` (ALWAYS_ON/OFF),
+  ``TraceIdRatioBased`` and ``ParentBased`` over those — whose rules
+  :func:`compile_sampler` evaluates without their per-call objects; with any
+  other sampler (or a non-SDK provider) spans start on the request path as
+  usual and only their end is deferred;
 - **trace flags** are computed as the SDK computes them (sampled, and W3C's
   random-trace-id bit where the API has it); a test checks that the exported
   span's context equals the ``traceparent`` that was sent.
@@ -30,7 +31,7 @@ A span the sampler drops costs its ids and one sampler call, nothing after.
 from __future__ import annotations
 
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from opentelemetry import baggage, trace
@@ -104,7 +105,8 @@ class ClientSpan:
         headers["traceparent"] = f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.trace_flags & 0xFF:02x}"
         if self.trace_state:
             headers["tracestate"] = self.trace_state.to_header()
-        if baggage.get_all():
+        parent = self.parent
+        if (parent is None or parent) and baggage.get_all(parent):  # an empty context has no baggage
             baggage_propagator.inject(headers)
 
     def inject_with(self, propagator: TextMapPropagator, headers: MutableMapping[str, str]) -> None:
@@ -152,27 +154,59 @@ def lazy_recording_supported(tracer: Any) -> bool:
         return False
     if not isinstance(tracer, SdkTracer) or not hasattr(tracer, "id_generator"):
         return False
-    return _deterministic(getattr(tracer, "sampler", None))
+    return compile_sampler(getattr(tracer, "sampler", None)) is not None
 
 
-def _deterministic(sampler: Any) -> bool:
-    from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler, TraceIdRatioBased
+# A built-in sampler's decision as a plain function of (parent span context, trace id) -> sampled.
+# The SDK's built-in samplers record exactly what they sample, and take the parent's tracestate.
+Decide = Callable[[SpanContext, int], bool]
 
-    if type(sampler) in (StaticSampler, TraceIdRatioBased):
-        return True
+
+def compile_sampler(sampler: Any) -> Decide | None:
+    """The decision of an SDK built-in sampler, computed without its objects; None if not built-in.
+
+    Mirrors ``StaticSampler``, ``TraceIdRatioBased`` and ``ParentBased`` of the
+    OpenTelemetry SDK (tests compare exported spans with what was sent upstream).
+    """
+    try:
+        from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler, TraceIdRatioBased
+    except ImportError:
+        return None
+    if type(sampler) is StaticSampler:
+        decision = getattr(sampler, "_decision", None)  # RECORD_ONLY records what it does not sample: no
+        if decision not in (Decision.RECORD_AND_SAMPLE, Decision.DROP):
+            return None
+        sampled = decision is Decision.RECORD_AND_SAMPLE
+        return lambda parent, trace_id: sampled
+    if type(sampler) is TraceIdRatioBased:
+        bound, limit = sampler.bound, sampler.TRACE_ID_LIMIT
+        return lambda parent, trace_id: trace_id & limit < bound
     if isinstance(sampler, ParentBased) and type(sampler).should_sample is ParentBased.should_sample:
-        delegates = [getattr(sampler, name, None) for name in (
+        parts = [compile_sampler(getattr(sampler, name, None)) for name in (
             "_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
             "_local_parent_sampled", "_local_parent_not_sampled",
         )]
-        return all(d is not None and _deterministic(d) for d in delegates)
-    return False
+        if any(part is None for part in parts):
+            return None
+        root, remote_sampled, remote_not_sampled, local_sampled, local_not_sampled = parts
+
+        def parent_based(parent: SpanContext, trace_id: int) -> bool:
+            if not parent.is_valid:
+                return root(parent, trace_id)  # type: ignore[misc]
+            if parent.is_remote:
+                chosen = remote_sampled if parent.trace_flags.sampled else remote_not_sampled
+            else:
+                chosen = local_sampled if parent.trace_flags.sampled else local_not_sampled
+            return chosen(parent, trace_id)  # type: ignore[misc]
+
+        return parent_based
+    return None
 
 
 class LazyClientSpans:
     """Mints :class:`ClientSpan` identities on the request path and records them later."""
 
-    __slots__ = ("_ids", "_inner_ids", "_random_ids", "_sampler", "_tracer")
+    __slots__ = ("_decide", "_ids", "_inner_ids", "_random_ids", "_tracer")
 
     def __init__(self, tracer: Any) -> None:
         ids = tracer.id_generator
@@ -181,30 +215,27 @@ class LazyClientSpans:
         self._tracer = tracer
         self._ids = ids
         self._inner_ids = ids.inner
-        self._sampler = tracer.sampler
+        decide = compile_sampler(tracer.sampler)
+        assert decide is not None, "LazyClientSpans needs a built-in sampler (lazy_recording_supported)"
+        self._decide = decide
         self._random_ids = bool(_RANDOM_FLAG) and ids.is_trace_id_random()
 
     def begin(self, parent: otel_context.Context, client_span: ClientSpan) -> ClientSpan:
-        """Give ``client_span`` (its start fields filled) an identity and a sampling decision, now.
-
-        The sampler is asked without attributes: the built-in samplers this mode
-        is limited to do not read them, and building them waits for :meth:`record`.
-        """
+        """Give ``client_span`` (its start fields filled) an identity and a sampling decision, now."""
         parent_context = trace.get_current_span(parent).get_span_context()
         if parent_context.is_valid:
             trace_id = parent_context.trace_id
             random_flag = int(parent_context.trace_flags) & _RANDOM_FLAG
+            client_span.trace_state = parent_context.trace_state
         else:
             trace_id = self._inner_ids.generate_trace_id()
             random_flag = _RANDOM_FLAG if self._random_ids else 0
-        result = self._sampler.should_sample(parent, trace_id, client_span.method, SpanKind.CLIENT, None, ())
-        decision = result.decision
+        sampled = self._decide(parent_context, trace_id)
         client_span.parent = parent
         client_span.trace_id = trace_id
         client_span.span_id = self._inner_ids.generate_span_id()
-        client_span.trace_flags = (_SAMPLED if decision.is_sampled() else 0) | random_flag
-        client_span.trace_state = result.trace_state
-        client_span.recording = decision.is_recording()
+        client_span.trace_flags = (_SAMPLED if sampled else 0) | random_flag
+        client_span.recording = sampled
         return client_span
 
     def record(self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool) -> None:

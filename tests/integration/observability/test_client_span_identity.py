@@ -71,7 +71,10 @@ def provider_with(sampler: Sampler) -> tuple[TracerProvider, InMemorySpanExporte
     return provider, exporter
 
 
-@pytest.mark.parametrize("sampler", [ALWAYS_ON, ParentBased(ALWAYS_ON), TraceIdRatioBased(0.5)], ids=repr)
+@pytest.mark.parametrize(
+    "sampler", [ALWAYS_ON, ParentBased(ALWAYS_ON), TraceIdRatioBased(0.5), ParentBased(TraceIdRatioBased(0.5))],
+    ids=lambda s: s.get_description(),
+)
 async def test_exported_span_matches_the_traceparent_sent(tmp_path: Path, sampler: Sampler) -> None:
     release = asyncio.Event()
     async with http_upstream("a", "ok", release) as upstream:
@@ -86,7 +89,7 @@ async def test_exported_span_matches_the_traceparent_sent(tmp_path: Path, sample
     sent = [traceparent_fields(h["traceparent"]) for h in upstream.headers]
     assert len(sent) == 40
     sampled = [(t, s, f) for t, s, f in sent if f & 0x01]
-    if isinstance(sampler, TraceIdRatioBased):
+    if "TraceIdRatioBased" in sampler.get_description():
         assert 0 < len(sampled) < 40  # both outcomes occurred: the check below covers both
     else:
         assert len(sampled) == 40
