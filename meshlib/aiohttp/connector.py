@@ -26,7 +26,8 @@ _CONNECT_TIMEOUT = "_meshlib_connect_timeout_s"
 
 def set_connect_timeout(req: ClientRequest, timeout_s: float) -> None:
     """Record on ``req`` the connect timeout of the cluster it is about to dial."""
-    vars(req)[_CONNECT_TIMEOUT] = timeout_s
+    # setattr, not vars(): reading __dict__ makes CPython materialise one per request.
+    setattr(req, _CONNECT_TIMEOUT, timeout_s)
 
 
 class MeshConnector(TCPConnector):
@@ -40,7 +41,7 @@ class MeshConnector(TCPConnector):
         traces: list[Any],
         timeout: ClientTimeout,
     ) -> Coroutine[Any, Any, Connection]:
-        limit = vars(req).get(_CONNECT_TIMEOUT)
+        limit: float | None = getattr(req, _CONNECT_TIMEOUT, None)
         if limit is not None and (timeout.sock_connect is None or limit < timeout.sock_connect):
             timeout = _capped_timeout(timeout, limit)
         return super().connect(req, traces, timeout)
