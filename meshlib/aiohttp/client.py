@@ -139,8 +139,9 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             if report.attempts > 1 and (observation.status >= 500 or observation.status == 0):
                 # the retries ran out on a failure
                 observation.flags = "URX" if observation.flags == "-" else f"{observation.flags},URX"
-            if tracing is not None and observation.span is not None:
-                telemetry.deferred.defer(tracing.finish_client, observation.span, observation)
+            client_span = observation.span
+            if tracing is not None and client_span is not None and client_span.recording:
+                telemetry.deferred.defer(tracing.finish_client, client_span, observation)  # sampled out: nothing
             if telemetry.sinks:
                 telemetry.deferred.defer(_report, telemetry.sinks, observation, req, url)
 

@@ -379,9 +379,10 @@ class MeshChannel:
                 flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
             observation.status, observation.flags = status, flags
             deferred = telemetry.deferred
-            if tracing is not None and observation.span is not None:
-                # Finished at the loop's next turn, with these times: the caller gets its reply first.
-                deferred.defer(tracing.finish_client, observation.span, observation)
+            client_span = observation.span
+            if tracing is not None and client_span is not None and client_span.recording:
+                # Finished after the reply, with these times: the caller gets its reply first.
+                deferred.defer(tracing.finish_client, client_span, observation)
             if telemetry.sinks:
                 headers = {k: v for k, v in (tuple(metadata) if metadata else ()) if isinstance(v, str)}
                 record = observation.outbound_record(

@@ -71,7 +71,7 @@ class ClientSpan:
         self.span_id = 0
         self.trace_flags = 0
         self.trace_state: TraceState | None = None
-        self.recording = False
+        self.recording = False  # True when there is a span to record or end after the request
         # What the span's start attributes are made of, kept raw until it is recorded.
         self.method = ""
         self.url: object = ""  # the URL object or string: str() only when recorded

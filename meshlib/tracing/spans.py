@@ -171,6 +171,7 @@ class Tracing:
             client_span.method, context=context, kind=SpanKind.CLIENT, attributes=client_span.start_attributes()
         )
         client_span.span = span
+        client_span.recording = True  # started: it must be ended, whatever the SDK decided
         span_context = span.get_span_context()
         client_span.trace_id, client_span.span_id = span_context.trace_id, span_context.span_id
         client_span.trace_flags, client_span.trace_state = int(span_context.trace_flags), span_context.trace_state
