@@ -66,3 +66,14 @@ def test_request_ids_are_unique_uuid4() -> None:
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
         assert str(parsed) == value
+
+
+def test_ids_made_before_a_fork_are_not_handed_out_after_it() -> None:
+    from meshlib import request_id
+
+    new_request_id()  # a batch is now waiting
+    waiting = set(request_id._ready)
+    assert waiting
+    request_id.reseed_after_fork()  # what a forked child runs
+    after = {new_request_id() for _ in range(len(waiting))}
+    assert not after & waiting
