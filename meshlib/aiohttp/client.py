@@ -133,10 +133,9 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             # Timestamps now; spans and records are finished after the response (meshlib.tracing.deferred).
             duration_s = observation.duration_s = time.perf_counter() - started
             observation.end_ns = start_ns + int(duration_s * 1e9)
-            report = observation.report
-            if report.delay_injected:
+            if observation.delay_injected:
                 observation.flags = "DI" if observation.flags == "-" else f"{observation.flags},DI"
-            if report.attempts > 1 and (observation.status >= 500 or observation.status == 0):
+            if observation.attempts > 1 and (observation.status >= 500 or observation.status == 0):
                 # the retries ran out on a failure
                 observation.flags = "URX" if observation.flags == "-" else f"{observation.flags},URX"
             client_span = observation.span
@@ -252,7 +251,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             body_replayable=body_replayable,
             hash_key=balancer.request_hash(view) if cluster.policy.lb.hash_policies else None,
             route_bucket=state.route_buckets.get(id(route)) if state.route_buckets else None,
-            report=observation.report if observation is not None else None,
+            report=observation,
         )
         if isinstance(result, LocalReply):
             return local_response(

@@ -375,7 +375,7 @@ class MeshChannel:
         finally:
             duration_s = observation.duration_s = time.perf_counter() - started
             observation.end_ns = start_ns + int(duration_s * 1e9)
-            if observation.report.attempts > 1 and grpc_status != 0:
+            if observation.attempts > 1 and grpc_status != 0:
                 flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
             observation.status, observation.flags = status, flags
             deferred = telemetry.deferred
@@ -460,7 +460,7 @@ class MeshChannel:
             body_replayable=body_replayable,
             hash_key=balancer.request_hash(view) if cluster.policy.lb.hash_policies else None,
             route_bucket=state.route_buckets.get(id(route)) if state.route_buckets else None,
-            report=observation.report if observation is not None else None,
+            report=observation,
         )
         if isinstance(result, LocalReply):
             raise _reply_error(result)

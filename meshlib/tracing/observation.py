@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from meshlib.tracing.client_spans import ClientSpan
 
 
-class Observation:
+class Observation(CallReport):
     """What a telemetry-observed request learned on its way (filled only when telemetry is on).
+
+    It is also the :class:`CallReport` the runner fills (attempts, upstream host, delay).
 
     Routing hands over its :class:`Decision` (:meth:`describe`); the names
     derived from it are computed only when telemetry is finished, off the
@@ -33,14 +35,15 @@ class Observation:
         "duration_s",
         "end_ns",
         "flags",
-        "report",
         "span",
         "start_ns",
         "status",
     )
 
     def __init__(self) -> None:
-        self.report = CallReport()
+        self.attempts = 0  # CallReport's fields, assigned here: one call less per request
+        self.upstream_host: str | None = None
+        self.delay_injected = False
         self.span: ClientSpan | None = None
         self.authority: str | None = None
         self._decision: Decision | None = None
@@ -113,7 +116,6 @@ class Observation:
         grpc_status: int | None = None,
     ) -> OutboundRecord:
         """The record for the telemetry sinks, with what routing and the runner learned."""
-        report = self.report
         return OutboundRecord(
             start_time_unix_ns=start_time_unix_ns,
             duration_s=duration_s,
@@ -123,14 +125,14 @@ class Observation:
             path=path,
             status=status,
             response_flags=flags,
-            attempts=max(report.attempts, 1),
+            attempts=max(self.attempts, 1),
             route_name=self.route_name,
             virtual_service=self.virtual_service,
             upstream_cluster=self.cluster,
             destination_service=self.service,
             destination_subset=self.subset,
             destination_port=self.port,
-            upstream_host=report.upstream_host,
+            upstream_host=self.upstream_host,
             request_id=request_id,
             user_agent=user_agent,
             request_bytes=request_bytes,

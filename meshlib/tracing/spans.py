@@ -186,11 +186,10 @@ class Tracing:
 
     def finish_client(self, client_span: ClientSpan, observation: Observation) -> None:
         """Record the CLIENT span as the request ended, with what it learned (run deferred)."""
-        report = observation.report
-        attempts = max(report.attempts, 1)
+        attempts = max(observation.attempts, 1)
         status = observation.status
         flags = observation.flags
-        endpoint = report.upstream_host
+        endpoint = observation.upstream_host
         attributes: dict[str, Any] = {"meshlib.attempts": attempts}
         if status:
             attributes["http.response.status_code"] = status
