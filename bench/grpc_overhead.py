@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from _harness import Send, free_port, report, wait_port  # bench/ is the script's directory
+from _harness import Send, free_port, pin_client, pin_server, report, wait_port  # bench/ is the script's directory
 
 import meshlib
 
@@ -101,7 +101,10 @@ def serve(port_file: str) -> None:
 
 def _start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tmp / "server.port"
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(port_file)])
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve", str(port_file)],
+        preexec_fn=pin_server,  # noqa: PLW1509 - one sched_setaffinity call, before any thread here
+    )
     deadline = time.monotonic() + 15
     while not (port_file.exists() and port_file.read_text()):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -116,6 +119,7 @@ def _start_control_plane(config: Path) -> tuple[subprocess.Popen[bytes], int]:
         [sys.executable, "-m", "meshlib.cli", "control-plane", "--config", str(config), "--port", str(port),
          "--status-port", "-1"],
         stdout=subprocess.DEVNULL,
+        preexec_fn=pin_server,  # noqa: PLW1509 - see _start_server
     )
     return proc, port
 
@@ -135,6 +139,7 @@ def _sender(channel: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Send:
 
 
 async def run(requests: int, rounds: int, with_xds: bool) -> None:
+    pin_client()  # before any gRPC thread exists: they inherit it
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         server, port = _start_server(tmp)
