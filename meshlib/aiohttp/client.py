@@ -108,168 +108,188 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             inject(req.headers, carried, skip_trace=telemetry is not None and telemetry.tracing is not None)
         if telemetry is None:
             return route_request(req, handler, None)
-        return observed_request(req, handler, telemetry)
-
-    async def observed_request(
-        req: ClientRequest, handler: ClientHandlerType, telemetry: Telemetry
-    ) -> ClientResponse:
-        """``route_request`` with a CLIENT span and a record for the telemetry sinks."""
-        tracing = telemetry.tracing
-        observation = Observation()
-        url = req.url
-        start_ns = observation.start_ns = time.time_ns()
-        started = time.perf_counter()
-        if tracing is not None:
-            span = observation.span = tracing.begin_client(
-                req.method, url, url.host or "", url.port or _DEFAULT_PORTS.get(url.scheme, 80), start_ns
-            )
-            tracing.inject(span, req.headers)
-        try:
-            response = await route_request(req, handler, observation)
-            observation.status = response.status
-            observation.flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
-            return response
-        finally:
-            # Timestamps now; spans and records are finished after the response (meshlib.tracing.deferred).
-            duration_s = observation.duration_s = time.perf_counter() - started
-            observation.end_ns = start_ns + int(duration_s * 1e9)
-            if observation.delay_injected:
-                observation.flags = "DI" if observation.flags == "-" else f"{observation.flags},DI"
-            if observation.attempts > 1 and (observation.status >= 500 or observation.status == 0):
-                # the retries ran out on a failure
-                observation.flags = "URX" if observation.flags == "-" else f"{observation.flags},URX"
-            client_span = observation.span
-            if tracing is not None and client_span is not None and client_span.recording:
-                telemetry.deferred.defer(tracing.finish_client, client_span, observation)  # sampled out: nothing
-            if telemetry.sinks:
-                telemetry.deferred.defer(_report, telemetry.sinks, observation, req, url)
+        return route_request(req, handler, _observe(req, telemetry))
 
     async def route_request(
         req: ClientRequest, handler: ClientHandlerType, observation: Observation | None
     ) -> ClientResponse:
-        state = mesh._state  # one read: this request sees one configuration
-        url = req.url
-        headers = req.headers
-        port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
-        view = RequestView(
-            req.method,
-            headers.get(hdrs.HOST) or url.raw_authority,
-            url.raw_path,
-            url.scheme,
-            headers,
-            url.query if url.raw_query_string else _NO_QUERY,
-        )
-        decision = decide(state, view, port, rng)
-        if observation is not None:
-            observation.describe(decision, view.authority)
-        if decision.action is Action.PASSTHROUGH:
-            return await handler(req)
-        if decision.action is Action.LOCAL_REPLY:
-            extra = [("location", decision.location)] if decision.location else []
-            return local_response(req, decision.status, decision.body, headers=extra, flag=decision.flag)
-
-        route = decision.hit.route  # type: ignore[union-attr]
-        destination = decision.destination
-        cluster = decision.cluster
-        balancer = decision.balancer
-        assert destination is not None and cluster is not None and balancer is not None
-
-        if hdrs.X_REQUEST_ID not in headers:
-            headers[hdrs.X_REQUEST_ID] = new_request_id()
-        if not route.headers.request.empty:
-            apply_header_ops(route.headers.request, headers)
-        if not destination.headers.request.empty:
-            apply_header_ops(destination.headers.request, headers)
-        path = url.raw_path if decision.path is None else decision.path
-        if decision.authority is not None:
-            headers[hdrs.HOST] = decision.authority
-        scheme = url.scheme
-        query = url.raw_query_string
-        if not cluster.endpoints and cluster.resolution == "NONE":
-            # passthrough cluster: dial the original destination
-            req.url = build_url(scheme=scheme, authority=url.raw_authority, path=path, query_string=query, encoded=True)
-            return await handler(req)
-        if scheme in ("https", "wss") and req.server_hostname is None:
-            req.server_hostname = url.host
-        if route.mirrors:
-            mirrors = mirrors_to_send(route, rng)
-            if mirrors:
-                mirror_sender.send(
-                    req, mirrors, balancers=state.balancers, stats=mesh.host_stats, rng=rng, now=mesh.clock(),
-                    path=path, query=query,
-                )
-        pool = cluster.policy.connection_pool
-        if pool.max_requests_per_connection == 1:
-            # Istio's maxRequestsPerConnection: 1 disables keep-alive; the server closes after answering.
-            headers[hdrs.CONNECTION] = "close"
-
-        set_connect_timeout(req, pool.connect_timeout_s)
-
-        # A plain function handing back the transport's coroutine: no frame of its own per attempt.
-        def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> Awaitable[ClientResponse]:
-            key = (endpoint.address, endpoint.port, scheme, path, query)
-            endpoint_url = endpoint_urls.get(key)
-            if endpoint_url is None:
-                if len(endpoint_urls) >= _URL_CACHE_SIZE:
-                    endpoint_urls.clear()
-                endpoint_url = endpoint_urls[key] = build_url(
-                    scheme=scheme, host=endpoint.address, port=endpoint.port, path=path, query_string=query,
-                    encoded=True,
-                )
-            req.url = endpoint_url
-            headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
-            if timeout_hint_s is not None:
-                headers[EXPECTED_TIMEOUT] = str(max(1, math.ceil(timeout_hint_s * 1000)))
-            if attempt > 1 and observation is not None and observation.span is not None:
-                return send_traced_retry(endpoint, attempt, observation)
-            return handler(req)
-
-        async def send_traced_retry(endpoint: Endpoint, attempt: int, observation: Observation) -> ClientResponse:
-            # Each retry is its own CLIENT span (http.request.resend_count), and the upstream sees its context.
-            telemetry = mesh._telemetry
-            tracing = telemetry.tracing if telemetry is not None else None
-            assert telemetry is not None and tracing is not None
-            assert observation.span is not None
-            span = tracing.begin_attempt(observation.span, attempt, time.time_ns())
-            tracing.inject(span, headers)
-            status = 0
-            try:
-                response = await handler(req)
-                status = response.status
-                return response
-            finally:
-                telemetry.deferred.defer(tracing.finish_attempt, span, time.time_ns(), status, endpoint.key)
-
-        def body_replayable() -> bool:
-            return not getattr(req.body, "consumed", False)
-
-        result = await runner.run(
-            decision,
-            mesh._runtimes.runtimes[cluster.name],
-            send,
-            idempotent=is_idempotent_method(req.method),
-            body_replayable=body_replayable,
-            hash_key=balancer.request_hash(view) if cluster.policy.lb.hash_policies else None,
-            route_bucket=state.route_buckets.get(id(route)) if state.route_buckets else None,
-            report=observation,
-        )
-        if isinstance(result, LocalReply):
-            return local_response(
-                req, result.status, f"meshlib: {result.body}\n".encode(), headers=result.headers, flag=result.flag
+        # With telemetry on, the middleware began ``observation`` and it is finished here, so an
+        # observed request runs in this one coroutine as well; ``response`` is what it ended with.
+        response: ClientResponse | None = None
+        try:
+            state = mesh._state  # one read: this request sees one configuration
+            url = req.url
+            headers = req.headers
+            port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
+            view = RequestView(
+                req.method,
+                headers.get(hdrs.HOST) or url.raw_authority,
+                url.raw_path,
+                url.scheme,
+                headers,
+                url.query if url.raw_query_string else _NO_QUERY,
             )
-        if not (route.headers.response.empty and destination.headers.response.empty):
-            _apply_response_ops(result, route.headers.response, destination.headers.response)
-        return result
+            decision = decide(state, view, port, rng)
+            if observation is not None:
+                observation.describe(decision, view.authority)
+            if decision.action is Action.PASSTHROUGH:
+                response = await handler(req)
+                return response
+            if decision.action is Action.LOCAL_REPLY:
+                extra = [("location", decision.location)] if decision.location else []
+                response = local_response(req, decision.status, decision.body, headers=extra, flag=decision.flag)
+                return response
+
+            route = decision.hit.route  # type: ignore[union-attr]
+            destination = decision.destination
+            cluster = decision.cluster
+            balancer = decision.balancer
+            assert destination is not None and cluster is not None and balancer is not None
+
+            if hdrs.X_REQUEST_ID not in headers:
+                headers[hdrs.X_REQUEST_ID] = new_request_id()
+            if not route.headers.request.empty:
+                apply_header_ops(route.headers.request, headers)
+            if not destination.headers.request.empty:
+                apply_header_ops(destination.headers.request, headers)
+            path = url.raw_path if decision.path is None else decision.path
+            if decision.authority is not None:
+                headers[hdrs.HOST] = decision.authority
+            scheme = url.scheme
+            query = url.raw_query_string
+            if not cluster.endpoints and cluster.resolution == "NONE":
+                # passthrough cluster: dial the original destination
+                req.url = build_url(
+                    scheme=scheme, authority=url.raw_authority, path=path, query_string=query, encoded=True
+                )
+                response = await handler(req)
+                return response
+            if scheme in ("https", "wss") and req.server_hostname is None:
+                req.server_hostname = url.host
+            if route.mirrors:
+                mirrors = mirrors_to_send(route, rng)
+                if mirrors:
+                    mirror_sender.send(
+                        req, mirrors, balancers=state.balancers, stats=mesh.host_stats, rng=rng, now=mesh.clock(),
+                        path=path, query=query,
+                    )
+            pool = cluster.policy.connection_pool
+            if pool.max_requests_per_connection == 1:
+                # Istio's maxRequestsPerConnection: 1 disables keep-alive; the server closes after answering.
+                headers[hdrs.CONNECTION] = "close"
+
+            set_connect_timeout(req, pool.connect_timeout_s)
+
+            # A plain function handing back the transport's coroutine: no frame of its own per attempt.
+            def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> Awaitable[ClientResponse]:
+                key = (endpoint.address, endpoint.port, scheme, path, query)
+                endpoint_url = endpoint_urls.get(key)
+                if endpoint_url is None:
+                    if len(endpoint_urls) >= _URL_CACHE_SIZE:
+                        endpoint_urls.clear()
+                    endpoint_url = endpoint_urls[key] = build_url(
+                        scheme=scheme, host=endpoint.address, port=endpoint.port, path=path, query_string=query,
+                        encoded=True,
+                    )
+                req.url = endpoint_url
+                headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
+                if timeout_hint_s is not None:
+                    headers[EXPECTED_TIMEOUT] = str(max(1, math.ceil(timeout_hint_s * 1000)))
+                if attempt > 1 and observation is not None and observation.span is not None:
+                    return _traced_retry(req, handler, endpoint, attempt, observation)
+                return handler(req)
+
+            def body_replayable() -> bool:
+                return not getattr(req.body, "consumed", False)
+
+            result = await runner.run(
+                decision,
+                mesh._runtimes.runtimes[cluster.name],
+                send,
+                idempotent=is_idempotent_method(req.method),
+                body_replayable=body_replayable,
+                hash_key=balancer.request_hash(view) if cluster.policy.lb.hash_policies else None,
+                route_bucket=state.route_buckets.get(id(route)) if state.route_buckets else None,
+                report=observation,
+            )
+            if isinstance(result, LocalReply):
+                response = local_response(
+                    req, result.status, f"meshlib: {result.body}\n".encode(), headers=result.headers, flag=result.flag
+                )
+                return response
+            if not (route.headers.response.empty and destination.headers.response.empty):
+                _apply_response_ops(result, route.headers.response, destination.headers.response)
+            response = result
+            return response
+        finally:
+            if observation is not None:
+                _observed(observation, req, response)
 
     return meshlib_client_middleware
 
 
-def _report(sinks: tuple[TelemetrySink, ...], observation: Observation, req: ClientRequest, url: URL) -> None:
-    """Build the request's record and hand it to the sinks (run deferred; the request is over).
+def _observe(req: ClientRequest, telemetry: Telemetry) -> Observation:
+    """Begin observing an outbound request: its start, and its CLIENT span's context on the wire."""
+    observation = Observation()
+    observation.telemetry = telemetry
+    url = observation.url = req.url  # as the caller asked (the attempt later dials an endpoint's URL)
+    start_ns = observation.start_ns = time.time_ns()
+    observation.started = time.perf_counter()
+    tracing = telemetry.tracing
+    if tracing is not None:
+        span = observation.span = tracing.begin_client(
+            req.method, url, url.host or "", url.port or _DEFAULT_PORTS.get(url.scheme, 80), start_ns
+        )
+        tracing.inject(span, req.headers)
+    return observation
 
-    ``url`` is the one the caller asked for (``req.url`` now names the endpoint dialled).
-    """
+
+def _observed(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
+    """The request is over: take its timestamps now, finish its span and record after the response."""
+    duration_s = observation.duration_s = time.perf_counter() - observation.started
+    observation.end_ns = observation.start_ns + int(duration_s * 1e9)
+    flags = "-"
+    if response is not None:
+        observation.status = response.status
+        flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
+    if observation.delay_injected:
+        flags = "DI" if flags == "-" else f"{flags},DI"
+    if observation.attempts > 1 and (observation.status >= 500 or observation.status == 0):
+        flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
+    observation.flags = flags
+    telemetry = observation.telemetry
+    assert telemetry is not None
+    tracing = telemetry.tracing
+    client_span = observation.span
+    if tracing is not None and client_span is not None and client_span.recording:  # sampled out: nothing to do
+        telemetry.deferred.defer(tracing.finish_client, client_span, observation)
+    if telemetry.sinks:
+        telemetry.deferred.defer(_report, telemetry.sinks, observation, req)
+
+
+async def _traced_retry(
+    req: ClientRequest, handler: ClientHandlerType, endpoint: Endpoint, attempt: int, observation: Observation
+) -> ClientResponse:
+    """A retry as its own CLIENT span (``http.request.resend_count``); the upstream sees its context."""
+    telemetry = observation.telemetry
+    tracing = telemetry.tracing if telemetry is not None else None
+    assert telemetry is not None and tracing is not None and observation.span is not None
+    span = tracing.begin_attempt(observation.span, attempt, time.time_ns())
+    tracing.inject(span, req.headers)
+    status = 0
+    try:
+        response = await handler(req)
+        status = response.status
+        return response
+    finally:
+        telemetry.deferred.defer(tracing.finish_attempt, span, time.time_ns(), status, endpoint.key)
+
+
+def _report(sinks: tuple[TelemetrySink, ...], observation: Observation, req: ClientRequest) -> None:
+    """Build the request's record and hand it to the sinks (run deferred; the request is over)."""
     headers = req.headers
+    url = observation.url
+    assert isinstance(url, URL)
     deliver_outbound(sinks, observation.outbound_record(
         start_time_unix_ns=observation.start_ns,
         duration_s=observation.duration_s,

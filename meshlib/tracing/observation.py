@@ -16,6 +16,7 @@ from meshlib.tracing.record import OutboundRecord
 
 if TYPE_CHECKING:
     from meshlib.tracing.client_spans import ClientSpan
+    from meshlib.tracing.telemetry import Telemetry
 
 
 class Observation(CallReport):
@@ -37,7 +38,10 @@ class Observation(CallReport):
         "flags",
         "span",
         "start_ns",
+        "started",
         "status",
+        "telemetry",
+        "url",
     )
 
     def __init__(self) -> None:
@@ -54,6 +58,10 @@ class Observation(CallReport):
         self.duration_s = 0.0
         self.status = 0
         self.flags = "-"
+        # Set by the adapter that began the observation, for the one that finishes it.
+        self.telemetry: Telemetry | None = None
+        self.started = 0.0  # time.perf_counter() at the start
+        self.url: object = None  # the URL the caller asked for
 
     def describe(self, decision: Decision, authority: str) -> None:
         self.authority = authority
