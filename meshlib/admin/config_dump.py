@@ -60,7 +60,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, Labels):
         return dict(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name.rstrip("_"): plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name.rstrip("_"): plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get("derived")
+        }
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, bytes):

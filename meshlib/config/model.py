@@ -22,6 +22,10 @@ from typing import Literal
 
 UINT32_MAX = 2**32 - 1
 
+# Metadata of a field computed from the others in __post_init__ (kept for the request path):
+# not configuration, so dumps and comparisons leave it out.
+DERIVED: Mapping[str, bool] = MappingProxyType({"derived": True})
+
 
 class Labels(Mapping[str, str]):
     """An immutable, hashable string mapping (endpoint and workload labels)."""
@@ -92,11 +96,11 @@ class Endpoint:
     labels: Labels = EMPTY_LABELS
     locality: Locality = Locality()
     priority: int = 0
+    # Identity of the host for runtime state (shared across clusters and swaps): "address:port".
+    key: str = field(init=False, repr=False, compare=False, metadata=DERIVED)
 
-    @property
-    def key(self) -> str:
-        """Identity of the host for runtime state (shared across clusters and swaps)."""
-        return f"{self.address}:{self.port}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.address}:{self.port}")  # read on every attempt
 
 
 # --------------------------------------------------------------------------- cluster policy
@@ -290,10 +294,10 @@ class HeaderOps:
     set: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()
     remove: tuple[str, ...] = ()
+    empty: bool = field(init=False, repr=False, compare=False, metadata=DERIVED)  # checked on every request
 
-    @property
-    def empty(self) -> bool:
-        return not (self.set or self.add or self.remove)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "empty", not (self.set or self.add or self.remove))
 
 
 @dataclass(frozen=True, slots=True)
