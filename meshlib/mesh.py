@@ -327,9 +327,9 @@ class Mesh:
     def flush_telemetry(self) -> None:
         """Finish now the spans and records of requests that already returned.
 
-        The adapters hand the response back first and finish its telemetry at
-        the event loop's next turn (:mod:`meshlib.tracing.deferred`); call this
-        before reading an exporter directly, e.g. an ``InMemorySpanExporter`` in a test.
+        The adapters hand the response back first and finish its telemetry in
+        batches, within 50 ms (:mod:`meshlib.tracing.deferred`); call this before
+        reading an exporter or a sink directly, e.g. an ``InMemorySpanExporter`` in a test.
         """
         if self._telemetry is not None:
             self._telemetry.deferred.flush()

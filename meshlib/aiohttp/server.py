@@ -78,7 +78,7 @@ async def _observed(request: web.Request, handler: Handler, telemetry: Telemetry
         deferred = telemetry.deferred
         if tracing is not None and span_and_token is not None:
             tracing.detach_server(span_and_token[1])
-            # Ended at the loop's next turn, with this end time: the response is written first.
+            # Ended after the response is written (meshlib.tracing.deferred), with this end time.
             deferred.defer(tracing.finish_server, span_and_token[0], time.time_ns(), request.method, status, route)
         if telemetry.sinks:
             carried = dict(INBOUND_HEADERS.get())

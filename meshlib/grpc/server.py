@@ -343,7 +343,7 @@ class _CallScope:
             from opentelemetry import context as otel_context
 
             otel_context.detach(self._otel_token)  # type: ignore[arg-type]
-            # Ended at the loop's next turn, with this end time: the response goes out first.
+            # Ended after the response goes out (meshlib.tracing.deferred), with this end time.
             telemetry.deferred.defer(_finish_server_span, span, time.time_ns(), code, self._flags)
         if telemetry.sinks:
             headers = self._headers
