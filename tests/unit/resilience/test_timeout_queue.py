@@ -48,30 +48,7 @@ async def test_timer_fires_at_its_deadline_and_is_recognised_as_ours() -> None:
     assert len(queue) == 0
 
 
-@pytest.mark.asyncio
-async def test_outside_cancellation_is_not_mistaken_for_timeout() -> None:
-    loop = asyncio.get_running_loop()
-    queue = TimeoutQueue(loop, 60.0)
-    started = asyncio.Event()
-    verdict: list[bool] = []
-
-    async def worker() -> None:
-        timer = queue.arm(_task())
-        try:
-            started.set()
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            verdict.append(timer.expired())
-            raise
-        finally:
-            timer.cancel()
-
-    task = asyncio.create_task(worker())
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert verdict == [False]
+# An outside cancellation is not mistaken for a timeout: test_timer_and_ids.py runs that for both timers.
 
 
 @pytest.mark.asyncio

@@ -1,14 +1,15 @@
-"""TaskTimer tells its own timeout from outside cancellation; request ids are valid UUIDv4s."""
+"""The timers tell their own timeout from outside cancellation; request ids are valid UUIDv4s."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import pytest
 
 from meshlib.request_id import new_request_id
-from meshlib.resilience.timer import TaskTimer
+from meshlib.resilience.timer import QueuedTimer, TaskTimer, TimeoutQueue
 
 
 @pytest.mark.asyncio
@@ -22,14 +23,27 @@ async def test_timer_fires_and_is_recognised_as_ours() -> None:
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
+def _task_timer(loop: asyncio.AbstractEventLoop) -> TaskTimer:
+    return TaskTimer(loop, loop.time() + 60)
+
+
+def _queued_timer(loop: asyncio.AbstractEventLoop) -> QueuedTimer:
+    task = asyncio.current_task()
+    assert task is not None
+    return TimeoutQueue(loop, 60.0).arm(task)
+
+
 @pytest.mark.asyncio
-async def test_outside_cancellation_is_not_mistaken_for_timeout() -> None:
+@pytest.mark.parametrize("arm", [_task_timer, _queued_timer], ids=["TaskTimer", "TimeoutQueue"])
+async def test_outside_cancellation_is_not_mistaken_for_timeout(
+    arm: Callable[[asyncio.AbstractEventLoop], TaskTimer | QueuedTimer],
+) -> None:
     loop = asyncio.get_running_loop()
     started = asyncio.Event()
     verdict: list[bool] = []
 
     async def worker() -> None:
-        timer = TaskTimer(loop, loop.time() + 60)
+        timer = arm(loop)
         try:
             started.set()
             await asyncio.Event().wait()
