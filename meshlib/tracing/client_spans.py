@@ -84,7 +84,7 @@ class ClientSpan:
         """The HTTP client span attributes known when the request started (semantic conventions)."""
         attributes: dict[str, Any] = {
             "http.request.method": self.method,
-            "url.full": str(self.url),
+            "url.full": _url_full(self.url),
             "server.address": self.server_address,
             "server.port": self.server_port,
         }
@@ -113,6 +113,13 @@ class ClientSpan:
         """Headers in whatever formats ``propagator`` writes (a custom outbound propagator)."""
         span = self.span if self.span is not None else NonRecordingSpan(self.span_context())
         propagator.inject(headers, context=trace.set_span_in_context(span))
+
+
+def _url_full(url: object) -> str:
+    """``url.full`` as the semantic conventions want it: credentials replaced by ``REDACTED``."""
+    if getattr(url, "user", None) is not None or getattr(url, "password", None) is not None:
+        url = url.with_user("REDACTED").with_password("REDACTED")  # type: ignore[attr-defined]
+    return str(url)
 
 
 class PresetIds:

@@ -1,4 +1,4 @@
-"""The telemetry completion queue and the preset-id generator behind deferred CLIENT spans."""
+"""The telemetry completion queue: batches, the timer, explicit flushes, failures, many loops."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import asyncio
 import logging
 
 import pytest
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-from meshlib.tracing.client_spans import PresetIds
 from meshlib.tracing.deferred import BATCH, MAX_DELAY_S, DeferredTelemetry
 
 
@@ -17,16 +15,6 @@ async def next_turn() -> None:
     turn = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().call_soon(turn.set_result, None)
     await turn
-
-
-def test_preset_ids_apply_until_cleared_then_defer_to_the_provider() -> None:
-    ids = PresetIds(RandomIdGenerator())
-    ids.preset(0xABC, 0xDEF)
-    assert (ids.generate_trace_id(), ids.generate_span_id()) == (0xABC, 0xDEF)
-    ids.clear()
-    assert ids.generate_span_id() != 0xDEF
-    assert ids.generate_trace_id() != 0xABC
-    assert ids.is_trace_id_random() == RandomIdGenerator().is_trace_id_random()
 
 
 def test_without_a_running_loop_work_runs_at_once() -> None:
@@ -97,3 +85,4 @@ def test_a_new_event_loop_gets_its_own_drain() -> None:
 
     asyncio.run(queue_one_and_flush_by_timer())
     assert done == [1]
+
