@@ -237,17 +237,24 @@ def _observe(req: ClientRequest, telemetry: Telemetry) -> Observation:
     observation.started = time.perf_counter()
     tracing = telemetry.tracing
     if tracing is not None:
-        span = observation.span = tracing.begin_client(
-            req.method, url, url.host or "", url.port or _DEFAULT_PORTS.get(url.scheme, 80), start_ns
-        )
+        span = observation.span = tracing.begin_client(req.method, url, start_ns)
         tracing.inject(span, req.headers)
     return observation
 
 
 def _observed(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
-    """The request is over: take its timestamps now, finish its span and record after the response."""
+    """The request is over: take its timestamps now; everything else happens after the response."""
     duration_s = observation.duration_s = time.perf_counter() - observation.started
     observation.end_ns = observation.start_ns + int(duration_s * 1e9)
+    telemetry = observation.telemetry
+    assert telemetry is not None
+    client_span = observation.span
+    if telemetry.sinks or (client_span is not None and client_span.recording):  # sampled out, no sink: nothing
+        telemetry.deferred.defer(_finish, observation, req, response)
+
+
+def _finish(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
+    """How the request ended (status, Envoy response flags), into its span and record (run deferred)."""
     flags = "-"
     if response is not None:
         observation.status = response.status
@@ -261,10 +268,10 @@ def _observed(observation: Observation, req: ClientRequest, response: ClientResp
     assert telemetry is not None
     tracing = telemetry.tracing
     client_span = observation.span
-    if tracing is not None and client_span is not None and client_span.recording:  # sampled out: nothing to do
-        telemetry.deferred.defer(tracing.finish_client, client_span, observation)
+    if tracing is not None and client_span is not None and client_span.recording:
+        tracing.finish_client(client_span, observation)
     if telemetry.sinks:
-        telemetry.deferred.defer(_report, telemetry.sinks, observation, req)
+        _report(telemetry.sinks, observation, req)
 
 
 async def _traced_retry(
@@ -286,7 +293,7 @@ async def _traced_retry(
 
 
 def _report(sinks: tuple[TelemetrySink, ...], observation: Observation, req: ClientRequest) -> None:
-    """Build the request's record and hand it to the sinks (run deferred; the request is over)."""
+    """Build the request's record and hand it to the sinks."""
     headers = req.headers
     url = observation.url
     assert isinstance(url, URL)

@@ -350,7 +350,7 @@ class MeshChannel:
         trace_headers: dict[str, str] = {}
         if tracing is not None:
             span = observation.span = tracing.begin_client(
-                "POST", f"http://{self.target}{path}", self.host, self.port, start_ns
+                "POST", f"http://{self.target}{path}", start_ns, self.host, self.port
             )
             tracing.inject(span, trace_headers)
         status, grpc_status, flags = 200, 0, "-"

@@ -42,6 +42,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, T
 __all__ = ["ClientSpan", "PresetIds", "lazy_recording_supported"]
 
 _SAMPLED = int(TraceFlags.SAMPLED)
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
 
@@ -64,7 +65,18 @@ class ClientSpan:
         "url",
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self, method: str, url: object, start_ns: int, server_address: str | None, server_port: int | None
+    ) -> None:
+        # What the span's start attributes are made of, kept raw until it is recorded. ``url`` is
+        # a yarl URL or a string (str() only when recorded); a missing server address and port
+        # are read from the URL then too.
+        self.method = method
+        self.url = url
+        self.start_ns = start_ns
+        self.server_address = server_address
+        self.server_port = server_port
+        self.resend_count = 0
         self.span: Span | None = None  # set when the span was started on the request path
         self.parent: otel_context.Context | None = None
         self.trace_id = 0
@@ -72,21 +84,20 @@ class ClientSpan:
         self.trace_flags = 0
         self.trace_state: TraceState | None = None
         self.recording = False  # True when there is a span to record or end after the request
-        # What the span's start attributes are made of, kept raw until it is recorded.
-        self.method = ""
-        self.url: object = ""  # the URL object or string: str() only when recorded
-        self.server_address = ""
-        self.server_port = 0
-        self.resend_count = 0
-        self.start_ns = 0
 
     def start_attributes(self) -> dict[str, Any]:
         """The HTTP client span attributes known when the request started (semantic conventions)."""
+        url = self.url
+        address, port = self.server_address, self.server_port
+        if address is None or port is None:
+            host, url_port, scheme = getattr(url, "host", None), getattr(url, "port", None), getattr(url, "scheme", "")
+            address = address if address is not None else host or ""
+            port = port if port is not None else url_port or _DEFAULT_PORTS.get(scheme, 80)
         attributes: dict[str, Any] = {
             "http.request.method": self.method,
-            "url.full": _url_full(self.url),
-            "server.address": self.server_address,
-            "server.port": self.server_port,
+            "url.full": _url_full(url),
+            "server.address": address,
+            "server.port": port,
         }
         if self.resend_count:
             attributes["http.request.resend_count"] = self.resend_count

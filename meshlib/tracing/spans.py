@@ -133,32 +133,24 @@ class Tracing:
     # ------------------------------------------------------------------ client side
 
     def begin_client(
-        self, method: str, url: object, server_address: str, server_port: int, start_ns: int
+        self, method: str, url: object, start_ns: int, server_address: str | None = None,
+        server_port: int | None = None,
     ) -> ClientSpan:
-        """The CLIENT span of one outbound request, child of the current span (``url``: its ``url.full``).
+        """The CLIENT span of one outbound request, child of the current span.
 
-        With the SDK and a built-in sampler only its identity is made now; it is
-        recorded when :meth:`finish_client` runs (:mod:`meshlib.tracing.client_spans`).
+        ``url`` gives ``url.full`` (and ``server.address``/``server.port`` when not
+        passed). With the SDK and a built-in sampler only the span's identity is made
+        now; it is recorded when :meth:`finish_client` runs (:mod:`meshlib.tracing.client_spans`).
         """
-        client_span = ClientSpan()
-        client_span.method = method
-        client_span.url = url
-        client_span.server_address = server_address
-        client_span.server_port = server_port
-        client_span.start_ns = start_ns
+        client_span = ClientSpan(method, url, start_ns, server_address, server_port)
         if self._lazy is not None:
             return self._lazy.begin(otel_context.get_current(), client_span)
         return self._started(client_span, None)
 
     def begin_attempt(self, parent: ClientSpan, attempt: int, start_ns: int) -> ClientSpan:
         """A child CLIENT span for retry ``attempt`` (2, 3, …) of ``parent``'s request."""
-        client_span = ClientSpan()
-        client_span.method = parent.method
-        client_span.url = parent.url
-        client_span.server_address = parent.server_address
-        client_span.server_port = parent.server_port
+        client_span = ClientSpan(parent.method, parent.url, start_ns, parent.server_address, parent.server_port)
         client_span.resend_count = attempt - 1
-        client_span.start_ns = start_ns
         parent_span = parent.span if parent.span is not None else NonRecordingSpan(parent.span_context())
         context = trace.set_span_in_context(parent_span)
         if self._lazy is not None:
