@@ -23,6 +23,7 @@ from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.config.references import check_delegates, check_destination_hosts, check_subsets
 from meshlib.config.registry import build_registry
 from meshlib.config.routes import RouteBuilder
+from meshlib.config.security_model import AuthorizationPolicySpec, SecurityPolicies
 from meshlib.errors import ConfigInvalid, ConfigProblem
 
 DEFAULT_WORKLOAD = WorkloadIdentity()
@@ -74,6 +75,9 @@ def compile_snapshot(
         route_configs=MappingProxyType(route_configs),
         listeners=MappingProxyType(listeners),
         workload=workload,
+        security=SecurityPolicies(
+            authorization=tuple(r for r in resources if isinstance(r, AuthorizationPolicySpec)),
+        ),
     )
 
 

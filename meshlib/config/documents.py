@@ -1,7 +1,8 @@
 """One YAML file → validated Istio resources.
 
 Which documents count: ``apiVersion: networking.istio.io/{v1,v1beta1,v1alpha3}``
-with kind ServiceEntry, DestinationRule or VirtualService. Documents of other
+with kind ServiceEntry, DestinationRule or VirtualService, and
+``security.istio.io/{v1,v1beta1}`` AuthorizationPolicy. Documents of other
 API groups (a ConfigMap, a Deployment) are skipped silently so a mesh
 directory can sit next to other manifests. Under ``networking.istio.io``,
 ``Gateway`` is skipped too (it only configures ingress proxies, which meshlib
@@ -16,6 +17,8 @@ from collections.abc import Callable
 
 from meshlib.config.fields import Fields, Sink
 from meshlib.config.istio_types import IstioResource, Meta
+from meshlib.config.parse_authorization_policy import SPEC_FIELDS as AP_FIELDS
+from meshlib.config.parse_authorization_policy import parse_authorization_policy
 from meshlib.config.parse_destination_rule import SPEC_FIELDS as DR_FIELDS
 from meshlib.config.parse_destination_rule import parse_destination_rule
 from meshlib.config.parse_service_entry import SPEC_FIELDS as SE_FIELDS
@@ -35,6 +38,14 @@ KINDS: dict[str, tuple[frozenset[str], ParseSpec]] = {
 }
 SKIPPED_KINDS = frozenset({"Gateway"})
 UNSUPPORTED_KINDS = frozenset({"Sidecar", "WorkloadEntry", "WorkloadGroup", "EnvoyFilter", "ProxyConfig"})
+
+SECURITY_GROUP = "security.istio.io"
+SECURITY_VERSIONS = ("v1", "v1beta1")
+SECURITY_KINDS: dict[str, tuple[frozenset[str], ParseSpec]] = {
+    "AuthorizationPolicy": (AP_FIELDS, parse_authorization_policy),
+}
+# A security policy meshlib cannot enforce must not be dropped silently: it is an error.
+SECURITY_UNSUPPORTED_KINDS = frozenset({"RequestAuthentication"})
 TOP_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 META_FIELDS = frozenset(
     {
@@ -87,32 +98,38 @@ def parse_document(file: str, document: YamlDocument, problems: list[ConfigProbl
     kind = _text(root, "kind")
     group, _, version = (api_version or "").rpartition("/")
     if api_version is None:
-        if kind in KINDS:
+        if kind in KINDS or kind in SECURITY_KINDS:
             problems.append(ConfigProblem(file, root.line, kind, "", "apiVersion", "is required"))
         return None
-    if group != GROUP:
+    versions: tuple[str, ...]
+    if group == GROUP:
+        kinds, versions, skipped, unsupported = KINDS, VERSIONS, SKIPPED_KINDS, UNSUPPORTED_KINDS
+    elif group == SECURITY_GROUP:
+        kinds, versions = SECURITY_KINDS, SECURITY_VERSIONS
+        skipped, unsupported = frozenset(), SECURITY_UNSUPPORTED_KINDS
+    else:
         return None
-    sink = Sink(file, kind if kind in KINDS or kind in UNSUPPORTED_KINDS else "")
+    sink = Sink(file, kind if kind in kinds or kind in unsupported else "")
     sink.name = _subject(root.mapping.get("metadata"))  # so every problem names the resource
-    if version not in VERSIONS:
+    if version not in versions:
         line = root.mapping["apiVersion"].line
-        expected = ", ".join(f"{GROUP}/{v}" for v in VERSIONS)
+        expected = ", ".join(f"{group}/{v}" for v in versions)
         sink.error(line, "apiVersion", f'unsupported apiVersion "{api_version}" (expected {expected})')
     if kind is None:
         sink.error(root.line, "kind", "is required")
-    elif kind in SKIPPED_KINDS:
+    elif kind in skipped:
         return None
-    elif kind in UNSUPPORTED_KINDS:
+    elif kind in unsupported:
         sink.error(root.mapping["kind"].line, "kind", f'kind "{kind}" is not supported by meshlib')
-    elif kind not in KINDS:
+    elif kind not in kinds:
         sink.error(root.mapping["kind"].line, "kind", f'unknown kind "{kind}"')
-    if kind not in KINDS or version not in VERSIONS:
+    if kind not in kinds or version not in versions:
         problems.extend(sink.problems)
         return None
 
     top = Fields(sink, root, "", TOP_FIELDS)
     meta = _metadata(top, file, document.line, kind)
-    spec_fields, parse = KINDS[kind]
+    spec_fields, parse = kinds[kind]
     spec = top.mapping("spec", spec_fields) if top.has("spec") else None
     if spec is None:
         if not top.has("spec"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from meshlib.config.model import (
     EMPTY_LABELS,
+    ClientTls,
     ConnectionPool,
     CorsPolicy,
     DirectResponse,
@@ -31,6 +32,7 @@ from meshlib.config.model import (
     RouteMatch,
     ServicePort,
 )
+from meshlib.config.security_model import AuthorizationPolicySpec
 
 NO_LOCALITY = Locality()
 Resolution = str  # "STATIC" | "DNS" | "DNS_ROUND_ROBIN" | "NONE"
@@ -100,7 +102,7 @@ class PolicyParts:
     lb: LbPolicy | None = None
     pool: ConnectionPool | None = None
     outlier: OutlierSetting | None = None
-    tls_mode: str | None = None
+    tls: ClientTls | None = None
     port_level: tuple[tuple[int, PolicyParts], ...] = ()
     retry_budget: RetryBudgetSpec | None = None  # TrafficPolicy-level only (no port-level form)
 
@@ -197,4 +199,4 @@ class VirtualServiceSpec:
         return not self.gateways or "mesh" in self.gateways
 
 
-IstioResource = ServiceEntrySpec | DestinationRuleSpec | VirtualServiceSpec
+IstioResource = ServiceEntrySpec | DestinationRuleSpec | VirtualServiceSpec | AuthorizationPolicySpec

@@ -20,6 +20,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
 
+from meshlib.config.security_model import NO_SECURITY_POLICIES, SecurityPolicies
+
 UINT32_MAX = 2**32 - 1
 
 # Metadata of a field computed from the others in __post_init__ (kept for the request path):
@@ -483,3 +485,4 @@ class MeshSnapshot:
     route_configs: Mapping[str, RouteConfiguration] = field(default_factory=lambda: MappingProxyType({}))
     listeners: Mapping[str, Listener] = field(default_factory=lambda: MappingProxyType({}))
     workload: WorkloadIdentity = WorkloadIdentity()
+    security: SecurityPolicies = NO_SECURITY_POLICIES  # inbound: AuthorizationPolicies (security.istio.io)
