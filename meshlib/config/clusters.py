@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from meshlib.config.istio_types import PolicyParts, WorkloadEndpoint
 from meshlib.config.model import (
+    NO_TLS,
     Cluster,
     ConnectionPool,
     Endpoint,
@@ -55,7 +56,7 @@ def merge_policy(top: PolicyParts | None, subset: PolicyParts | None, port: int)
                 lb=sub.lb if sub.lb is not None or port_level else base.lb,
                 pool=sub.pool if sub.pool is not None or port_level else base.pool,
                 outlier=sub.outlier if sub.outlier is not None or port_level else base.outlier,
-                tls_mode=sub.tls_mode if sub.tls_mode is not None or port_level else base.tls_mode,
+                tls=sub.tls if sub.tls is not None or port_level else base.tls,
             )
     return merged if merged.retry_budget == budget else replace(merged, retry_budget=budget)
 
@@ -78,7 +79,7 @@ def to_traffic_policy(
         lb=lb,
         connection_pool=parts.pool or ConnectionPool(),
         outlier_detection=outlier.detection if outlier is not None else None,
-        tls_mode=parts.tls_mode or "DISABLE",
+        tls=parts.tls or NO_TLS,
         rate_limit=rate_limit,
         retry_budget=parts.retry_budget,
     )

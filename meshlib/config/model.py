@@ -237,6 +237,37 @@ class RetryBudgetSpec:
     min_retry_concurrency: int = 3
 
 
+TlsMode = Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """Istio ``ClientTLSSettings`` of one cluster: how the client side of its connections does TLS.
+
+    File fields are paths as written (validated to exist and parse when the
+    configuration is loaded); "" when unset. For ``ISTIO_MUTUAL`` the
+    certificates come from the workload's identity (``mesh.certificates``),
+    and ``subject_alt_names`` (when empty) is filled from the destination
+    service's accounts (ServiceEntry ``subjectAltNames``).
+    """
+
+    mode: TlsMode = "DISABLE"
+    ca_certificates: str = ""
+    client_certificate: str = ""
+    private_key: str = ""
+    sni: str = ""
+    subject_alt_names: tuple[str, ...] = ()
+    insecure_skip_verify: bool = False
+    ca_crl: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "DISABLE"
+
+
+NO_TLS = ClientTls()
+
+
 @dataclass(frozen=True, slots=True)
 class TrafficPolicy:
     """The resolved policy of one cluster (top level, subset and port merged)."""
@@ -244,9 +275,14 @@ class TrafficPolicy:
     lb: LbPolicy = LbPolicy()
     connection_pool: ConnectionPool = ConnectionPool()
     outlier_detection: OutlierDetection | None = None
-    tls_mode: str = "DISABLE"
+    tls: ClientTls = NO_TLS
     rate_limit: RateLimitSpec | None = None  # one bucket per cluster
     retry_budget: RetryBudgetSpec | None = None
+
+    @property
+    def tls_mode(self) -> TlsMode:
+        """``tls.mode`` (kept for callers that only need the mode)."""
+        return self.tls.mode
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from meshlib.config.model import (
     RetryBudgetSpec,
     Warmup,
 )
+from meshlib.config.parse_client_tls import TLS_FIELDS, parse_client_tls
 
 POLICY_FIELDS = frozenset(
     {
@@ -79,19 +80,6 @@ OUTLIER_FIELDS = frozenset(
         "minHealthPercent",
     }
 )
-TLS_FIELDS = frozenset(
-    {
-        "mode",
-        "clientCertificate",
-        "privateKey",
-        "caCertificates",
-        "credentialName",
-        "subjectAltNames",
-        "sni",
-        "insecureSkipVerify",
-        "caCrl",
-    }
-)
 SIMPLE_LB = {
     "UNSPECIFIED": LbKind.LEAST_REQUEST,  # Istio's default policy
     "LEAST_CONN": LbKind.LEAST_REQUEST,  # deprecated alias
@@ -111,16 +99,10 @@ def parse_traffic_policy(sink: Sink, policy: Fields, *, port_level: bool = False
     lb = _load_balancer(sink, policy.mapping("loadBalancer", LB_FIELDS))
     pool = _connection_pool(policy.mapping("connectionPool", ("tcp", "http")))
     outlier = _outlier(policy.mapping("outlierDetection", OUTLIER_FIELDS))
-    tls = policy.mapping("tls", TLS_FIELDS)
-    tls_mode = None
-    if tls is not None:
-        tls_mode = tls.enum("mode", ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")) or "DISABLE"
-        for key in ("clientCertificate", "privateKey", "caCertificates", "credentialName", "sni", "caCrl"):
-            tls.string(key)
-        tls.string_list("subjectAltNames")
-        tls.boolean("insecureSkipVerify")
+    tls_fields = policy.mapping("tls", TLS_FIELDS)
+    tls = parse_client_tls(tls_fields) if tls_fields is not None else None
     if port_level:
-        return PolicyParts(lb, pool, outlier, tls_mode)
+        return PolicyParts(lb, pool, outlier, tls)
 
     tunnel = policy.mapping("tunnel", ("protocol", "targetHost", "targetPort"))
     if tunnel is not None:
@@ -154,7 +136,7 @@ def parse_traffic_policy(sink: Sink, policy: Fields, *, port_level: bool = False
                 entry.error("port", f"duplicate port level settings for port {number}")
             else:
                 ports.append((number, parts))
-    return PolicyParts(lb, pool, outlier, tls_mode, tuple(ports), retry_budget)
+    return PolicyParts(lb, pool, outlier, tls, tuple(ports), retry_budget)
 
 
 def _load_balancer(sink: Sink, lb: Fields | None) -> LbPolicy | None:

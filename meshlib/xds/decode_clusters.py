@@ -10,8 +10,10 @@ anything but ADS, ``lb_policy`` CLUSTER_PROVIDED outside ORIGINAL_DST,
 ``load_balancing_policy`` naming a policy meshlib lacks, ring hash with
 MURMUR_HASH_2 or min > max, a least-request ``choice_count`` < 2.
 
-Ignored: TLS transport sockets (meshlib makes plaintext upstream connections;
-``tls_mode`` comes only from meshlib metadata), health checks, DNS settings,
+TLS transport sockets are decoded by :mod:`meshlib.xds.cluster_tls` (one it
+cannot execute is rejected, never used in plaintext).
+
+Ignored: health checks, DNS settings,
 the HIGH-priority circuit-breaker threshold, LRS.
 
 ``filter_metadata["meshlib"]`` (written for MESHLIB clients) restores what
@@ -44,6 +46,7 @@ from meshlib.config.model import (
     Warmup,
 )
 from meshlib.xds import type_urls
+from meshlib.xds.cluster_tls import decode_cluster_tls
 from meshlib.xds.decode_common import (
     Where,
     as_int,
@@ -129,7 +132,7 @@ def decode_cluster(message: Any) -> DecodedCluster:
         lb=lb,
         connection_pool=_connection_pool(message, where, extras),
         outlier_detection=_outlier(message.outlier_detection) if message.HasField("outlier_detection") else None,
-        tls_mode=str(extras.get("tls_mode", "DISABLE")),
+        tls=decode_cluster_tls(message, where, extras),
         rate_limit=_rate_limit(extras.get("rate_limit")),
         retry_budget=_retry_budget(message),
     )

@@ -15,6 +15,7 @@ istiod's shapes followed (``pilot/pkg/networking/core/cluster*.go``):
 - outlierDetection → ``outlier_detection`` (every field of the model's
   :class:`OutlierDetection`; ``success_rate_stdev_factor`` is ×1000 as Envoy
   wants); the panic threshold → ``common_lb_config.healthy_panic_threshold``.
+- DestinationRule ``tls`` → ``transport_socket`` (:mod:`meshlib.xds.cluster_tls`).
 - ``filter_metadata["istio"]`` = ``{services: [{host, name, namespace}], subset,
   default_original_port}`` as istiod writes it.
 
@@ -34,7 +35,7 @@ Per client kind:
   LEAST_REQUEST``, its nearest Envoy relative, so Envoy still understands the
   cluster), ``peak_ewma_decay_s``, ``hash_policies`` (Envoy keeps them on
   routes), ``locality`` (Istio's localityLbSetting; istiod bakes it into EDS
-  priorities instead), ``failover_enabled``, ``tls_mode``, ``rate_limit``
+  priorities instead), ``failover_enabled``, ``tls_mode`` and ``tls``, ``rate_limit``
   (meshlib's per-cluster token bucket), ``pool`` (h2 upgrade policy, client
   protocol, keepalive, max concurrent streams) and ``service`` (the registry
   entry: namespace, location, resolution, port name/protocol/target port).
@@ -62,6 +63,7 @@ from meshlib.config.model import (
 )
 from meshlib.xds import type_urls
 from meshlib.xds.clients import ClientKind
+from meshlib.xds.cluster_tls import encode_cluster_tls, grpc_can_use, tls_metadata
 from meshlib.xds.encode_common import ISTIO_KEY, duration, pack, set_meshlib_metadata, struct
 from meshlib.xds.encode_endpoints import encode_load_assignment
 
@@ -94,8 +96,8 @@ def encode_cluster(cluster: Cluster, client: ClientKind, service: Service | None
     policy = cluster.policy
     grpc = client is ClientKind.GRPC_PROXYLESS
     passthrough = cluster.resolution == "NONE" or policy.lb.kind is LbKind.PASSTHROUGH
-    if grpc and passthrough:
-        return None
+    if grpc and (passthrough or not grpc_can_use(policy.tls)):
+        return None  # a cluster gRPC cannot be told how to reach securely is not sent (never plaintext)
     out = EnvoyCluster(name=cluster.name)
     pool = policy.connection_pool
     out.connect_timeout.CopyFrom(duration(pool.connect_timeout_s))
@@ -120,6 +122,7 @@ def encode_cluster(cluster: Cluster, client: ClientKind, service: Service | None
     _circuit_breakers(out, policy, grpc)
     if policy.outlier_detection is not None:
         _outlier(out.outlier_detection, policy.outlier_detection)
+    encode_cluster_tls(out, policy.tls, client)
     if grpc:
         return out
 
@@ -260,6 +263,7 @@ def _meshlib_extras(cluster: Cluster, policy: TrafficPolicy, service: Service | 
         "lb": str(lb.kind),
         "failover_enabled": lb.failover_enabled,
         "tls_mode": policy.tls_mode,
+        "tls": tls_metadata(policy.tls),
         "resolution": cluster.resolution,
         "pool": {
             "tcp_keepalive": pool.tcp_keepalive,
