@@ -1,0 +1,46 @@
+"""Workload identity and transport security.
+
+- :mod:`meshlib.security.spiffe` — :class:`SpiffeId` (``spiffe://td/ns/NS/sa/SA``), parsed and validated.
+- :mod:`meshlib.security.bundle` — :class:`CertBundle` (a workload's credentials) and the
+  :class:`CertificateSource` protocol (current bundle + rotation notifications).
+- :mod:`meshlib.security.ca` — :class:`MeshCA`: root / intermediate CAs, X.509-SVIDs from a CSR or key.
+- :mod:`meshlib.security.verify` — :func:`verify_svid`: chain + SPIFFE leaf checks, clear errors.
+
+Example::
+
+    from meshlib.security import MeshCA, SpiffeId, verify_svid
+
+    ca = MeshCA.create_root("cluster.local")
+    bundle = ca.issue_bundle(SpiffeId.for_workload("default", "reviews"))
+    verify_svid(bundle.cert_chain_pem, bundle.trust_bundle_pem, expected=bundle.spiffe_id)
+"""
+
+from meshlib.security.bundle import CertBundle, CertificateSource, StaticCertificateSource
+from meshlib.security.ca import MeshCA
+from meshlib.security.errors import (
+    CertificateExpired,
+    CertificateInvalid,
+    IdentityMismatch,
+    InvalidSpiffeId,
+    IssuanceRefused,
+    NoCertificateYet,
+    SecurityError,
+)
+from meshlib.security.spiffe import SpiffeId
+from meshlib.security.verify import verify_svid
+
+__all__ = [
+    "CertBundle",
+    "CertificateExpired",
+    "CertificateInvalid",
+    "CertificateSource",
+    "IdentityMismatch",
+    "InvalidSpiffeId",
+    "IssuanceRefused",
+    "MeshCA",
+    "NoCertificateYet",
+    "SecurityError",
+    "SpiffeId",
+    "StaticCertificateSource",
+    "verify_svid",
+]
