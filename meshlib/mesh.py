@@ -154,7 +154,10 @@ class Mesh:
         invalid ones are NACKed and the last good configuration keeps serving,
         also while the server is away. Requires the ``xds`` extra.
         """
-        from meshlib.discovery.xds import XdsConfigSource
+        from meshlib.extras import require_extra
+
+        with require_extra("xds", "Mesh.from_xds"):
+            from meshlib.discovery.xds import XdsConfigSource
 
         workload = WorkloadIdentity(namespace=namespace, labels=Labels(labels), locality=Locality.parse(locality))
         holder: list[Mesh] = []
@@ -399,7 +402,10 @@ class Mesh:
 
             server = grpc.aio.server(interceptors=[mesh.grpc_server_interceptor()])
         """
-        from meshlib.grpc.server import InboundPolicy, MeshServerInterceptor
+        from meshlib.extras import require_extra
+
+        with require_extra("grpc", "mesh.grpc_server_interceptor"):
+            from meshlib.grpc.server import InboundPolicy, MeshServerInterceptor
 
         return MeshServerInterceptor(self, InboundPolicy(**policy))
 
@@ -444,7 +450,10 @@ class Mesh:
 
         ``options`` and ``credentials`` apply to every per-endpoint channel.
         """
-        from meshlib.grpc.channel import MeshChannel
+        from meshlib.extras import require_extra
+
+        with require_extra("grpc", "mesh.grpc_channel"):
+            from meshlib.grpc.channel import MeshChannel
 
         return MeshChannel(self, target, options=options, credentials=credentials)
 

@@ -30,4 +30,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'meshlib.grpc' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(home), name)
+    from meshlib.extras import require_extra
+
+    extra = "xds" if home == "meshlib.grpc.proxyless" else "grpc"
+    with require_extra(extra, f"meshlib.grpc.{name}"):
+        return getattr(importlib.import_module(home), name)

@@ -105,6 +105,9 @@ HELP: Final[Mapping[str, str]] = {
 }
 
 UNKNOWN: Final = "unknown"
+#: Istio's names for traffic to hosts outside the registry (``ALLOW_ANY``) and traffic refused (``REGISTRY_ONLY``).
+PASSTHROUGH_CLUSTER: Final = "PassthroughCluster"
+BLACKHOLE_CLUSTER: Final = "BlackHoleCluster"
 _OVERFLOW_KEY: Final = ("__overflow__",)
 
 
@@ -166,12 +169,20 @@ def _split_fqdn(fqdn: str) -> tuple[str, str]:
     return (parts[0] or UNKNOWN), UNKNOWN
 
 
-def _host_of(authority: str) -> str:
-    if authority.startswith("["):  # [v6]:port
-        end = authority.find("]")
-        return authority[: end + 1] if end > 0 else authority
-    host, _, _port = authority.partition(":")
-    return host or UNKNOWN
+def _unrouted_service(record: OutboundRecord) -> str:
+    """The service label of a request no configured destination took, from a fixed set of names.
+
+    Traffic passed through to a host outside the registry (``ALLOW_ANY``) is
+    ``PassthroughCluster`` and traffic refused by ``REGISTRY_ONLY`` is
+    ``BlackHoleCluster``, the clusters Istio reports it under; anything else
+    (no route matched, …) is ``unknown``. The Host the caller sent is never a
+    label value: a thousand distinct hosts must not make a thousand series.
+    """
+    if record.upstream_cluster == PASSTHROUGH_CLUSTER:
+        return PASSTHROUGH_CLUSTER
+    if record.status == 502 and record.response_flags == "NR":
+        return BLACKHOLE_CLUSTER
+    return UNKNOWN
 
 
 class IstioMetrics:
@@ -263,7 +274,8 @@ class IstioMetrics:
 
     def outbound(self, record: OutboundRecord) -> None:
         """Count one outbound request (``reporter="source"``)."""
-        key = (record.destination_service or _host_of(record.authority), record.destination_subset,
+        # Only values from configuration (or a fixed name) become labels: never the caller's Host.
+        key = (record.destination_service or _unrouted_service(record), record.destination_subset,
                record.status, record.response_flags, record.grpc_status)
         series = self._outbound.get(key)
         if series is None:
@@ -321,9 +333,9 @@ class IstioMetrics:
         if r.destination_service:
             service = r.destination_service
             service_name, service_namespace = _split_fqdn(service)
-        else:
-            service = _host_of(r.authority)
-            service_name, service_namespace = UNKNOWN, UNKNOWN
+        else:  # PassthroughCluster / BlackHoleCluster as Istio names them, else "unknown"
+            service = service_name = _unrouted_service(r)
+            service_namespace = UNKNOWN
         return (
             "source",
             workload, canonical, revision, namespace, principal, app, version, cluster,

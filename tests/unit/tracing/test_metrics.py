@@ -216,8 +216,27 @@ def test_grpc_and_unrouted_requests() -> None:
     assert grpc["source_canonical_revision"] == "latest"
     [(_, nr, value)] = find(samples, "istio_requests_total", response_flags="NR")
     assert value == "1"
-    assert nr["destination_service"] == "nowhere.example"
+    assert nr["destination_service"] == "unknown"  # never the caller's Host (unbounded)
     assert nr["destination_service_name"] == nr["destination_version"] == "unknown"
+
+
+def test_passthrough_and_blackhole_traffic_is_labelled_as_istio_does() -> None:
+    metrics = IstioMetrics("client", "default", {}, otel=False)
+    for i in range(1000):  # 1,000 distinct hosts outside the registry (ALLOW_ANY)
+        record = out_record(service=None, subset=None, authority=f"host{i}.example:80")
+        record.upstream_cluster = "PassthroughCluster"
+        metrics.outbound(record)
+    metrics.outbound(out_record(502, "NR", service=None, subset=None, authority="blocked.example:80"))
+    assert metrics.series_count() == 2
+    samples, _ = parse(render_prometheus(metrics))
+    by_name = {labels["destination_service_name"]: (labels, int(v)) for _, labels, v in
+               find(samples, "istio_requests_total")}
+    passthrough, count = by_name["PassthroughCluster"]
+    assert count == 1000
+    assert passthrough["destination_service"] == "PassthroughCluster"
+    assert passthrough["destination_service_namespace"] == "unknown"
+    blackhole, count = by_name["BlackHoleCluster"]
+    assert (blackhole["destination_service"], blackhole["response_code"], count) == ("BlackHoleCluster", "502", 1)
 
 
 def test_label_values_are_escaped() -> None:
@@ -233,11 +252,11 @@ def test_label_values_are_escaped() -> None:
 def test_cardinality_is_bounded() -> None:
     metrics = IstioMetrics("client", "default", {}, otel=False, max_series=3)
     for i in range(10):
-        metrics.outbound(out_record(service=None, authority=f"host{i}:80"))
+        metrics.outbound(out_record(service=f"s{i}.default.svc.cluster.local"))
     assert metrics.series_count() == 4  # 3 + one overflow series
     samples, _ = parse(render_prometheus(metrics))
     totals = {labels["destination_service"]: int(v) for _, labels, v in find(samples, "istio_requests_total")}
-    assert totals == {"host0": 1, "host1": 1, "host2": 1, "unknown": 7}
+    assert totals == {f"s{i}.default.svc.cluster.local": 1 for i in range(3)} | {"unknown": 7}
 
 
 # ---------------------------------------------------------------------- OpenTelemetry
