@@ -39,6 +39,8 @@ from opentelemetry import context as otel_context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags, TraceState
 
+from meshlib.tracing.url_redaction import redact_url_query
+
 __all__ = ["ClientSpan", "PresetIds", "lazy_recording_supported"]
 
 _SAMPLED = int(TraceFlags.SAMPLED)
@@ -127,10 +129,12 @@ class ClientSpan:
 
 
 def _url_full(url: object) -> str:
-    """``url.full`` as the semantic conventions want it: credentials replaced by ``REDACTED``."""
+    """``url.full`` as the semantic conventions want it: credentials (userinfo and credential-carrying
+    query values such as ``sig``, ``token``, ``X-Amz-Signature``) replaced by ``REDACTED``."""
     if getattr(url, "user", None) is not None or getattr(url, "password", None) is not None:
         url = url.with_user("REDACTED").with_password("REDACTED")  # type: ignore[attr-defined]
-    return str(url)
+    text = str(url)
+    return redact_url_query(text) if "?" in text else text
 
 
 class PresetIds:
