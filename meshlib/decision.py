@@ -41,6 +41,7 @@ class Decision:
     body: bytes = b""
     location: str | None = None
     flag: str = ""  # Envoy response flag for local replies: NR, UH, NC, DR (direct response)
+    request: RequestView | None = None  # set for ROUTE decisions (a test's fault matchers read it)
 
     @property
     def route(self) -> Route | None:
@@ -75,7 +76,7 @@ def decide(state: MeshState, request: RequestView, port: int, rng: random.Random
     cluster = state.snapshot.clusters.get(destination.cluster)
     if cluster is None:
         return _local(503, f"cluster {destination.cluster} not found", "NC", hit)
-    decision = Decision(Action.ROUTE, hit, destination, cluster, state.balancers[cluster.name])
+    decision = Decision(Action.ROUTE, hit, destination, cluster, state.balancers[cluster.name], request=request)
     rewrite = route.rewrite
     if rewrite is not None:
         if rewrite.uri is not None or rewrite.uri_regex is not None:

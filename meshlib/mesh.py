@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import random
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -42,11 +43,17 @@ if TYPE_CHECKING:
     from meshlib.discovery.xds import XdsConfigSource
     from meshlib.grpc.channel import MeshChannel
     from meshlib.grpc.server import MeshServerInterceptor
+    from meshlib.resilience.injection import FaultInjector
     from meshlib.tracing.metrics import IstioMetrics
     from meshlib.tracing.record import TelemetrySink
     from meshlib.tracing.telemetry import Telemetry
 
 OutboundTrafficPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
+
+# Every Mesh alive in the process, and callbacks told of each new one: how a test's fault
+# controller (meshlib.testing) reaches meshes however they were built. Weak: costs no lifetime.
+LIVE_MESHES: weakref.WeakSet[Mesh] = weakref.WeakSet()
+ON_NEW_MESH: list[Callable[[Mesh], None]] = []
 
 
 def default_config_path() -> Path:
@@ -86,7 +93,11 @@ class Mesh:
         self._mirrors: MirrorSender | None = None  # set by the client middleware
         self._telemetry: Telemetry | None = None  # None = telemetry off (the request path checks only this)
         self._metrics: IstioMetrics | None = None
+        self._faults: FaultInjector | None = None  # a test's fault controller (meshlib.testing); one check per request
         self._publish(snapshot)
+        LIVE_MESHES.add(self)
+        for on_new_mesh in tuple(ON_NEW_MESH):
+            on_new_mesh(self)
 
     # ------------------------------------------------------------------ construction
 

@@ -24,6 +24,7 @@ from aiohttp import (
     ClientOSError,
     ClientRequest,
     ClientResponse,
+    ClientResponseError,
     ConnectionTimeoutError,
     ServerDisconnectedError,
     hdrs,
@@ -31,6 +32,7 @@ from aiohttp import (
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from meshlib.aiohttp.body_deadline import guard_body
 from meshlib.aiohttp.connector import set_connect_timeout
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
 from meshlib.aiohttp.mirror import MirrorSender
@@ -63,6 +65,7 @@ EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
 _RESPONSE_OUTCOMES = {status: Outcome(OutcomeKind.RESPONSE, status) for status in range(100, 600)}
 _CONNECT_FAILURE = Outcome(OutcomeKind.CONNECT_FAILURE)
 _RESET = Outcome(OutcomeKind.RESET)
+_PROTOCOL_ERROR = Outcome(OutcomeKind.PROTOCOL_ERROR)
 
 
 def _classify(response: ClientResponse) -> Outcome:
@@ -75,6 +78,10 @@ def _classify_error(exc: BaseException) -> Outcome | None:
         return _CONNECT_FAILURE  # Envoy counts a connect timeout as a connect failure (UF)
     if isinstance(exc, (ServerDisconnectedError, ClientOSError, ClientConnectionError)):
         return _RESET
+    if type(exc) is ClientResponseError:
+        # Raised by the handler (no response yet): the upstream's bytes are not HTTP — a bad status
+        # line or header. Envoy: 503 UPE, retried as a reset. (Its subclasses are the caller's business.)
+        return _PROTOCOL_ERROR
     return None
 
 
@@ -92,6 +99,8 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         classify=_classify,
         classify_error=_classify_error,
         discard=_discard,
+        guard_body=guard_body,
+        owner=mesh,
     )
     build_url = URL.build
     # The dialled URL per (endpoint, scheme, path, query): a reused URL object keeps the parts

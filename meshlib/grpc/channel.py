@@ -212,6 +212,8 @@ class MeshChannel:
             classify=_classify,
             classify_error=_classify_error,
             discard=self._discard,
+            owner=mesh,
+            transport="grpc",
         )
 
     # ------------------------------------------------------------------ grpc.aio.Channel surface

@@ -37,6 +37,7 @@ dict increments.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from asyncio import current_task
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,7 @@ from meshlib.host_stats import HostStatsTable
 from meshlib.resilience.cluster_runtime import STATUS_COUNTERS, ClusterRuntime
 from meshlib.resilience.deadline import DeadlineExceeded, current_deadline, remaining_timeout
 from meshlib.resilience.fault import decide_fault
+from meshlib.resilience.injection import NO_INJECTOR, BodyGuard, FaultOwner, InjectedRequest
 from meshlib.resilience.limits import ADMITTED, REFUSED
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.ratelimit import TokenBucket
@@ -92,6 +94,10 @@ _LOCAL_ERRORS = {
         503, "upstream reset before the request was sent", "UF", grpc_status=14
     ),
     OutcomeKind.REFUSED_STREAM: LocalReply(503, "upstream refused the stream", "UR", grpc_status=14),
+    OutcomeKind.PROTOCOL_ERROR: LocalReply(
+        503, "upstream connect error or disconnect/reset before headers. reset reason: protocol error", "UPE",
+        grpc_status=14,
+    ),
     OutcomeKind.PER_TRY_TIMEOUT: LocalReply(504, "upstream request timeout", "UT", grpc_status=4),
     OutcomeKind.OVERFLOW: _OVERFLOW,
 }
@@ -137,8 +143,8 @@ _PLAN_CACHE_LIMIT = 4096
 class UpstreamRunner(Generic[R]):
     """Runs routed requests through the resilience stack for one adapter of one mesh."""
 
-    __slots__ = ("_loop", "_pick", "_plans", "_queues", "classify", "classify_error", "clock", "discard", "rng",
-                 "stats")
+    __slots__ = ("_loop", "_pick", "_plans", "_queues", "classify", "classify_error", "clock", "discard", "guard_body",
+                 "owner", "rng", "stats", "transport")
 
     def __init__(
         self,
@@ -149,6 +155,9 @@ class UpstreamRunner(Generic[R]):
         classify: Callable[[R], Outcome],
         classify_error: Callable[[BaseException], Outcome | None],  # None: not ours, re-raise
         discard: Callable[[R], None],
+        guard_body: BodyGuard[R] | None = None,
+        owner: FaultOwner | None = None,
+        transport: str = "http",
     ) -> None:
         self.stats = stats
         self.rng = rng
@@ -156,6 +165,11 @@ class UpstreamRunner(Generic[R]):
         self.classify = classify
         self.classify_error = classify_error
         self.discard = discard
+        # Keeps the remaining route / per-try deadline over a response body the caller reads later.
+        self.guard_body = guard_body
+        # The mesh, whose ``_faults`` a test's fault controller sets (meshlib.testing); "http" or "grpc".
+        self.owner: FaultOwner = owner if owner is not None else NO_INJECTOR
+        self.transport = transport
         # Plans by route identity (hashing a frozen route per request costs more than
         # the plan saves); each plan keeps its route, which guards against id reuse.
         self._plans: dict[int, _RoutePlan] = {}
@@ -218,7 +232,16 @@ class UpstreamRunner(Generic[R]):
             except DeadlineExceeded:
                 counters["upstream_rq_timeout"] += 1
                 return _DEADLINE_PASSED
-        # 2. fault
+        # 2. fault — a test's injected faults first (meshlib.testing; off: this one attribute check)
+        tap: InjectedRequest[R] | None = None
+        injector = self.owner._faults
+        if injector is not None:
+            tap = injector.begin(decision, runtime, self.transport, report)
+            if tap is not None:
+                injected = await tap.before()
+                if injected is not None:
+                    return injected
+                send = tap.wrap(send)
         if route.fault is not None:
             fault = decide_fault(route.fault, self.rng)
             if fault.delay_s is not None:
@@ -266,6 +289,7 @@ class UpstreamRunner(Generic[R]):
         tried: list[str] | tuple[()] = ()  # hosts tried, when the policy avoids them (a list from the first retry)
         holding_retry = False
         attempt = 1
+        try_timer: QueuedTimer | None = None
         try:
             if not holding_connection:
                 # Every connection is busy: wait for one as pending (max_pending_requests);
@@ -319,6 +343,8 @@ class UpstreamRunner(Generic[R]):
                     if holding_retry:
                         limits.release_retry()  # Envoy holds the retry slot until the retried attempt ends
                         holding_retry = False
+                if tap is not None:
+                    tap.record(outcome)
                 decay_s = balancer.ewma_decay_s
                 outlier = runtime.outlier
                 if decay_s is not None or outlier is not None:
@@ -335,19 +361,19 @@ class UpstreamRunner(Generic[R]):
                     or not classifier.should_retry(outcome, idempotent=idempotent, body_replayable=True)
                     or (body_replayable is not None and not body_replayable())
                 ):
-                    return _finish(counters, response, outcome)
+                    break
                 if retry is None:
                     retry = RetryState(classifier)
                 if retry.exhausted:
                     counters["upstream_rq_retry_limit_exceeded"] += 1
-                    return _finish(counters, response, outcome)
+                    break
                 if not limits.try_acquire_retry():
-                    return _finish(counters, response, outcome)  # retry overflow: return the last response
+                    break  # retry overflow: return the last response
                 now = clock()
                 if not runtime.budget.try_withdraw(now):
                     limits.release_retry()
                     counters["upstream_rq_retry_budget_exhausted"] += 1
-                    return _finish(counters, response, outcome)
+                    break
                 holding_retry = True
                 counters["upstream_rq_retry"] += 1
                 if response is not None:
@@ -357,6 +383,16 @@ class UpstreamRunner(Generic[R]):
                 delay = retry.next_backoff(self.rng)
                 attempt = retry.attempts
                 await asyncio.sleep(delay)
+            # The response is handed back with its body still to come: Envoy's route and per-try
+            # timeouts cover the whole response, so the earlier of the two keeps running over the body.
+            guard_body = self.guard_body
+            if response is not None and guard_body is not None and (route_timer is not None or try_timer is not None):
+                route_when = route_timer.when if route_timer is not None else math.inf
+                if try_timer is not None and try_timer.when < route_when:
+                    guard_body(response, try_timer.when, counters, "upstream_rq_per_try_timeout")
+                else:
+                    guard_body(response, route_when, counters, "upstream_rq_timeout")
+            return _finish(counters, response, outcome)
         except asyncio.CancelledError:
             if route_timer is None or not route_timer.expired():
                 raise
@@ -381,6 +417,8 @@ def _finish(counters: dict[str, int], response: R | None, outcome: Outcome) -> R
         counters["upstream_cx_connect_fail"] += 1
     elif outcome.kind is OutcomeKind.RESET:
         counters["upstream_rq_rx_reset"] += 1
+    elif outcome.kind is OutcomeKind.PROTOCOL_ERROR:
+        counters["upstream_cx_protocol_error"] += 1
     reply = _LOCAL_ERRORS.get(outcome.kind, _LOCAL_ERRORS[OutcomeKind.CONNECT_FAILURE])
     counters[STATUS_COUNTERS[reply.status // 100]] += 1
     return reply

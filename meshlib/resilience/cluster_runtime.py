@@ -35,6 +35,7 @@ COUNTERS = (
     "upstream_rq_per_try_timeout",
     "upstream_cx_connect_fail",
     "upstream_rq_rx_reset",
+    "upstream_cx_protocol_error",
     "upstream_rq_2xx",
     "upstream_rq_3xx",
     "upstream_rq_4xx",

@@ -19,6 +19,7 @@ class OutcomeKind(Enum):
     RESET_BEFORE_REQUEST = "reset_before_request"  # connection reset before any byte of the request was sent
     RESET = "reset"  # connection reset / closed after the request was (partly) sent, before headers
     REFUSED_STREAM = "refused_stream"  # HTTP/2 REFUSED_STREAM: the server never processed it
+    PROTOCOL_ERROR = "protocol_error"  # the upstream answered bytes that are not HTTP (Envoy UPE); retried as a reset
     PER_TRY_TIMEOUT = "per_try_timeout"  # no response headers within the per-try timeout
     OVERFLOW = "overflow"  # a circuit breaker refused the attempt locally (never retried)
 

@@ -75,7 +75,7 @@ __all__ = [
 # Only a connect failure happens without it; we replay that order (see record()).
 _FAILED_AFTER_POOL_READY = frozenset(
     {OutcomeKind.RESET, OutcomeKind.RESET_BEFORE_REQUEST, OutcomeKind.REFUSED_STREAM,
-     OutcomeKind.PER_TRY_TIMEOUT}
+     OutcomeKind.PER_TRY_TIMEOUT, OutcomeKind.PROTOCOL_ERROR}
 )
 
 

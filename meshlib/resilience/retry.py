@@ -25,7 +25,7 @@ brackets):
                            per-try timeout (Envoy counts an upstream reset as a 5xx)
 ``gateway-error``          502/503/504; and the same local failures as ``5xx``
 ``reset``                  [RESET, RESET_BEFORE_REQUEST, CONNECT_FAILURE, REFUSED_STREAM,
-                           PER_TRY_TIMEOUT] — "no response at all", timeouts included
+                           PER_TRY_TIMEOUT, PROTOCOL_ERROR] — "no response at all", timeouts included
 ``connect-failure``        [CONNECT_FAILURE]
 ``refused-stream``         [REFUSED_STREAM]
 ``reset-before-request``   [RESET_BEFORE_REQUEST, CONNECT_FAILURE] — no byte was sent upstream
@@ -80,7 +80,8 @@ GRPC_STATUS_BY_CONDITION: dict[str, int] = {
 
 _K = OutcomeKind
 _ALL_LOCAL_FAILURES = frozenset(
-    {_K.RESET, _K.RESET_BEFORE_REQUEST, _K.CONNECT_FAILURE, _K.REFUSED_STREAM, _K.PER_TRY_TIMEOUT}
+    {_K.RESET, _K.RESET_BEFORE_REQUEST, _K.CONNECT_FAILURE, _K.REFUSED_STREAM, _K.PER_TRY_TIMEOUT,
+     _K.PROTOCOL_ERROR}
 )
 # Which non-response outcomes each condition retries.
 _KINDS_BY_CONDITION: dict[str, frozenset[OutcomeKind]] = {
