@@ -27,13 +27,13 @@ The query string stays the caller's business except for redirects, whose
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping, MutableMapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
 from meshlib.config.model import HeaderOps, Mirror, Redirect, Rewrite, Route, RouteMatch
+from meshlib.config.regex import compile_regex
 from meshlib.request import RequestView
 from meshlib.routing.match import DEFAULT_PREFIX
 
@@ -83,9 +83,9 @@ def re2_substitution(rewrite: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _regex_rewriter(pattern: str, rewrite: str) -> tuple[re.Pattern[str], str]:
-    """Compiled once per (pattern, rewrite); a route table holds only a handful."""
-    return re.compile(pattern), re2_substitution(rewrite)
+def _regex_rewriter(pattern: str, rewrite: str) -> tuple[Any, str]:
+    """Compiled once per (pattern, rewrite) with RE2 (linear time); a route table holds only a handful."""
+    return compile_regex(pattern), re2_substitution(rewrite)
 
 
 def rewrite_path(rewrite: Rewrite, path: str, matched: RouteMatch | None) -> str:
@@ -96,7 +96,7 @@ def rewrite_path(rewrite: Rewrite, path: str, matched: RouteMatch | None) -> str
     """
     if rewrite.uri_regex is not None:
         regex, template = _regex_rewriter(*rewrite.uri_regex)
-        return regex.sub(template, path)
+        return str(regex.sub(template, path))
     replacement = rewrite.uri
     if not replacement:  # istiod ignores an empty rewrite.uri
         return path

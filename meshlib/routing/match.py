@@ -38,6 +38,7 @@ from re import _parser  # type: ignore[attr-defined]
 from typing import Any, Literal
 
 from meshlib.config.model import RouteMatch, StringMatch
+from meshlib.config.regex import full_match_predicate, regex_problem
 from meshlib.request import RequestView
 
 __all__ = [
@@ -85,9 +86,12 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Compile an RE2 pattern with Python's ``re`` (the common RE2 subset is identical)."""
-    return re.compile(pattern)
+def compile_regex(pattern: str) -> StringPredicate:
+    """An RE2 full-match predicate for ``pattern`` (Envoy ``safe_regex``; linear time).
+
+    Raises :class:`~meshlib.config.regex.RegexInvalid` for a pattern RE2 rejects.
+    """
+    return full_match_predicate(pattern)
 
 
 def compile_string_match(match: StringMatch) -> StringPredicate:
@@ -111,8 +115,7 @@ def compile_string_match(match: StringMatch) -> StringPredicate:
             return lambda s: s.lower().startswith(lowered)
         return lambda s: s.startswith(value)
     if kind == "regex":
-        fullmatch = compile_regex(value).fullmatch
-        return lambda s: fullmatch(s) is not None
+        return full_match_predicate(value)
     if kind == "present":
         return lambda s: True
     raise ValueError(f"unknown StringMatch kind {kind!r}")
@@ -318,6 +321,11 @@ def regex_literal_prefixes(pattern: str) -> tuple[str, ...]:
     case-insensitive pattern, or any branch without a literal start, gives
     ``()``.
     """
+    # Python's parser reads the common RE2 subset the same way; where RE2's syntax differs
+    # (POSIX classes such as [[:alpha:]], \Q...\E quoting, \p classes) it either
+    # fails or might invent literals, so such patterns are not indexed at all.
+    if "[:" in pattern or "\\Q" in pattern or regex_problem(pattern) is not None:
+        return ()
     try:
         parsed: Any = _parser.parse(pattern)
     except Exception:

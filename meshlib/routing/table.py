@@ -24,13 +24,13 @@ in-order scan.
 
 from __future__ import annotations
 
-import re
 import weakref
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from meshlib.config.model import MeshSnapshot, Route, RouteConfiguration, RouteMatch, VirtualHost
+from meshlib.config.regex import RegexInvalid
 from meshlib.errors import ConfigInvalid, ConfigProblem
 from meshlib.request import RequestView
 from meshlib.routing.match import (
@@ -201,7 +201,7 @@ class _CompiledVirtualHost:
                 bit = 1 << len(entries)
                 try:
                     residual = _index_block(block, bit, builders)
-                except re.error as exc:
+                except RegexInvalid as exc:
                     raise ConfigInvalid([_regex_problem(route, exc)]) from exc
                 entries.append(_Entry(RouteHit(route, virtual_host, block), residual))
         all_bits = (1 << len(entries)) - 1
@@ -339,7 +339,7 @@ def _live_blocks(route: Route, config_port: int | None) -> Iterable[RouteMatch |
     return tuple(m for m in route.matches if m.port is None or config_port is None or m.port == config_port)
 
 
-def _regex_problem(route: Route, exc: re.error) -> ConfigProblem:
+def _regex_problem(route: Route, exc: RegexInvalid) -> ConfigProblem:
     src = route.source
     return ConfigProblem(
         file=src.file,
@@ -427,8 +427,8 @@ class RouteTable:
     def compile(cls, snapshot: MeshSnapshot) -> RouteTable:
         """Compile ``snapshot.route_configs`` (control path).
 
-        Raises :class:`~meshlib.errors.ConfigInvalid` for a regex Python
-        cannot compile, so a bad snapshot is refused before it is published.
+        Raises :class:`~meshlib.errors.ConfigInvalid` for a regex RE2
+        rejects, so a bad snapshot is refused before it is published.
         """
         table = cls(snapshot, (_CompiledRouteConfig(rc) for rc in snapshot.route_configs.values()))
         pickers = [

@@ -55,6 +55,7 @@ from meshlib.config.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshlib.config.regex import regex_problem
 from meshlib.xds import type_urls
 from meshlib.xds.decode_common import (
     Where,
@@ -140,7 +141,7 @@ def _match(match: Any, where: Where, path: str, extras: dict[str, Any], route_na
     elif kind == "path":
         uri = StringMatch("exact", match.path, ignore_case)
     elif kind == "safe_regex":
-        uri = StringMatch("regex", match.safe_regex.regex)
+        uri = StringMatch("regex", _regex(match.safe_regex.regex, where, f"{path}.safe_regex.regex"))
     else:
         raise where.error(
             f"{path}.{kind or 'path_specifier'}", "unsupported path match (use prefix, path or safe_regex)"
@@ -216,10 +217,18 @@ def _header_match(header: Any, where: Where, path: str) -> tuple[StringMatch, bo
     if kind == "contains_match":
         return StringMatch("regex", ".*" + re.escape(header.contains_match) + ".*"), invert
     if kind == "safe_regex_match":
-        return StringMatch("regex", header.safe_regex_match.regex), invert
+        return StringMatch("regex", _regex(header.safe_regex_match.regex, where, f"{path}.safe_regex_match")), invert
     if kind == "string_match":
         return _string_match(header.string_match, where, f"{path}.string_match"), invert
     raise where.error(f"{path}.{kind}", "unsupported header match")
+
+
+def _regex(pattern: str, where: Where, path: str) -> str:
+    """An RE2 pattern as Envoy would accept it (syntax, length, program size), else a NACK."""
+    problem = regex_problem(pattern)
+    if problem is not None:
+        raise where.error(path, f"invalid regex {pattern[:100]!r}: {problem}")
+    return pattern
 
 
 def _string_match(matcher: Any, where: Where, path: str) -> StringMatch:
@@ -230,7 +239,7 @@ def _string_match(matcher: Any, where: Where, path: str) -> StringMatch:
     if kind == "prefix":
         return StringMatch("prefix", matcher.prefix, ignore_case)
     if kind == "safe_regex":
-        return StringMatch("regex", matcher.safe_regex.regex)
+        return StringMatch("regex", _regex(matcher.safe_regex.regex, where, f"{path}.safe_regex.regex"))
     flags = "(?i)" if ignore_case else ""
     if kind == "suffix":
         return StringMatch("regex", flags + ".*" + re.escape(matcher.suffix))
@@ -368,7 +377,10 @@ def _rewrite(act: Any, where: Where, path: str) -> Rewrite | None:
     if host_kind not in (None, "host_rewrite_literal", "auto_host_rewrite"):
         raise where.error(f"{path}.{host_kind}", "not supported (use host_rewrite_literal)")
     uri = act.prefix_rewrite or None
-    regex = (act.regex_rewrite.pattern.regex, act.regex_rewrite.substitution) if act.HasField("regex_rewrite") else None
+    regex = None
+    if act.HasField("regex_rewrite"):
+        pattern = _regex(act.regex_rewrite.pattern.regex, where, f"{path}.regex_rewrite.pattern.regex")
+        regex = (pattern, act.regex_rewrite.substitution)
     if uri is not None and regex is not None:
         raise where.error(f"{path}.regex_rewrite", "cannot be combined with prefix_rewrite")
     authority = act.host_rewrite_literal if host_kind == "host_rewrite_literal" else None

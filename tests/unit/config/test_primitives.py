@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from meshlib.config.durations import parse_duration
 from meshlib.config.hosts import host_matches, host_problem, resolve_host
-from meshlib.config.regex import regex_problem
+from meshlib.config.regex import full_match_predicate, regex_problem
 from meshlib.config.yaml_nodes import parse_yaml
 
 
@@ -38,7 +40,8 @@ def test_invalid_durations(text: object) -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    ["^/api/v[0-9]+/.*", "(?i)jason", "[a-z]{2,5}", "(?P<id>\\d+)", "a|b|c", "\\bword\\b", "x{1000}"],
+    ["^/api/v[0-9]+/.*", "(?i)jason", "[a-z]{2,5}", "(?P<id>\\d+)", "a|b|c", "\\bword\\b", "x{1000}",
+     "[[:alpha:]]+", "\\pN+", "\\Qa.b\\E"],
 )
 def test_re2_compatible_regexes(pattern: str) -> None:
     assert regex_problem(pattern) is None
@@ -47,20 +50,23 @@ def test_re2_compatible_regexes(pattern: str) -> None:
 @pytest.mark.parametrize(
     ("pattern", "reason"),
     [
-        ("(?=a)b", "lookahead assertion (RE2 does not support lookahead or lookbehind)"),
-        ("(?<=a)b", "lookbehind assertion"),
-        ("(?<!a)b", "lookbehind assertion"),
-        ("(a)\\1", "backreference (RE2 does not support backreferences)"),
-        ("(?P<x>a)(?P=x)", "backreference"),
-        ("(?>ab)c", "atomic group (RE2 does not support atomic groups)"),
-        ("a*+", "possessive quantifier (RE2 does not support possessive quantifiers)"),
-        ("(a)?(?(1)b|c)", "conditional group (RE2 does not support conditional groups)"),
-        ("abc\\Z", "\\Z (RE2 does not support \\Z)"),
+        ("(?=a)b", "(RE2 does not support lookahead or lookbehind)"),
+        ("(?<=a)b", "lookahead or lookbehind"),
+        ("(?<!a)b", "lookahead or lookbehind"),
+        ("(a)\\1", "invalid escape sequence: \\1 (RE2 does not support backreferences)"),
+        ("(?P<x>a)(?P=x)", "backreferences"),
+        ("(?>ab)c", "atomic groups"),
+        ("a*+", "possessive quantifiers"),
+        ("(a)?(?(1)b|c)", "conditional groups"),
+        ("abc\\Z", "invalid escape sequence: \\Z"),
         ("(?x) a b", "verbose"),
-        ("a{1001}", "repeat count 1001 exceeds 1000"),
+        ("a{1001}", "invalid repetition size: {1001}"),
+        ("(?:a{1000}){30}", "at most 1000 repetitions"),
         ("(x|(?=y))", "lookahead"),
-        ("(", "missing ), unterminated subpattern"),
-        ("[z-a]", "bad character range"),
+        ("(", "missing ): ("),
+        ("[z-a]", "invalid character class range: z-a"),
+        ("a" * 1025, "regex is too large: 1025 characters (Istio allows at most 1024)"),
+        ("(\\pL|\\pN){200}", "RE2 program size"),
     ],
 )
 def test_regexes_rejected(pattern: str, reason: str) -> None:
@@ -69,8 +75,30 @@ def test_regexes_rejected(pattern: str, reason: str) -> None:
     assert reason in problem
 
 
+def test_program_size_limit_names_both_limits() -> None:
+    problem = regex_problem("(\\pL|\\pN){200}")
+    assert problem is not None
+    assert "exceeds the maximum 32768" in problem and "default is 100" in problem
+
+
 def test_lookahead_text_inside_a_class_is_fine() -> None:
     assert regex_problem("[(?=]x") is None
+
+
+def test_catastrophic_backtracking_patterns_run_in_linear_time() -> None:
+    # With Python's re these take seconds (26 chars) to forever (40 chars); RE2 is linear.
+    nested = full_match_predicate("^(a+)+$")
+    overlapping = full_match_predicate("/(x+x+)+y")
+    started = time.perf_counter()
+    assert nested("a" * 5000 + "!") is False
+    assert overlapping("/" + "x" * 5000) is False
+    assert nested("a" * 40) is True
+    assert time.perf_counter() - started < 1.0  # generous: microseconds in practice
+
+
+def test_full_match_is_anchored_both_ends() -> None:
+    matches = full_match_predicate("b+")
+    assert matches("bbb") and not matches("abbb") and not matches("bbba")
 
 
 @pytest.mark.parametrize(
