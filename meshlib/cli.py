@@ -12,6 +12,7 @@
                                          the control plane's connected clients as a table
 ``meshlib admin [--config PATH]... [--port 15000] [--host 127.0.0.1]``
                                          the debug view over HTTP (page at /), hot-reloaded, until Ctrl-C
+``meshlib ca init|issue ...``            a mesh CA and SPIFFE X.509-SVIDs (see meshlib/security/cli.py)
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; no auth)")
     admin.add_argument("--port", type=int, default=15000, help="port (default 15000, as Envoy's admin; 0 = any)")
     admin.set_defaults(run=_admin)
+    from meshlib.security.cli import add_ca_parser  # `meshlib ca init|issue`
+
+    add_ca_parser(sub)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""`meshlib ca init` / `meshlib ca issue`: files, permissions, and clear failures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from meshlib.cli import main
+from meshlib.security import MeshCA, SpiffeId, verify_svid
+from meshlib.security.cli import parse_ttl
+
+
+def test_init_intermediate_issue_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, inter, out = tmp_path / "root", tmp_path / "int", tmp_path / "reviews"
+    assert main(["ca", "init", "--trust-domain", "example.org", "--out", str(root)]) == 0
+    assert main(["ca", "init", "--intermediate-of", str(root), "--out", str(inter)]) == 0
+    assert (
+        main(
+            [
+                "ca",
+                "issue",
+                "--ca",
+                str(inter),
+                "--namespace",
+                "shop",
+                "--service-account",
+                "cart",
+                "--dns",
+                "cart.shop.svc",
+                "--ttl",
+                "2h",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "spiffe://example.org/ns/shop/sa/cart" in capsys.readouterr().out
+    assert (out / "key.pem").stat().st_mode & 0o777 == 0o600
+    spiffe_id = verify_svid((out / "cert-chain.pem").read_bytes(), (root / "root-cert.pem").read_bytes())
+    assert spiffe_id == SpiffeId.parse("spiffe://example.org/ns/shop/sa/cart")
+    assert MeshCA.load(inter).chain[-1] == MeshCA.load(root).cert
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ca", "init", "--out", str(tmp_path)]) == 0
+    assert main(["ca", "init", "--out", str(tmp_path)]) == 1
+    assert "use --force" in capsys.readouterr().err
+
+
+def test_issue_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ca", "init", "--out", str(tmp_path / "ca")]) == 0
+    code = main(
+        [
+            "ca",
+            "issue",
+            "--ca",
+            str(tmp_path / "ca"),
+            "--spiffe-id",
+            "spiffe://other.org/ns/a/sa/b",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert code == 1
+    assert "not in this CA's trust domain 'cluster.local'" in capsys.readouterr().err
+    code = main(
+        [
+            "ca",
+            "issue",
+            "--ca",
+            str(tmp_path / "none"),
+            "--spiffe-id",
+            "spiffe://cluster.local/ns/a/sa/b",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert code == 1
+    assert "No such file or directory" in capsys.readouterr().err
+    code = main(
+        [
+            "ca",
+            "issue",
+            "--ca",
+            str(tmp_path / "ca"),
+            "--spiffe-id",
+            "spiffe://cluster.local/a//b",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert code == 1
+    assert "empty segment" in capsys.readouterr().err
+
+
+def test_parse_ttl() -> None:
+    assert parse_ttl("24h") == timedelta(hours=24)
+    assert parse_ttl("30d") == timedelta(days=30)
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_ttl("soon")
