@@ -136,7 +136,7 @@ async def test_config_dump_has_version_status_and_envoy_sections(admin: AdminSer
 
 @pytest.mark.asyncio
 async def test_stats_is_prometheus_text(admin: AdminServer) -> None:
-    status, content_type, text = await get(admin, "/stats")
+    status, content_type, text = await get(admin, "/stats?format=prometheus")
     assert status == 200
     assert content_type.startswith("text/plain; version=0.0.4")
     sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*\{([a-z_]+="(?:[^"\\]|\\.)*",?)*\} -?[0-9.e+Inf]+$')
@@ -163,7 +163,7 @@ async def test_stats_is_prometheus_text(admin: AdminServer) -> None:
 async def test_stats_uses_the_given_renderer(mesh: meshlib.Mesh) -> None:
     server = await start_admin(mesh, port=0, stats_text=lambda: "# TYPE x counter\nx 1\n")
     try:
-        status, _, text = await get(server, "/stats")
+        status, _, text = await get(server, "/stats/prometheus")
     finally:
         await server.close()
     assert (status, text) == (200, "# TYPE x counter\nx 1\n")

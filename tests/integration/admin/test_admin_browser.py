@@ -1,11 +1,14 @@
 """The debug page in headless Chromium: after its JS ran, the clusters and routes of the bookinfo mesh are shown.
 
-Needs Debian's ``chromium`` (``/usr/bin/chromium``); ``.ci/run`` installs it.
+Needs Debian's ``chromium`` (``/usr/bin/chromium``); ``.ci/run`` installs it. Without it the test
+is skipped with that reason, so the README's test command passes on a fresh machine, except under CI
+(``CI`` set, as ``.ci/run`` runs), where a missing browser fails the test rather than hiding it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,10 +33,13 @@ CHROMIUM_FLAGS = (
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
     if found is None:
-        pytest.fail(
+        reason = (
             "chromium is not installed: .ci/run installs it (apt-get update && apt-get install -y chromium); "
             "install it the same way to run the browser test"
         )
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
     return found
 
 
