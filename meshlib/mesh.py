@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from meshlib.aiohttp.mirror import MirrorSender
+    from meshlib.discovery.consul.register import Registration
+    from meshlib.discovery.consul.source import ConsulConfigSource
     from meshlib.discovery.xds import XdsConfigSource
     from meshlib.grpc.channel import MeshChannel
     from meshlib.grpc.server import MeshServerInterceptor
@@ -89,6 +91,7 @@ class Mesh:
         self._breakers = BreakerRegistry(clock=clock)
         self._file_source: FileConfigSource | None = None
         self._xds_source: XdsConfigSource | None = None  # set by from_xds
+        self._consul_source: ConsulConfigSource | None = None  # set by from_consul
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: MirrorSender | None = None  # set by the client middleware
         self._telemetry: Telemetry | None = None  # None = telemetry off (the request path checks only this)
@@ -190,6 +193,83 @@ class Mesh:
         mesh._xds_source = source
         return mesh
 
+    # -- Consul source (Mesh.from_consul) -----------------------------------------------
+
+    @classmethod
+    def from_consul(
+        cls,
+        address: str | None = None,
+        *,
+        services: Sequence[str] | None = None,
+        dc: str | None = None,
+        token: str | None = None,
+        stale: bool = True,
+        overlay: str | Path | Sequence[str | Path] | None = None,
+        namespace: str = "default",
+        labels: Mapping[str, str] | None = None,
+        locality: str = "",
+        outbound_traffic_policy: OutboundTrafficPolicy = "ALLOW_ANY",
+        initial_sync_timeout_s: float = 10.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Mesh:
+        """A mesh configured by Consul: services and health as endpoints, L7 config entries as routing.
+
+        ``address`` (``host:port`` or ``http[s]://host:port``) and ``token``
+        default to ``CONSUL_HTTP_ADDR`` / ``CONSUL_HTTP_TOKEN`` (also
+        ``CONSUL_HTTP_SSL``, ``CONSUL_CACERT``, ``CONSUL_HTTP_SSL_VERIFY``), as
+        Consul's CLI reads them. ``services`` limits the watched services (default:
+        every name in the catalog); ``dc`` the datacenter; ``stale=False`` makes
+        reads go to the leader. ``overlay`` is Istio YAML (files or directories,
+        hot-reloaded) applied on top. ``async with mesh`` waits for the first
+        sync (at most ``initial_sync_timeout_s``); afterwards Consul outages leave
+        the last good configuration in force, and ``mesh.status()`` shows each watch::
+
+            mesh = Mesh.from_consul("127.0.0.1:8500")
+            async with mesh, mesh.session() as http:
+                await http.get("http://web.service.consul/")
+        """
+        from meshlib.discovery.consul.client import ConsulClient, ConsulSettings
+        from meshlib.discovery.consul.source import ConsulConfigSource
+
+        workload = WorkloadIdentity(namespace=namespace, labels=Labels(labels), locality=Locality.parse(locality))
+        settings = ConsulSettings.resolve(address, token=token, dc=dc)
+        overlay_paths = [overlay] if isinstance(overlay, (str, Path)) else list(overlay or [])
+        holder: list[Mesh] = []
+
+        def publish(snapshot: MeshSnapshot) -> None:
+            holder[0]._publish(snapshot)
+
+        source = ConsulConfigSource(
+            ConsulClient(settings),
+            workload,
+            publish,
+            services=services,
+            datacenter=dc,
+            stale=stale,
+            overlay=overlay_paths or None,
+            rng=random.Random(rng.random()) if rng is not None else None,
+            clock=clock,
+            initial_sync_timeout_s=initial_sync_timeout_s,
+        )
+        empty = MeshSnapshot(version="", workload=workload)  # until the first sync
+        mesh = cls(empty, outbound_traffic_policy=outbound_traffic_policy, rng=rng, clock=clock)
+        holder.append(mesh)
+        mesh._consul_source = source
+        return mesh
+
+    async def register(self, name: str, port: int, **options: Any) -> Registration:
+        """Register this process as an instance of ``name`` with the Consul agent; see
+        :func:`meshlib.discovery.consul.register.register_service` for the options
+        (``id``, ``address``, ``tags``, ``meta``, ``check``…). Returns a handle
+        with ``await handle.deregister()``; a TTL check is kept alive until then::
+
+            handle = await mesh.register("web", 8080, check=TtlCheck("10s"))
+        """
+        from meshlib.discovery.consul.register import register_service
+
+        return await register_service(self, name, port, **options)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Mesh:
@@ -210,6 +290,9 @@ class Mesh:
         if self._xds_source is not None:
             self._tasks.append(asyncio.create_task(self._xds_source.run(), name="meshlib-xds-client"))
             await self._xds_source.wait_first()
+        if self._consul_source is not None:
+            self._tasks.append(asyncio.create_task(self._consul_source.run(), name="meshlib-consul"))
+            await self._consul_source.wait_first()
         self._tasks.append(asyncio.create_task(self._tick_outlier_detectors(), name="meshlib-outlier-ticks"))
 
     async def _tick_outlier_detectors(self) -> None:
@@ -230,6 +313,8 @@ class Mesh:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._consul_source is not None:
+            await self._consul_source.close()
 
     # ------------------------------------------------------------------ configuration
 
@@ -255,6 +340,9 @@ class Mesh:
         if self._xds_source is not None:
             xds = self._xds_source.status()
             return {**xds, "version": self.snapshot.version, "clusters": len(self.snapshot.clusters)}
+        if self._consul_source is not None:
+            consul = self._consul_source.status()
+            return {**consul, "version": self.snapshot.version, "clusters": len(self.snapshot.clusters)}
         source = self._file_source
         return {
             "source": "files" if source is not None else "static",

@@ -1,0 +1,435 @@
+"""Consul as a live configuration source (``Mesh.from_consul``, ``meshlib control-plane --consul``).
+
+Watches, all blocking queries (:class:`~meshlib.discovery.consul.watch.BlockingWatch`):
+
+- ``/v1/catalog/services`` — which service names exist (skipped when ``services=`` is given);
+- ``/v1/health/service/NAME`` — one per service: instances with their checks;
+- ``/v1/config/KIND`` — one per L7 config-entry kind (five in all, whatever the service count).
+
+Every change marks the state dirty; one rebuild task assembles a
+:class:`~meshlib.discovery.consul.state.ConsulState` from the raw payloads,
+skips the work when its deterministic version did not move, compiles it with
+:func:`~meshlib.discovery.consul.compile.compile_consul` (plus the optional
+Istio YAML overlay) and publishes the snapshot.
+
+Bad config entries: when the compiler reports problems naming an entry (kind
+and name), that entry's last accepted version is put back (or the entry left
+out if none was ever accepted) and the state compiled again — the bad edit is
+rejected, everything else (other entries, every health change) still applies.
+The problems stay in :meth:`ConsulConfigSource.status` until a good edit lands.
+
+Consul away: each watch keeps its last good payload, so the snapshot in force
+does not change; ``status()`` shows per watch ``connected``, ``last_index``,
+``last_contact_ms`` and ``last_error``. Watches retry with jittered backoff
+capped at 2 s and read in full on their first success, so the mesh is in step
+again within a few seconds of Consul's return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from meshlib.config.files import config_file_set, read_resources
+from meshlib.config.istio_types import IstioResource
+from meshlib.config.model import MeshSnapshot, WorkloadIdentity
+from meshlib.discovery.consul.client import ConsulClient, ConsulResponse
+from meshlib.discovery.consul.state import ConsulState
+from meshlib.discovery.consul.watch import BlockingWatch, Sleep, WatchTiming
+from meshlib.errors import ConfigInvalid, ConfigProblem
+
+__all__ = ["CONFIG_KINDS", "ConsulConfigSource", "OverlayFiles"]
+
+log = logging.getLogger("meshlib.consul")
+
+CONFIG_KINDS = ("service-defaults", "proxy-defaults", "service-router", "service-splitter", "service-resolver")
+CATALOG_PATH = "/v1/catalog/services"
+DEFAULT_MAX_SERVICES = 10_000
+
+Compiler = Callable[..., tuple[MeshSnapshot, list[ConfigProblem]]]
+
+
+def _default_compiler() -> Compiler:
+    from meshlib.discovery.consul.compile import compile_consul
+
+    return compile_consul
+
+
+def _must_be_object(payload: Any) -> None:
+    if not isinstance(payload, dict):
+        raise ValueError("want a JSON object of service names")
+
+
+def _must_be_list_of_objects(payload: Any) -> None:
+    if payload is None:
+        return
+    if not isinstance(payload, list) or not all(isinstance(item, dict) for item in payload):
+        raise ValueError("want a JSON list of objects")
+
+
+class OverlayFiles:
+    """Istio YAML applied on top of Consul's configuration; hot-reloaded, last good kept."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        self.paths = [str(p) for p in paths]
+        self.resources: list[IstioResource] = []
+        self.problems: list[ConfigProblem] = []
+        self.version = 0
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+
+    def _stat(self) -> tuple[tuple[str, int, int], ...]:
+        entries = []
+        for path in config_file_set(self.paths):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                entries.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(entries)
+
+    def load(self) -> None:
+        """Read now; raises :class:`ConfigInvalid` when the files do not validate."""
+        fingerprint = self._stat()
+        resources, problems = read_resources(self.paths)
+        if problems:
+            raise ConfigInvalid(problems)
+        self._fingerprint = fingerprint
+        self.resources = resources
+        self.problems = []
+        self.version += 1
+
+    def reload_if_changed(self) -> bool:
+        """Re-read after an edit; True when a valid edit replaced the resources."""
+        fingerprint = self._stat()
+        if fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        try:
+            self.load()
+        except ConfigInvalid as exc:
+            self.problems = exc.problems
+            log.error("overlay edit rejected; the last good overlay stays in force:\n%s", exc)
+            return False
+        return True
+
+
+class ConsulConfigSource:
+    """Watches Consul and publishes a compiled :class:`MeshSnapshot` whenever what it says changes."""
+
+    def __init__(
+        self,
+        client: ConsulClient,
+        workload: WorkloadIdentity,
+        publish: Callable[[MeshSnapshot], None],
+        *,
+        services: Sequence[str] | None = None,
+        datacenter: str | None = None,
+        stale: bool = True,
+        overlay: Sequence[str | Path] | None = None,
+        timing: WatchTiming | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        initial_sync_timeout_s: float = 10.0,
+        overlay_poll_interval_s: float = 0.25,
+        max_services: int = DEFAULT_MAX_SERVICES,
+        compiler: Compiler | None = None,
+    ) -> None:
+        self.client = client
+        self.workload = workload
+        self.explicit_services = None if services is None else sorted(set(services))
+        self.datacenter = datacenter
+        self.stale = stale
+        self.timing = timing or WatchTiming()
+        self.rng = rng if rng is not None else random.Random()
+        self.clock = clock
+        self.sleep = sleep
+        self.initial_sync_timeout_s = initial_sync_timeout_s
+        self.overlay_poll_interval_s = overlay_poll_interval_s
+        self.max_services = max_services
+        self.overlay = OverlayFiles(overlay) if overlay else None
+        if self.overlay is not None:
+            self.overlay.load()
+        self._compiler = compiler
+        self._publish = publish
+        self.watches: dict[str, BlockingWatch] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._services: dict[str, list[Any]] = {}
+        self._entries: dict[str, list[Any]] = {}
+        self._accepted: dict[tuple[str, str], Any] = {}
+        self.problems: list[ConfigProblem] = []
+        self.snapshot: MeshSnapshot | None = None
+        self.state: ConsulState | None = None
+        self.publishes = 0
+        self.dropped_services = 0
+        self._built_key: tuple[str, int] | None = None
+        self._dirty = asyncio.Event()
+        self._first = asyncio.Event()
+        self._published = asyncio.Condition()
+
+    # -- watches -------------------------------------------------------------------
+
+    async def _fetch(self, path: str, params: Sequence[tuple[str, str]], index: int, wait_s: float) -> ConsulResponse:
+        return await self.client.get(path, params, index=index, wait_s=wait_s)
+
+    def _start_watch(self, path: str, on_change: Callable[[Any], None], check: Callable[[Any], None]) -> None:
+        watch = BlockingWatch(
+            path,
+            self._fetch,
+            on_change,
+            stale=self.stale,
+            timing=self.timing,
+            rng=random.Random(self.rng.random()),
+            clock=self.clock,
+            sleep=self.sleep,
+            check=check,
+        )
+        self.watches[path] = watch
+        self._tasks[path] = asyncio.get_running_loop().create_task(watch.run(), name=f"meshlib-consul {path}")
+
+    def _stop_watch(self, path: str) -> None:
+        self.watches.pop(path, None)
+        task = self._tasks.pop(path, None)
+        if task is not None:
+            task.cancel()
+
+    def _on_catalog(self, payload: Any) -> None:
+        names = sorted(str(name) for name in payload)
+        if len(names) > self.max_services:
+            self.dropped_services = len(names) - self.max_services
+            log.error("consul: %d services, watching the first %d only", len(names), self.max_services)
+            names = names[: self.max_services]
+        self._watch_services(names)
+
+    def _watch_services(self, names: Sequence[str]) -> None:
+        wanted = set(names)
+        for name in list(self._services_watched()):
+            if name not in wanted:
+                self._stop_watch(_health_path(name))
+                self._services.pop(name, None)
+        for name in names:
+            if _health_path(name) not in self.watches:
+                self._start_watch(_health_path(name), self._service_changed(name), _must_be_list_of_objects)
+        self._mark_dirty()
+
+    def _services_watched(self) -> list[str]:
+        prefix = "/v1/health/service/"
+        return [path[len(prefix) :] for path in self.watches if path.startswith(prefix)]
+
+    def _service_changed(self, name: str) -> Callable[[Any], None]:
+        def changed(payload: Any) -> None:
+            self._services[name] = list(payload or [])
+            self._mark_dirty()
+
+        return changed
+
+    def _kind_changed(self, kind: str) -> Callable[[Any], None]:
+        def changed(payload: Any) -> None:
+            self._entries[kind] = list(payload or [])
+            self._mark_dirty()
+
+        return changed
+
+    def _mark_dirty(self) -> None:
+        self._dirty.set()
+
+    # -- running -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start every watch and rebuild on changes, until cancelled."""
+        for kind in CONFIG_KINDS:
+            self._start_watch(f"/v1/config/{kind}", self._kind_changed(kind), _must_be_list_of_objects)
+        if self.explicit_services is not None:
+            self._watch_services(self.explicit_services)
+        else:
+            self._start_watch(CATALOG_PATH, self._on_catalog, _must_be_object)
+        overlay_task = None
+        if self.overlay is not None:
+            overlay_task = asyncio.get_running_loop().create_task(self._watch_overlay(), name="meshlib-consul-overlay")
+        deadline = self.clock() + self.initial_sync_timeout_s
+        try:
+            while True:
+                if self._first.is_set():
+                    await self._dirty.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._dirty.wait(), timeout=max(0.05, deadline - self.clock()))
+                self._dirty.clear()
+                if not self._first.is_set() and not self._all_synced() and self.clock() < deadline:
+                    continue
+                await asyncio.sleep(0)  # let answers that arrived together land in one rebuild
+                self._dirty.clear()
+                await self.rebuild()
+        finally:
+            if overlay_task is not None:
+                overlay_task.cancel()
+            for path in list(self._tasks):
+                self._stop_watch(path)
+
+    def _all_synced(self) -> bool:
+        return all(watch.synced.is_set() for watch in self.watches.values())
+
+    async def _watch_overlay(self) -> None:
+        assert self.overlay is not None
+        while True:
+            await asyncio.sleep(self.overlay_poll_interval_s)
+            try:
+                if await asyncio.to_thread(self.overlay.reload_if_changed):
+                    self._mark_dirty()
+            except Exception:  # a filesystem hiccup must not end hot reload
+                log.exception("overlay reload failed")
+
+    async def wait_first(self, timeout_s: float | None = None) -> bool:
+        """Wait for the first published snapshot (bounded); False when it did not come in time."""
+        try:
+            async with asyncio.timeout(self.initial_sync_timeout_s + 1.0 if timeout_s is None else timeout_s):
+                await self._first.wait()
+        except TimeoutError:
+            log.warning("no configuration from Consul at %s yet; starting without it", self.client.address)
+            return False
+        return True
+
+    async def wait_for_publish(self, after: int, timeout_s: float = 10.0) -> None:
+        """Wait until more than ``after`` snapshots have been published."""
+        async with asyncio.timeout(timeout_s), self._published:
+            await self._published.wait_for(lambda: self.publishes > after)
+
+    # -- building --------------------------------------------------------------------
+
+    def _discovered_datacenter(self) -> str:
+        if self.datacenter:
+            return self.datacenter
+        for entries in self._services.values():
+            for entry in entries:
+                node = entry.get("Node") if isinstance(entry, dict) else None
+                if isinstance(node, dict) and isinstance(node.get("Datacenter"), str) and node["Datacenter"]:
+                    return str(node["Datacenter"])
+        return "dc1"
+
+    def current_state(self) -> ConsulState:
+        """The raw Consul state as the watches see it now."""
+        return ConsulState(
+            self._discovered_datacenter(),
+            {name: self._services[name] for name in sorted(self._services)},
+            {kind: self._entries.get(kind, []) for kind in CONFIG_KINDS},
+        )
+
+    async def rebuild(self) -> None:
+        """Compile the current state and publish it when its version moved."""
+        state = self.current_state()
+        overlay_version = self.overlay.version if self.overlay is not None else 0
+        key = (state.version(), overlay_version)
+        if key == self._built_key:
+            return
+        self._built_key = key
+        try:
+            snapshot, problems = await asyncio.to_thread(self.compile, state)
+        except Exception:  # a compiler bug must not stop the source; the last good snapshot stays
+            log.exception("consul: compiling state %s failed; the last good configuration stays", key[0])
+            return
+        self.problems = problems
+        if problems:
+            log.error(
+                "consul: %d config problem(s); rejected entries keep their last good version:\n%s",
+                len(problems),
+                "\n".join(f"  {p}" for p in problems),
+            )
+        if self.snapshot is not None and snapshot.version == self.snapshot.version:
+            return
+        self.snapshot = snapshot
+        self._publish(snapshot)
+        self._first.set()
+        async with self._published:
+            self.publishes += 1
+            self._published.notify_all()
+
+    def compile(self, state: ConsulState) -> tuple[MeshSnapshot, list[ConfigProblem]]:
+        """Compile ``state``; entries the compiler rejects fall back to their last accepted version."""
+        compiler = self._compiler or _default_compiler()
+        overlay = tuple(self.overlay.resources) if self.overlay is not None else ()
+        snapshot, problems = compiler(state, self.workload, overlay=overlay)
+        rejected = _rejected_entries(problems)
+        used = state
+        if rejected:
+            entries = {
+                kind: _substitute(kind, list(items), rejected, self._accepted)
+                for kind, items in state.config_entries.items()
+            }
+            used = ConsulState(state.datacenter, state.services, entries)
+            snapshot, more = compiler(used, self.workload, overlay=overlay)
+            problems = problems + [p for p in more if p not in problems]
+            rejected |= _rejected_entries(more)
+        self.state = used
+        self._accepted = {
+            (kind, _entry_name(entry)): entry
+            for kind, items in used.config_entries.items()
+            for entry in items
+            if (kind, _entry_name(entry)) not in rejected
+        }
+        return snapshot, problems
+
+    # -- reporting -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Per watch: connected, last index, last contact, last error; plus config problems."""
+        now = self.clock()
+        watches = {path: watch.status.as_dict(now) for path, watch in sorted(self.watches.items())}
+        errors = [f"{path}: {w['last_error']}" for path, w in watches.items() if not w["connected"] and w["last_error"]]
+        errors += [str(p) for p in self.problems]
+        overlay: dict[str, Any] | None = None
+        if self.overlay is not None:
+            overlay = {"paths": self.overlay.paths, "problems": [str(p) for p in self.overlay.problems]}
+            errors += [str(p) for p in self.overlay.problems]
+        return {
+            "source": "consul",
+            "address": self.client.address,
+            "datacenter": self._discovered_datacenter(),
+            "synced": self._first.is_set(),
+            "connected": bool(watches) and all(w["connected"] for w in watches.values()),
+            "services": len(self._services),
+            "services_not_watched": self.dropped_services,
+            "state_version": None if self.state is None else self.state.version(),
+            "watches": watches,
+            "config_problems": [
+                {"kind": p.kind, "name": p.name, "field": p.field, "message": p.message} for p in self.problems
+            ],
+            "overlay": overlay,
+            "last_error": errors,
+        }
+
+    async def close(self) -> None:
+        for path in list(self._tasks):
+            self._stop_watch(path)
+        await self.client.close()
+
+
+def _health_path(name: str) -> str:
+    return f"/v1/health/service/{name}"
+
+
+def _entry_name(entry: Any) -> str:
+    if isinstance(entry, Mapping):
+        return str(entry.get("Name", entry.get("name", "")))
+    return ""
+
+
+def _rejected_entries(problems: Sequence[ConfigProblem]) -> set[tuple[str, str]]:
+    """(kind, name) of every config entry a problem names (``name`` may carry a ``namespace/`` prefix)."""
+    return {(p.kind, p.name.rsplit("/", 1)[-1]) for p in problems if p.kind in CONFIG_KINDS and p.name}
+
+
+def _substitute(
+    kind: str, items: list[Any], rejected: set[tuple[str, str]], accepted: Mapping[tuple[str, str], Any]
+) -> list[Any]:
+    out = []
+    for entry in items:
+        key = (kind, _entry_name(entry))
+        if key not in rejected:
+            out.append(entry)
+        elif key in accepted:
+            out.append(accepted[key])
+    return out
