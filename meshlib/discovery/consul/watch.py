@@ -87,7 +87,7 @@ def backoff_delay(failures: int, rng: random.Random, base_s: float, max_s: float
     Equal jitter: half the capped exponential step is fixed, half random, so
     watches that failed together do not retry together, and no delay exceeds ``max_s``.
     """
-    step = min(max_s, base_s * 2 ** max(0, min(failures, 32) - 1))
+    step: float = min(max_s, base_s * 2.0 ** max(0, min(failures, 32) - 1))
     return step / 2 + rng.random() * step / 2
 
 
