@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MeshChannel", "MeshServerInterceptor", "MeshSyncClientInterceptor", "install_bootstrap", "xds_channel"]
+__all__ = [
+    "MeshChannel",
+    "MeshServerInterceptor",
+    "MeshSyncClientInterceptor",
+    "consul_grpc_registration",
+    "install_bootstrap",
+    "xds_channel",
+]
 
 _HOMES = {
     "MeshChannel": "meshlib.grpc.channel",
@@ -21,6 +28,7 @@ _HOMES = {
     "install_bootstrap": "meshlib.grpc.proxyless",
     "MeshServerInterceptor": "meshlib.grpc.server",
     "MeshSyncClientInterceptor": "meshlib.grpc.sync",
+    "consul_grpc_registration": "meshlib.grpc.consul",
 }
 
 
