@@ -20,6 +20,7 @@ from meshlib.config.istio_types import (
     VirtualServiceSpec,
 )
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
+from meshlib.config.peer_authentication import PeerAuthenticationSpec
 from meshlib.config.references import check_delegates, check_destination_hosts, check_subsets
 from meshlib.config.registry import build_registry
 from meshlib.config.routes import RouteBuilder
@@ -77,6 +78,7 @@ def compile_snapshot(
         workload=workload,
         security=SecurityPolicies(
             authorization=tuple(r for r in resources if isinstance(r, AuthorizationPolicySpec)),
+            peer_authentication=tuple(r for r in resources if isinstance(r, PeerAuthenticationSpec)),
         ),
     )
 

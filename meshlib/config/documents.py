@@ -2,7 +2,7 @@
 
 Which documents count: ``apiVersion: networking.istio.io/{v1,v1beta1,v1alpha3}``
 with kind ServiceEntry, DestinationRule or VirtualService, and
-``security.istio.io/{v1,v1beta1}`` AuthorizationPolicy. Documents of other
+``security.istio.io/{v1,v1beta1}`` AuthorizationPolicy and PeerAuthentication. Documents of other
 API groups (a ConfigMap, a Deployment) are skipped silently so a mesh
 directory can sit next to other manifests. Under ``networking.istio.io``,
 ``Gateway`` is skipped too (it only configures ingress proxies, which meshlib
@@ -21,6 +21,8 @@ from meshlib.config.parse_authorization_policy import SPEC_FIELDS as AP_FIELDS
 from meshlib.config.parse_authorization_policy import parse_authorization_policy
 from meshlib.config.parse_destination_rule import SPEC_FIELDS as DR_FIELDS
 from meshlib.config.parse_destination_rule import parse_destination_rule
+from meshlib.config.parse_peer_authentication import SPEC_FIELDS as PA_FIELDS
+from meshlib.config.parse_peer_authentication import parse_peer_authentication
 from meshlib.config.parse_service_entry import SPEC_FIELDS as SE_FIELDS
 from meshlib.config.parse_service_entry import parse_service_entry
 from meshlib.config.parse_virtual_service import SPEC_FIELDS as VS_FIELDS
@@ -43,6 +45,7 @@ SECURITY_GROUP = "security.istio.io"
 SECURITY_VERSIONS = ("v1", "v1beta1")
 SECURITY_KINDS: dict[str, tuple[frozenset[str], ParseSpec]] = {
     "AuthorizationPolicy": (AP_FIELDS, parse_authorization_policy),
+    "PeerAuthentication": (PA_FIELDS, parse_peer_authentication),
 }
 # A security policy meshlib cannot enforce must not be dropped silently: it is an error.
 SECURITY_UNSUPPORTED_KINDS = frozenset({"RequestAuthentication"})

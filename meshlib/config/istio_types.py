@@ -32,6 +32,7 @@ from meshlib.config.model import (
     RouteMatch,
     ServicePort,
 )
+from meshlib.config.peer_authentication import PeerAuthenticationSpec
 from meshlib.config.security_model import AuthorizationPolicySpec
 
 NO_LOCALITY = Locality()
@@ -199,4 +200,6 @@ class VirtualServiceSpec:
         return not self.gateways or "mesh" in self.gateways
 
 
-IstioResource = ServiceEntrySpec | DestinationRuleSpec | VirtualServiceSpec | AuthorizationPolicySpec
+IstioResource = (
+    ServiceEntrySpec | DestinationRuleSpec | VirtualServiceSpec | AuthorizationPolicySpec | PeerAuthenticationSpec
+)

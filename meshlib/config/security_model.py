@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from meshlib.config.peer_authentication import PeerAuthenticationSpec
+
 AuthzAction = Literal["ALLOW", "DENY", "AUDIT"]
 
 
@@ -99,11 +101,12 @@ class SecurityPolicies:
     """The security resources of one snapshot, in file order."""
 
     authorization: tuple[AuthorizationPolicySpec, ...] = field(default=())
+    peer_authentication: tuple[PeerAuthenticationSpec, ...] = field(default=())
 
     @property
     def empty(self) -> bool:
         """True when no security resource is configured."""
-        return not self.authorization
+        return not self.authorization and not self.peer_authentication
 
 
 NO_SECURITY_POLICIES = SecurityPolicies()
