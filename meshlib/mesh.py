@@ -35,6 +35,7 @@ from meshlib.host_stats import HostStatsTable
 from meshlib.mesh_state import MeshState
 from meshlib.resilience.breaker import AsyncBreaker, BreakerRegistry
 from meshlib.resilience.cluster_runtime import RuntimeTable
+from meshlib.security.authz_inbound import AuthzStats
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -89,6 +90,7 @@ class Mesh:
         self.host_stats = HostStatsTable()
         self._runtimes = RuntimeTable(self.host_stats, self.rng)
         self._breakers = BreakerRegistry(clock=clock)
+        self._authz_stats = AuthzStats()  # inbound AuthorizationPolicy decisions (server middleware / interceptor)
         self._file_source: FileConfigSource | None = None
         self._xds_source: XdsConfigSource | None = None  # set by from_xds
         self._consul_source: ConsulConfigSource | None = None  # set by from_consul
@@ -389,6 +391,7 @@ class Mesh:
             "clusters": {name: rt.stats(now) for name, rt in self._runtimes.runtimes.items()},
             "hosts": hosts,
             "breakers": dict(self._breakers.stats()),
+            "inbound": self._authz_stats.snapshot(),
         }
 
     def breaker(self, name: str, **settings: Any) -> AsyncBreaker:
@@ -566,3 +569,23 @@ class Mesh:
         from meshlib.explain import explain
 
         return explain(self._state, method, url, headers or {}, self.rng)
+
+    def explain_inbound(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        principal: str = "",
+        source_ip: str = "",
+    ) -> dict[str, Any]:
+        """Which AuthorizationPolicy (and rule) would allow or deny this inbound request to this workload.
+
+        ``principal`` is the caller's SPIFFE ID (``spiffe://`` optional; "" = no mTLS).
+
+        >>> Mesh.from_files().explain_inbound("GET", "http://reviews:9080/")["allowed"]
+        True
+        """
+        from meshlib.security.authz_explain import explain_inbound
+
+        return explain_inbound(self._state, method, url, headers or {}, principal=principal, source_ip=source_ip)

@@ -15,16 +15,21 @@ from meshlib.balancing import ClusterBalancer
 from meshlib.config.model import MeshSnapshot
 from meshlib.resilience.ratelimit import TokenBucket
 from meshlib.routing import RouteTable
+from meshlib.security.authz import DEFAULT_ROOT_NAMESPACE, AuthorizationEngine, engine_for
 
 
 class MeshState:
-    __slots__ = ("balancers", "registry_only", "route_buckets", "routes", "snapshot")
+    __slots__ = ("authz", "balancers", "registry_only", "route_buckets", "routes", "snapshot")
 
-    def __init__(self, snapshot: MeshSnapshot, *, registry_only: bool = False) -> None:
+    def __init__(
+        self, snapshot: MeshSnapshot, *, registry_only: bool = False, root_namespace: str = DEFAULT_ROOT_NAMESPACE
+    ) -> None:
         self.snapshot = snapshot
         self.registry_only = registry_only
         self.routes = RouteTable.compile(snapshot)
         workload = snapshot.workload
+        # Inbound AuthorizationPolicies for this workload; None (nothing to check) when none applies.
+        self.authz: AuthorizationEngine | None = engine_for(snapshot.security, workload, root_namespace)
         self.balancers: Mapping[str, ClusterBalancer] = {
             name: ClusterBalancer(cluster, workload.locality, local_labels=workload.labels)
             for name, cluster in snapshot.clusters.items()

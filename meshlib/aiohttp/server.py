@@ -10,7 +10,10 @@ For the duration of the handler:
   ``x-envoy-expected-rq-timeout-ms``) bounds every outbound call, which an
   Envoy sidecar cannot do;
 - with tracing on, a SERVER span is current, so outbound CLIENT spans join its
-  trace; with telemetry sinks, one :class:`InboundRecord` is reported.
+  trace; with telemetry sinks, one :class:`InboundRecord` is reported;
+- AuthorizationPolicies that apply to this workload are enforced first: a
+  denied request gets Envoy's ``403 RBAC: access denied`` and never reaches
+  the handler (:mod:`meshlib.security.authz`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from meshlib.resilience.deadline import deadline_from_headers, deadline_scope
+from meshlib.security.authz import DENIED_BODY
+from meshlib.security.authz_inbound import authorize_aiohttp
 from meshlib.tracing.propagation import INBOUND_HEADERS, extract
 from meshlib.tracing.record import InboundRecord, deliver_inbound
 
@@ -35,6 +40,9 @@ def server_middleware(mesh: Mesh) -> Middleware:
 
     @web.middleware
     async def meshlib_server_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        authz = mesh._state.authz  # AuthorizationPolicy first, as Envoy's RBAC filter: a denied request runs nothing
+        if authz is not None and not authorize_aiohttp(authz, mesh._authz_stats, request).allowed:
+            handler = _access_denied  # still observed below: the 403 is traced and counted like any response
         headers = request.headers
         token = INBOUND_HEADERS.set(extract(headers, headers.keys()))
         try:
@@ -52,6 +60,10 @@ def server_middleware(mesh: Mesh) -> Middleware:
             INBOUND_HEADERS.reset(token)
 
     return meshlib_server_middleware
+
+
+async def _access_denied(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=403, text=DENIED_BODY)
 
 
 async def _observed(request: web.Request, handler: Handler, telemetry: Telemetry) -> web.StreamResponse:

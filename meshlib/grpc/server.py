@@ -69,6 +69,8 @@ from meshlib.config.model import FaultPolicy
 from meshlib.resilience.deadline import deadline_from_headers, deadline_scope
 from meshlib.resilience.fault import decide_fault
 from meshlib.resilience.ratelimit import LocalRateLimit, TokenBucket
+from meshlib.security.authz import DENIED_BODY
+from meshlib.security.authz_inbound import authorize_grpc
 from meshlib.tracing.propagation import INBOUND_HEADERS, extract
 from meshlib.tracing.record import InboundRecord, deliver_inbound
 
@@ -118,6 +120,7 @@ class InboundPolicy:
     rate_limit: LocalRateLimit | None = None
     rate_limited_status: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
     fault: FaultPolicy | None = None
+    port: int = 0  # the server's port, for AuthorizationPolicy `ports` (grpcio does not tell interceptors)
 
     @property
     def empty(self) -> bool:
@@ -304,6 +307,18 @@ class _CallScope:
 
     async def admit(self) -> bool:
         """Apply inbound policy; ``False`` only after the call was aborted (never, in practice: abort raises)."""
+        mesh = self._inbound._mesh
+        authz = mesh._state.authz  # AuthorizationPolicy first, as Envoy's RBAC filter
+        if authz is not None:
+            context = self._context
+            decision = authorize_grpc(
+                authz, mesh._authz_stats, context, method=self._method, headers=self._headers,
+                port=self._inbound._policy.port, peer_address=_peer_address(context.peer()),
+            )
+            if not decision.allowed:
+                self._rejected = _Rejected(grpc.StatusCode.PERMISSION_DENIED, DENIED_BODY, "-")
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, DENIED_BODY)  # raises
+                return False
         if self._inbound._policy.empty:
             return True
         try:
