@@ -1,11 +1,14 @@
 """The ``meshlib`` command line.
 
 ``meshlib validate PATH...``             every config error with file:line and field; exit 1 on any
+``meshlib validate --consul ADDR``       every rejected Consul config entry (kind, name, field); exit 1 on any
 ``meshlib explain [--config PATH]... [-H name:value]... METHOD URL``
                                          the routing decision as JSON, nothing sent
 ``meshlib demo [--requests N]``          the self-contained bookinfo demo
 ``meshlib control-plane --config PATH... [--port 15010] [--status-port 15014] [--bind-address 127.0.0.1]``
                                          serve the files over ADS (xDS), hot-reloaded, until SIGINT/SIGTERM
+``meshlib control-plane --consul ADDR [--config OVERLAY...]``
+                                         serve Consul's services and config entries over ADS (explain too: --consul)
 ``meshlib bootstrap --xds HOST:PORT --node-id ID [--cluster C] [--locality r/z/s]``
                                          print a gRPC xDS bootstrap (for GRPC_XDS_BOOTSTRAP[_CONFIG])
 ``meshlib status --control-plane HOST:STATUSPORT``
@@ -29,6 +32,13 @@ from meshlib.errors import ConfigInvalid
 def _validate(args: argparse.Namespace) -> int:
     from meshlib.config import validate_paths
 
+    if args.consul is not None:
+        from meshlib.discovery.consul.cli import validate_command
+
+        return validate_command(args)
+    if not args.paths:
+        print("meshlib validate: give files or directories, or --consul ADDR", file=sys.stderr)
+        return 2
     problems = validate_paths(args.paths)
     for problem in problems:
         print(problem)
@@ -49,6 +59,10 @@ def _explain(args: argparse.Namespace) -> int:
             print(f"meshlib explain: -H wants name:value, got {item!r}", file=sys.stderr)
             return 2
         headers[name.strip().lower()] = value.strip()
+    if args.consul is not None:
+        from meshlib.discovery.consul.cli import explain_command
+
+        return explain_command(args, headers)
     try:
         mesh = Mesh.from_files(*args.config, namespace=args.namespace)
         result = mesh.explain(args.method, args.url, headers)
@@ -80,12 +94,20 @@ def _control_plane(args: argparse.Namespace) -> int:
         print(f"meshlib control-plane: ADS on {plane.address}{status}", flush=True)
 
     status_port = None if args.status_port < 0 else args.status_port
-    paths = [path for group in args.config for path in group]  # --config A B --config C
+    paths = [path for group in args.config or [] for path in group]  # --config A B --config C
+    source = None
+    if args.consul is not None:  # Consul is the source; --config paths are an Istio overlay on it
+        from meshlib.discovery.consul.cli import control_plane_source
+
+        source = control_plane_source(args, paths)
+    elif not paths:
+        print("meshlib control-plane: give --config PATH... or --consul ADDR", file=sys.stderr)
+        return 2
     try:
         asyncio.run(
             run_control_plane(
                 paths, port=args.port, status_port=status_port, bind_address=args.bind_address,
-                host=args.host, on_ready=ready,
+                host=args.host, on_ready=ready, source=source,
             )
         )
     except ConfigInvalid as exc:
@@ -162,12 +184,19 @@ def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _consul_arguments(parser: argparse.ArgumentParser) -> None:
+    from meshlib.discovery.consul.cli import add_consul_arguments
+
+    add_consul_arguments(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshlib", description="An in-process service mesh for Python.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser("validate", help="check Istio YAML files; exit 1 on any error")
-    validate.add_argument("paths", nargs="+", help="files or directories")
+    validate.add_argument("paths", nargs="*", help="files or directories")
+    _consul_arguments(validate)
     validate.set_defaults(run=_validate)
 
     explain = sub.add_parser("explain", help="print the routing decision for a request as JSON")
@@ -176,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--namespace", default="default", help="the calling workload's namespace")
     explain.add_argument("method")
     explain.add_argument("url")
+    _consul_arguments(explain)
     explain.set_defaults(run=_explain)
 
     demo = sub.add_parser("demo", help="run the bookinfo demo on the embedded default mesh")
@@ -183,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     cp = sub.add_parser("control-plane", help="serve Istio YAML over xDS (ADS), hot-reloaded")
-    cp.add_argument("--config", action="append", required=True, nargs="+", help="files or directories")
+    cp.add_argument("--config", action="append", nargs="+", help="files or directories (with --consul: overlay)")
+    _consul_arguments(cp)
     cp.add_argument("--port", type=int, default=15010, help="ADS port (default 15010; 0 = any free port)")
     cp.add_argument("--status-port", type=int, default=15014, help="/status port (default 15014; -1 = off)")
     cp.add_argument("--host", default="127.0.0.1", help="address ADS and /status listen on (default 127.0.0.1)")

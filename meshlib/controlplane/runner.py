@@ -8,9 +8,13 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshlib.controlplane.plane import ControlPlane
 from meshlib.controlplane.sources import FileSnapshotSource
+
+if TYPE_CHECKING:
+    from meshlib.controlplane.consul_source import ConsulSnapshotSource
 
 __all__ = ["run_control_plane"]
 
@@ -27,6 +31,7 @@ async def run_control_plane(
     poll_interval_s: float = 0.25,
     on_ready: Callable[[ControlPlane], None] | None = None,
     stop: asyncio.Event | None = None,
+    source: FileSnapshotSource | ConsulSnapshotSource | None = None,
 ) -> None:
     """Serve ``paths`` (files or directories of Istio YAML) until SIGINT/SIGTERM or ``stop`` is set.
 
@@ -34,11 +39,17 @@ async def run_control_plane(
     Envoy clients' outbound listeners bind. Port 0 picks a free port (see
     ``on_ready``, called with the started plane). Raises
     :class:`~meshlib.errors.ConfigInvalid` when the files are invalid at start;
-    later invalid edits are reported in ``/status`` and not pushed.
+    later invalid edits are reported in ``/status`` and not pushed. ``source``
+    replaces the file source (``paths`` is then ignored), e.g. a
+    :class:`~meshlib.controlplane.consul_source.ConsulSnapshotSource`, whose
+    first sync is awaited (bounded) before the plane starts.
     """
-    source = FileSnapshotSource(paths, bind_address=bind_address, poll_interval_s=poll_interval_s)
-    snapshot = source.load()
-    log.info("loaded %s: version %s", ", ".join(source.paths), snapshot.version)
+    if source is None:
+        source = FileSnapshotSource(paths, bind_address=bind_address, poll_interval_s=poll_interval_s)
+        snapshot = source.load()
+        log.info("loaded %s: version %s", ", ".join(source.paths), snapshot.version)
+    elif not isinstance(source, FileSnapshotSource):
+        await source.start()
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

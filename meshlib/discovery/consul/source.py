@@ -44,7 +44,7 @@ from meshlib.discovery.consul.state import ConsulState
 from meshlib.discovery.consul.watch import BlockingWatch, Sleep, WatchTiming
 from meshlib.errors import ConfigInvalid, ConfigProblem
 
-__all__ = ["CONFIG_KINDS", "ConsulConfigSource", "OverlayFiles"]
+__all__ = ["CONFIG_KINDS", "ConsulConfigSource", "OverlayFiles", "consul_source_of"]
 
 log = logging.getLogger("meshlib.consul")
 
@@ -283,6 +283,11 @@ class ConsulConfigSource:
             except Exception:  # a filesystem hiccup must not end hot reload
                 log.exception("overlay reload failed")
 
+    @property
+    def synced(self) -> bool:
+        """True once the first snapshot was published."""
+        return self._first.is_set()
+
     async def wait_first(self, timeout_s: float | None = None) -> bool:
         """Wait for the first published snapshot (bounded); False when it did not come in time."""
         try:
@@ -405,6 +410,14 @@ class ConsulConfigSource:
         for path in list(self._tasks):
             self._stop_watch(path)
         await self.client.close()
+
+
+def consul_source_of(mesh: Any) -> ConsulConfigSource:
+    """The Consul source of a mesh built with ``Mesh.from_consul`` (for status, waiting on publishes)."""
+    source = getattr(mesh, "_consul_source", None)
+    if not isinstance(source, ConsulConfigSource):
+        raise RuntimeError("this mesh has no Consul source (build it with Mesh.from_consul)")
+    return source
 
 
 def _health_path(name: str) -> str:

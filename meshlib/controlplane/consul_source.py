@@ -1,0 +1,149 @@
+"""Consul as the control plane's snapshot source (``meshlib control-plane --consul ADDR``).
+
+:class:`ConsulSnapshotSource` runs a
+:class:`~meshlib.discovery.consul.source.ConsulConfigSource` (blocking
+watches on the catalog, each service's health and the five L7 config-entry
+kinds), compiles for the default workload (the control plane has no caller of
+its own, as istiod's generic outbound view) and encodes per node group with
+:func:`meshlib.xds.encode_resources`. It is the plane's ``snapshot_source``::
+
+    source = ConsulSnapshotSource("127.0.0.1:8500")
+    await source.start()                 # first sync, bounded
+    async with ControlPlane(source, port=15010) as plane:
+        source.attach(plane)
+        await source.watch()             # until cancelled
+
+Scaling out: replicas reading the same Consul compile the same
+:class:`~meshlib.discovery.consul.state.ConsulState` into the same snapshot,
+whose version is the state's content hash, and the plane's per-type versions
+are content hashes too — so every replica serves identical versions, and a
+client can move between replicas without a spurious update. Consul is the
+source of truth; the replicas hold no state of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from meshlib.config.compile import DEFAULT_WORKLOAD
+from meshlib.config.model import MeshSnapshot, WorkloadIdentity
+from meshlib.controlplane.cache import Resources
+from meshlib.controlplane.plane import ControlPlane
+from meshlib.discovery.consul.client import ConsulClient, ConsulSettings
+from meshlib.discovery.consul.source import ConsulConfigSource
+from meshlib.discovery.consul.watch import WatchTiming
+from meshlib.xds import ClientKind, encode_resources
+
+__all__ = ["ConsulSnapshotSource"]
+
+log = logging.getLogger(__name__)
+
+
+class ConsulSnapshotSource:
+    """Consul → ``{type_url: {name: proto}}`` per client kind, republished when Consul changes."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        dc: str | None = None,
+        services: Sequence[str] | None = None,
+        stale: bool = True,
+        overlay: Sequence[str | Path] | None = None,
+        bind_address: str = "127.0.0.1",
+        workload: WorkloadIdentity = DEFAULT_WORKLOAD,
+        timing: WatchTiming | None = None,
+        initial_sync_timeout_s: float = 10.0,
+    ) -> None:
+        self.bind_address = bind_address
+        self.consul = ConsulConfigSource(
+            ConsulClient(ConsulSettings.resolve(address, token=token, dc=dc)),
+            workload,
+            self._publish,
+            services=services,
+            datacenter=dc,
+            stale=stale,
+            overlay=overlay,
+            timing=timing,
+            initial_sync_timeout_s=initial_sync_timeout_s,
+        )
+        self.snapshot: MeshSnapshot | None = None
+        self._plane: ControlPlane | None = None
+        self._encoded: dict[str, Resources] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def _publish(self, snapshot: MeshSnapshot) -> None:
+        self.snapshot = snapshot
+        self._encoded = {}
+        log.info("consul: version %s (%d clusters)", snapshot.version, len(snapshot.clusters))
+        if self._plane is not None:
+            self._plane.notify_changed()
+
+    # -- the snapshot_source protocol ---------------------------------------------
+
+    def __call__(self, group: str) -> Resources | None:
+        """The resources for a node group (a :class:`ClientKind` value; unknown groups get Envoy's shapes)."""
+        if self.snapshot is None:
+            return None
+        found = self._encoded.get(group)
+        if found is None:
+            try:
+                kind = ClientKind(group)
+            except ValueError:
+                kind = ClientKind.ENVOY
+            found = self._encoded[group] = encode_resources(self.snapshot, kind, bind_address=self.bind_address)
+        return found
+
+    # -- running ---------------------------------------------------------------------
+
+    async def start(self) -> bool:
+        """Start watching Consul and wait for the first snapshot (bounded); False if it did not come."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.consul.run(), name="meshlib-consul-source")
+        return await self.consul.wait_first()
+
+    def attach(self, plane: ControlPlane) -> None:
+        """Notify ``plane`` on every new snapshot and add ``config_*``/``consul`` keys to its ``status()``."""
+        self._plane = plane
+        plane.add_status_extra(self.status)
+
+    async def watch(self, plane: ControlPlane | None = None) -> None:
+        """Run until cancelled (attaching ``plane`` first, if given); stops the watches on the way out."""
+        if plane is not None and plane is not self._plane:
+            self.attach(plane)
+        await self.start()
+        assert self._task is not None
+        try:
+            await asyncio.shield(self._task)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.consul.close()
+
+    @property
+    def config_errors(self) -> list[str]:
+        """Watch failures and rejected config entries (kind/name/field), as ``meshlib status`` prints them."""
+        errors: list[str] = self.consul.status()["last_error"]
+        return errors
+
+    def status(self) -> dict[str, Any]:
+        """``config_source``, ``config_version`` (the deterministic version in force), ``config_errors``, ``consul``."""
+        consul = self.consul.status()
+        return {
+            "config_source": "consul",
+            "config_version": None if self.snapshot is None else self.snapshot.version,
+            "config_errors": consul["last_error"],
+            "consul": consul,
+        }
