@@ -41,12 +41,16 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from meshlib.aiohttp.mirror import MirrorSender
+    from meshlib.config.peer_authentication import InboundMtls
     from meshlib.discovery.consul.register import Registration
     from meshlib.discovery.consul.source import ConsulConfigSource
     from meshlib.discovery.xds import XdsConfigSource
     from meshlib.grpc.channel import MeshChannel
     from meshlib.grpc.server import MeshServerInterceptor
     from meshlib.resilience.injection import FaultInjector
+    from meshlib.security.bundle import CertificateSource
+    from meshlib.security.tls_client import UpstreamTlsContexts
+    from meshlib.security.tls_server import InboundTls
     from meshlib.tracing.metrics import IstioMetrics
     from meshlib.tracing.record import TelemetrySink
     from meshlib.tracing.telemetry import Telemetry
@@ -57,6 +61,16 @@ OutboundTrafficPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 # controller (meshlib.testing) reaches meshes however they were built. Weak: costs no lifetime.
 LIVE_MESHES: weakref.WeakSet[Mesh] = weakref.WeakSet()
 ON_NEW_MESH: list[Callable[[Mesh], None]] = []
+
+
+def _strict_peer_authentication(snapshot: MeshSnapshot) -> InboundMtls | None:
+    """The workload's PeerAuthentication when it is STRICT on some port (what the server middleware enforces)."""
+    if not snapshot.security.peer_authentication:
+        return None
+    from meshlib.security.tls_server import inbound_mtls_of
+
+    mtls = inbound_mtls_of(snapshot)
+    return mtls if mtls is not None and mtls.any_strict else None
 
 
 def default_config_path() -> Path:
@@ -98,6 +112,9 @@ class Mesh:
         self._mirrors: MirrorSender | None = None  # set by the client middleware
         self._telemetry: Telemetry | None = None  # None = telemetry off (the request path checks only this)
         self._metrics: IstioMetrics | None = None
+        self._certificates: CertificateSource | None = None  # the workload SVID (ISTIO_MUTUAL, server mTLS)
+        self._upstream_tls: UpstreamTlsContexts | None = None  # per-cluster client TLS contexts, made on first use
+        self._peer_auth: InboundMtls | None = None  # PeerAuthentication when STRICT somewhere (server middleware)
         self._faults: FaultInjector | None = None  # a test's fault controller (meshlib.testing); one check per request
         self._publish(snapshot)
         LIVE_MESHES.add(self)
@@ -335,6 +352,7 @@ class Mesh:
         # reference: requests see old or new, never a mix.
         state = MeshState(snapshot, registry_only=self.outbound_traffic_policy == "REGISTRY_ONLY")
         self._runtimes.sync(snapshot.clusters, self.clock())
+        self._peer_auth = _strict_peer_authentication(snapshot)
         self._state = state
 
     def status(self) -> dict[str, Any]:
@@ -481,6 +499,49 @@ class Mesh:
         from meshlib.admin import admin_app
 
         return admin_app(self, stats_text=stats_text or self.prometheus_text)
+
+    # ------------------------------------------------------------------ security (TLS)
+
+    def use_certificates(self, source: CertificateSource) -> None:
+        """Use ``source``'s SVID for ISTIO_MUTUAL clusters and :meth:`server_ssl_context` (start it yourself).
+
+        Rotations reach new connections on both sides without a restart::
+
+            mesh.use_certificates(FileCertificateSource("/etc/certs/"))
+        """
+        self._certificates = source
+        if self._upstream_tls is not None:
+            self._upstream_tls.rotated()
+
+    @property
+    def certificates(self) -> CertificateSource | None:
+        """The workload's certificate source (None until :meth:`use_certificates`)."""
+        return self._certificates
+
+    def upstream_tls(self) -> UpstreamTlsContexts:
+        """The per-cluster client TLS contexts (DestinationRule ``tls``) of this mesh."""
+        if self._upstream_tls is None:
+            from meshlib.security.tls_client import UpstreamTlsContexts
+
+            self._upstream_tls = UpstreamTlsContexts(lambda: self._certificates)
+        return self._upstream_tls
+
+    def inbound_tls(self) -> InboundTls:
+        """Server-side TLS of this workload: SSL contexts, PeerAuthentication, peer identities.
+
+        See :mod:`meshlib.security.tls_server`; :meth:`server_ssl_context` is its shortcut.
+        """
+        from meshlib.security.tls_server import InboundTls
+
+        return InboundTls.of(self)
+
+    def server_ssl_context(self, port: int | None = None) -> Any:
+        """An ``ssl.SSLContext`` presenting the workload SVID; client certificates required under
+        PeerAuthentication STRICT (for ``port``), optional otherwise. Follows rotation::
+
+            web.run_app(app, port=9080, ssl_context=mesh.server_ssl_context(9080))
+        """
+        return self.inbound_tls().ssl_context(port)
 
     # ------------------------------------------------------------------ adapters
 

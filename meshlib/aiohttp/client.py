@@ -33,7 +33,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from meshlib.aiohttp.body_deadline import guard_body
-from meshlib.aiohttp.connector import set_connect_timeout
+from meshlib.aiohttp.connector import set_connect_timeout, set_peer_check, tls_failure
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
 from meshlib.aiohttp.mirror import MirrorSender
 from meshlib.config.model import Endpoint, HeaderOps
@@ -44,6 +44,7 @@ from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
 from meshlib.routing import apply_header_ops, mirrors_to_send
+from meshlib.security.tls_client import TlsUnavailable
 from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
 from meshlib.tracing.record import deliver_outbound
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 _NO_QUERY: dict[str, str] = {}
 _ATTEMPTS = [str(n) for n in range(10)]
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_TLS_SCHEMES = {"http": "https", "ws": "wss"}
 _URL_CACHE_SIZE = 4096
 ATTEMPT_COUNT = "x-envoy-attempt-count"
 EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
@@ -107,6 +109,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
     # yarl computes lazily (host, port, path_qs...) that aiohttp reads several times per request.
     endpoint_urls: dict[tuple[str, int, str, str, str], URL] = {}
     mirror_sender = mesh._mirrors = MirrorSender()
+    tls_contexts = mesh.upstream_tls()
 
     # A plain function handing back the coroutine (aiohttp awaits it): one coroutine frame
     # less to enter, suspend and resume on every request.
@@ -188,6 +191,19 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                 headers[hdrs.CONNECTION] = "close"
 
             set_connect_timeout(req, pool.connect_timeout_s)
+            if cluster.policy.tls.mode != "DISABLE":
+                # DestinationRule tls: TLS on the wire whatever scheme the application wrote, as a sidecar does.
+                try:
+                    upstream_tls = tls_contexts.for_cluster(cluster)
+                except TlsUnavailable as exc:
+                    response = local_response(
+                        req, 503, f"meshlib: upstream connect error: {exc}\n".encode(), flag="UF"
+                    )
+                    return response
+                scheme = _TLS_SCHEMES.get(scheme, scheme)
+                req._ssl = upstream_tls.context
+                req.server_hostname = upstream_tls.server_hostname or url.host
+                set_peer_check(req, upstream_tls.expectation, mesh._runtimes.runtimes[cluster.name].counters)
 
             # A plain function handing back the transport's coroutine: no frame of its own per attempt.
             def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> Awaitable[ClientResponse]:
@@ -222,8 +238,13 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                 report=observation,
             )
             if isinstance(result, LocalReply):
+                body = result.body
+                if result.flag == "UF":
+                    reason = tls_failure(req)
+                    if reason is not None:  # Envoy's upstream_transport_failure_reason
+                        body = f"{body}, transport failure reason: {reason}"
                 response = local_response(
-                    req, result.status, f"meshlib: {result.body}\n".encode(), headers=result.headers, flag=result.flag
+                    req, result.status, f"meshlib: {body}\n".encode(), headers=result.headers, flag=result.flag
                 )
                 return response
             if not (route.headers.response.empty and destination.headers.response.empty):

@@ -11,6 +11,9 @@ For the duration of the handler:
   Envoy sidecar cannot do;
 - with tracing on, a SERVER span is current, so outbound CLIENT spans join its
   trace; with telemetry sinks, one :class:`InboundRecord` is reported;
+- PeerAuthentication ``STRICT`` (for the port the request arrived on) refuses
+  plaintext requests and TLS without a client certificate with ``403`` and
+  ``Connection: close`` (:mod:`meshlib.security.peer`);
 - AuthorizationPolicies that apply to this workload are enforced first: a
   denied request gets Envoy's ``403 RBAC: access denied`` and never reaches
   the handler (:mod:`meshlib.security.authz`).
@@ -27,6 +30,7 @@ from aiohttp.typedefs import Handler, Middleware
 from meshlib.resilience.deadline import deadline_from_headers, deadline_scope
 from meshlib.security.authz import DENIED_BODY
 from meshlib.security.authz_inbound import authorize_aiohttp
+from meshlib.security.peer import refused_response, strict_refusal
 from meshlib.tracing.propagation import INBOUND_HEADERS, extract
 from meshlib.tracing.record import InboundRecord, deliver_inbound
 
@@ -40,6 +44,11 @@ def server_middleware(mesh: Mesh) -> Middleware:
 
     @web.middleware
     async def meshlib_server_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer_auth = mesh._peer_auth  # PeerAuthentication STRICT: plaintext refused before anything else
+        if peer_auth is not None:
+            refusal = strict_refusal(peer_auth, request)
+            if refusal is not None:
+                return refused_response(mesh, refusal)
         authz = mesh._state.authz  # AuthorizationPolicy first, as Envoy's RBAC filter: a denied request runs nothing
         if authz is not None and not authorize_aiohttp(authz, mesh._authz_stats, request).allowed:
             handler = _access_denied  # still observed below: the 403 is traced and counted like any response

@@ -85,6 +85,14 @@ def to_traffic_policy(
     )
 
 
+def with_service_identities(policy: TrafficPolicy, service: Service) -> TrafficPolicy:
+    """ISTIO_MUTUAL without ``subjectAltNames`` verifies the service's own identities (istiod: its accounts)."""
+    tls = policy.tls
+    if tls.mode != "ISTIO_MUTUAL" or tls.subject_alt_names or not service.subject_alt_names:
+        return policy
+    return replace(policy, tls=replace(tls, subject_alt_names=service.subject_alt_names))
+
+
 def service_endpoints(
     service: Service, port: ServicePort, entries: tuple[WorkloadEndpoint, ...]
 ) -> list[Endpoint]:
@@ -124,7 +132,9 @@ def build_clusters(registry: Registry) -> dict[str, Cluster]:
                 port=port.number,
                 subset="",
                 endpoints=tuple(endpoints),
-                policy=to_traffic_policy(merge_policy(top, None, port.number), override, limit),
+                policy=with_service_identities(
+                    to_traffic_policy(merge_policy(top, None, port.number), override, limit), service
+                ),
                 resolution=service.resolution,
             )
             if rule is None:
@@ -138,7 +148,9 @@ def build_clusters(registry: Registry) -> dict[str, Cluster]:
                     port=port.number,
                     subset=subset.name,
                     endpoints=selected,
-                    policy=to_traffic_policy(merge_policy(top, subset.policy, port.number), override, limit),
+                    policy=with_service_identities(
+                        to_traffic_policy(merge_policy(top, subset.policy, port.number), override, limit), service
+                    ),
                     resolution=service.resolution,
                 )
     return clusters

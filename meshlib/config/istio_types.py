@@ -83,6 +83,7 @@ class ServiceEntrySpec:
     resolution: Resolution
     location: str
     endpoints: tuple[WorkloadEndpoint, ...]
+    subject_alt_names: tuple[str, ...] = ()  # the service's identities (ISTIO_MUTUAL verifies them)
 
 
 # --------------------------------------------------------------------------- DestinationRule

@@ -499,6 +499,7 @@ class Service:
     ports: tuple[ServicePort, ...]
     resolution: Literal["STATIC", "DNS", "DNS_ROUND_ROBIN", "NONE"] = "STATIC"
     location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] = "MESH_EXTERNAL"
+    subject_alt_names: tuple[str, ...] = ()  # ServiceEntry subjectAltNames: who may serve it (ISTIO_MUTUAL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ def parse_service_entry(sink: Sink, meta: Meta, spec: Fields) -> ServiceEntrySpe
     resolution = spec.enum("resolution", RESOLUTIONS) or "NONE"
     location = spec.enum("location", LOCATIONS) or "MESH_EXTERNAL"
     spec.string_list("exportTo")
-    spec.string_list("subjectAltNames")
+    subject_alt_names = tuple(spec.string_list("subjectAltNames") or ())
     selector = spec.mapping("workloadSelector", ("labels",))
     if selector is not None:
         selector.labels("labels")
@@ -86,7 +86,9 @@ def parse_service_entry(sink: Sink, meta: Meta, spec: Fields) -> ServiceEntrySpe
                     spec.at("hosts"),
                     f'wildcard host "{host}" needs endpoints with resolution {resolution}',
                 )
-    return ServiceEntrySpec(meta, tuple(hosts), tuple(ports), resolution, location, tuple(endpoints))
+    return ServiceEntrySpec(
+        meta, tuple(hosts), tuple(ports), resolution, location, tuple(endpoints), subject_alt_names
+    )
 
 
 def _ports(sink: Sink, spec: Fields) -> list[ServicePort]:

@@ -98,6 +98,7 @@ def build_registry(
                 ports=entry.ports,
                 resolution=entry.resolution,  # type: ignore[arg-type]
                 location=entry.location,  # type: ignore[arg-type]
+                subject_alt_names=entry.subject_alt_names,
             )
             registry.endpoints[fqdn] = entry.endpoints
     registry._wildcard_services = _by_specificity(h for h in registry.services if h.startswith("*"))

@@ -1,0 +1,142 @@
+"""DestinationRule ``tls`` executed on the client side: one ``ssl.SSLContext`` per cluster setting.
+
+For each cluster whose policy has TLS, :meth:`UpstreamTlsContexts.for_cluster`
+returns an :class:`UpstreamTls` — the context, the SNI to send and the peer
+identities to accept — built once and cached until the configuration or the
+workload certificate changes (the :class:`CertificateSource` subscription
+clears the cache on rotation; new connections then present the new SVID).
+
+Per mode, as a sidecar would do it:
+
+- ``SIMPLE``: verify the server against ``caCertificates`` (system roots when
+  unset) and, with ``caCrl``, its revocation list; ``subjectAltNames`` are
+  checked after the handshake; without them the host name (``sni``, else the
+  host the application called) is checked by ``ssl`` itself.
+  ``insecureSkipVerify`` verifies nothing.
+- ``MUTUAL``: the same plus the ``clientCertificate``/``privateKey`` files.
+- ``ISTIO_MUTUAL``: the workload's SVID from ``mesh.use_certificates(source)``
+  and its trust bundle; the peer's SPIFFE ID must be one of
+  ``subjectAltNames`` (the destination's service accounts) or, when none are
+  known, belong to the workload's own trust domain. SNI is Istio's
+  ``outbound_.<port>_.<subset>_.<host>``; ALPN offers ``istio``.
+
+Without certificates, ISTIO_MUTUAL raises :class:`TlsUnavailable`: the
+request gets a local 503 saying why, never a plaintext connection.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from meshlib.config.model import ClientTls, Cluster
+from meshlib.errors import MeshError
+from meshlib.security.bundle import CertBundle, CertificateSource
+from meshlib.security.errors import SecurityError
+from meshlib.security.tls_contexts import ISTIO_ALPN, PeerExpectation, client_context
+
+MAX_CACHED = 4096  # cluster settings; bounded like every cache on the request path
+
+
+class TlsUnavailable(MeshError):
+    """A cluster's TLS setting cannot be honoured (no workload certificate, unreadable files)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """What dialling one cluster over TLS needs."""
+
+    context: ssl.SSLContext
+    server_hostname: str | None  # None: the host the application called
+    expectation: PeerExpectation | None  # checked after the handshake; None: ssl checked the host name
+
+
+class UpstreamTlsContexts:
+    """The per-cluster TLS contexts of one mesh, rebuilt on certificate rotation.
+
+    ``certificates`` is read on every (re)build, so ``mesh.use_certificates``
+    may be called at any time.
+    """
+
+    def __init__(self, certificates: Callable[[], CertificateSource | None]) -> None:
+        self._certificates = certificates
+        self._cache: dict[str, tuple[ClientTls, UpstreamTls]] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._subscribed_to: CertificateSource | None = None
+        self.generation = 0  # bumped on every rotation (tests and stats read it)
+
+    def for_cluster(self, cluster: Cluster) -> UpstreamTls:
+        """The cluster's TLS settings made executable; raises :class:`TlsUnavailable`."""
+        tls = cluster.policy.tls
+        cached = self._cache.get(cluster.name)
+        if cached is not None and (cached[0] is tls or cached[0] == tls):
+            return cached[1]
+        built = self._build(cluster, tls)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[cluster.name] = (tls, built)
+        return built
+
+    def rotated(self, bundle: CertBundle | None = None) -> None:
+        """Drop every context: the next connection of each cluster uses the current certificate."""
+        self._cache = {}
+        self.generation += 1
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+            self._subscribed_to = None
+
+    def _build(self, cluster: Cluster, tls: ClientTls) -> UpstreamTls:
+        names = frozenset(tls.subject_alt_names)
+        try:
+            if tls.mode == "ISTIO_MUTUAL":
+                return self._istio_mutual(cluster, tls, names)
+            context = client_context(
+                ca_file=tls.ca_certificates,
+                cert_file=tls.client_certificate,
+                key_file=tls.private_key,
+                crl_file=tls.ca_crl,
+                check_hostname=not names,
+                verify=not tls.insecure_skip_verify,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise TlsUnavailable(f"cluster {cluster.name}: cannot load TLS files ({exc})") from None
+        expectation = PeerExpectation(names) if names and not tls.insecure_skip_verify else None
+        return UpstreamTls(context, tls.sni or None, expectation)
+
+    def _istio_mutual(self, cluster: Cluster, tls: ClientTls, names: frozenset[str]) -> UpstreamTls:
+        source = self._certificates()
+        if source is None:
+            raise TlsUnavailable(
+                f"cluster {cluster.name} uses ISTIO_MUTUAL but this mesh has no workload certificate "
+                "(call mesh.use_certificates(source))"
+            )
+        self._follow(source)
+        try:
+            bundle = source.current()
+        except SecurityError as exc:
+            raise TlsUnavailable(f"cluster {cluster.name} uses ISTIO_MUTUAL: {exc}") from None
+        context = client_context(
+            trust_pem=bundle.trust_bundle_pem,
+            chain_pem=bundle.cert_chain_pem,
+            key_pem=bundle.private_key_pem,
+            check_hostname=False,  # SPIFFE IDs are URI SANs: checked after the handshake
+            alpn=ISTIO_ALPN,
+        )
+        expectation = PeerExpectation(names, None if names else bundle.spiffe_id.trust_domain)
+        return UpstreamTls(context, tls.sni or istio_sni(cluster), expectation)
+
+    def _follow(self, source: CertificateSource) -> None:
+        if self._subscribed_to is source:
+            return
+        self.close()
+        self._unsubscribe = source.subscribe(self.rotated)
+        self._subscribed_to = source
+
+
+def istio_sni(cluster: Cluster) -> str:
+    """istiod's SNI for in-mesh mTLS: ``outbound_.<port>_.<subset>_.<host>``."""
+    return f"outbound_.{cluster.port}_.{cluster.subset}_.{cluster.service}"

@@ -1,0 +1,109 @@
+"""Helpers for the mTLS tests: a mesh CA, SVIDs, TLS servers on loopback and mesh YAML."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from aiohttp import web
+
+import meshlib
+from meshlib.security.bundle import CertBundle, StaticCertificateSource
+from meshlib.security.ca import MeshCA
+from meshlib.security.peer import peer_identity
+from meshlib.security.spiffe import SpiffeId
+
+SERVICE = "reviews.default.svc.cluster.local"
+
+
+def svid(ca: MeshCA, service_account: str, *, namespace: str = "default", ttl: timedelta = timedelta(hours=1),
+         dns: tuple[str, ...] = ()) -> CertBundle:
+    return ca.issue_bundle(SpiffeId.for_workload(namespace, service_account, ca.trust_domain), dns_names=dns, ttl=ttl)
+
+
+def write_bundle(directory: Path, bundle: CertBundle) -> dict[str, str]:
+    """The bundle as files (cert chain, key, CA) for DestinationRule MUTUAL / Envoy."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"cert": directory / "cert-chain.pem", "key": directory / "key.pem", "ca": directory / "root-cert.pem"}
+    paths["cert"].write_bytes(bundle.cert_chain_pem)
+    paths["key"].write_bytes(bundle.private_key_pem)
+    paths["ca"].write_bytes(bundle.trust_bundle_pem)
+    return {name: str(path) for name, path in paths.items()}
+
+
+@dataclass
+class IdentityServer:
+    """A loopback aiohttp server behind a mesh's server middleware that answers with the caller's identity."""
+
+    mesh: meshlib.Mesh
+    port: int = 0
+    seen: list[str | None] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+    async def start(self, ssl_context: ssl.SSLContext | None) -> IdentityServer:
+        async def handle(request: web.Request) -> web.Response:
+            peer = peer_identity(request)
+            self.seen.append(str(peer) if peer is not None else None)
+            return web.json_response({"peer": str(peer) if peer is not None else None, "scheme": request.scheme})
+
+        app = web.Application(middlewares=[self.mesh.server_middleware()])
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def client_yaml(port: int, tls: str, *, service_account: str = "") -> str:
+    """A ServiceEntry for reviews on ``127.0.0.1:port`` and a DestinationRule with ``tls``."""
+    sans = f"\n  subjectAltNames: [{service_account}]" if service_account else ""
+    return f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [{SERVICE}]
+  location: MESH_INTERNAL
+  resolution: STATIC{sans}
+  ports:
+  - {{number: 9080, name: http, protocol: HTTP}}
+  endpoints:
+  - address: 127.0.0.1
+    ports: {{http: {port}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {tls}
+"""
+
+
+def peer_authentication(mode: str, *, namespace: str = "default", extra: str = "") -> str:
+    return f"""apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: {namespace}}}
+spec:
+  mtls: {{mode: {mode}}}{extra}
+"""
+
+
+def mesh_with(path: Path, text: str, bundle: CertBundle | None = None, **kwargs: object) -> meshlib.Mesh:
+    path.write_text(text)
+    mesh = meshlib.Mesh.from_files(path, **kwargs)  # type: ignore[arg-type]
+    if bundle is not None:
+        mesh.use_certificates(StaticCertificateSource(bundle))
+    return mesh
+
+
+Factory = Callable[[], MeshCA]

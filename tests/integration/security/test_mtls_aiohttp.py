@@ -1,0 +1,156 @@
+"""mTLS between a meshlib aiohttp client and a meshlib aiohttp server: identities checked on both sides."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
+from meshlib.security.bundle import StaticCertificateSource
+from meshlib.security.ca import MeshCA
+from tests.integration.security.mtls_setup import (
+    IdentityServer,
+    client_yaml,
+    mesh_with,
+    peer_authentication,
+    svid,
+)
+
+pytestmark = pytest.mark.asyncio
+URL = "http://reviews:9080/r"
+
+
+@pytest.fixture(scope="module")
+def ca() -> MeshCA:
+    return MeshCA.create_root("cluster.local")
+
+
+@pytest_asyncio.fixture
+async def strict_server(ca: MeshCA, tmp_path: Path) -> AsyncIterator[IdentityServer]:
+    mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("STRICT"), svid(ca, "reviews"))
+    server = await IdentityServer(mesh).start(mesh.server_ssl_context())
+    yield server
+    await server.stop()
+
+
+async def test_istio_mutual_identities_checked_both_sides(
+    ca: MeshCA, strict_server: IdentityServer, tmp_path: Path
+) -> None:
+    client = mesh_with(
+        tmp_path / "client.yaml",
+        client_yaml(strict_server.port, "{mode: ISTIO_MUTUAL}", service_account="spiffe://cluster.local/ns/default/sa/reviews"),
+        svid(ca, "productpage"),
+    )
+    async with client, client.session() as http:
+        for _ in range(3):
+            async with http.get(URL) as resp:
+                assert resp.status == 200, await resp.text()
+                body = await resp.json()
+    # The server saw the client's SVID, over TLS, although the application wrote http://.
+    assert body == {"peer": "spiffe://cluster.local/ns/default/sa/productpage", "scheme": "https"}
+    assert strict_server.seen == ["spiffe://cluster.local/ns/default/sa/productpage"] * 3
+
+
+async def test_wrong_server_identity_refused_before_any_request_byte(
+    ca: MeshCA, strict_server: IdentityServer, tmp_path: Path
+) -> None:
+    client = mesh_with(
+        tmp_path / "client.yaml",
+        client_yaml(strict_server.port, "{mode: ISTIO_MUTUAL}", service_account="spiffe://cluster.local/ns/default/sa/ratings"),
+        svid(ca, "productpage"),
+    )
+    async with client, client.session() as http, http.get(URL) as resp:
+        text = await resp.text()
+    assert resp.status == 503
+    assert resp.headers[LOCAL_REPLY_HEADER] == "UF"
+    assert "transport failure reason: TLS_error: peer identity spiffe://cluster.local/ns/default/sa/reviews" in text
+    assert strict_server.seen == []  # the server never got the request
+    counters = client.stats()["clusters"]["outbound|9080||reviews.default.svc.cluster.local"]
+    assert counters["ssl.fail_verify_san"] >= 1
+
+
+async def test_wrong_trust_domain_refused(ca: MeshCA, strict_server: IdentityServer, tmp_path: Path) -> None:
+    other = MeshCA.create_root("example.org")
+    # The client trusts both roots, but a peer outside its own trust domain is still refused.
+    bundle = svid(other, "productpage")
+    client = mesh_with(tmp_path / "client.yaml", client_yaml(strict_server.port, "{mode: ISTIO_MUTUAL}"))
+    from dataclasses import replace
+
+    client.use_certificates(StaticCertificateSource(replace(bundle, trust_bundle_pem=ca.trust_bundle_pem)))
+    async with client, client.session() as http, http.get(URL) as resp:
+        text = await resp.text()
+    assert resp.status == 503
+    assert "is not in trust domain 'example.org'" in text
+    assert strict_server.seen == []
+
+
+async def test_untrusted_server_certificate_refused(ca: MeshCA, strict_server: IdentityServer, tmp_path: Path) -> None:
+    other = MeshCA.create_root("cluster.local")
+    client = mesh_with(tmp_path / "client.yaml", client_yaml(strict_server.port, "{mode: ISTIO_MUTUAL}"),
+                       svid(other, "productpage"))
+    async with client, client.session() as http, http.get(URL) as resp:
+        text = await resp.text()
+    assert resp.status == 503
+    assert resp.headers[LOCAL_REPLY_HEADER] == "UF"
+    assert "transport failure reason: TLS_error: CERTIFICATE_VERIFY_FAILED" in text
+    counters = client.stats()["clusters"]["outbound|9080||reviews.default.svc.cluster.local"]
+    assert counters["ssl.connection_error"] >= 1
+
+
+async def test_istio_mutual_without_certificates_is_an_error_not_plaintext(
+    tmp_path: Path, strict_server: IdentityServer
+) -> None:
+    client = mesh_with(tmp_path / "client.yaml", client_yaml(strict_server.port, "{mode: ISTIO_MUTUAL}"))
+    async with client, client.session() as http, http.get(URL) as resp:
+        text = await resp.text()
+    assert resp.status == 503
+    assert "uses ISTIO_MUTUAL but this mesh has no workload certificate" in text
+    assert strict_server.seen == []
+
+
+async def test_plaintext_to_strict_refused(ca: MeshCA, tmp_path: Path) -> None:
+    server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("STRICT"), svid(ca, "reviews"))
+    server = await IdentityServer(server_mesh).start(None)  # the app also listens in plaintext
+    try:
+        client = mesh_with(tmp_path / "client.yaml", client_yaml(server.port, "{mode: DISABLE}"))
+        async with client, client.session() as http, http.get(URL) as resp:
+            text = await resp.text()
+        assert resp.status == 403
+        assert "plaintext refused: PeerAuthentication STRICT" in text
+        assert server.seen == []
+    finally:
+        await server.stop()
+
+
+async def test_missing_client_certificate_refused(ca: MeshCA, strict_server: IdentityServer, tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.trust_bundle_pem)
+    tls = f"{{mode: SIMPLE, caCertificates: {ca_file}, subjectAltNames: [spiffe://cluster.local/ns/default/sa/reviews]}}"
+    client = mesh_with(tmp_path / "client.yaml", client_yaml(strict_server.port, tls))
+    async with client, client.session() as http, http.get(URL) as resp:
+        await resp.read()
+    # TLS 1.3: the server's refusal of the missing certificate arrives after the client's handshake.
+    assert resp.status == 503
+    assert resp.headers[LOCAL_REPLY_HEADER] in ("UF", "UC")
+    assert strict_server.seen == []
+
+
+async def test_permissive_server_accepts_both(ca: MeshCA, tmp_path: Path) -> None:
+    server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("PERMISSIVE"), svid(ca, "reviews"))
+    tls_server = await IdentityServer(server_mesh).start(server_mesh.server_ssl_context())
+    plain_server = await IdentityServer(server_mesh).start(None)
+    try:
+        for server, tls, expected in (
+            (tls_server, "{mode: ISTIO_MUTUAL}", "spiffe://cluster.local/ns/default/sa/productpage"),
+            (plain_server, "{mode: DISABLE}", None),
+        ):
+            client = mesh_with(tmp_path / "client.yaml", client_yaml(server.port, tls), svid(ca, "productpage"))
+            async with client, client.session() as http, http.get(URL) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["peer"] == expected
+    finally:
+        await tls_server.stop()
+        await plain_server.stop()
