@@ -24,6 +24,7 @@ On disk (``MeshCA.save`` / ``MeshCA.load``) the layout is Istio's plugged-in CA 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -87,12 +88,13 @@ def certs_pem(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-def make_csr(spiffe_id: SpiffeId, key: PrivateKey, dns_names: Sequence[str] = ()) -> bytes:
-    """A PEM CSR asking for ``spiffe_id`` (URI SAN) and ``dns_names``, signed by ``key``."""
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id.uri)]
+def make_csr(spiffe_id: SpiffeId | None, key: PrivateKey, dns_names: Sequence[str] = ()) -> bytes:
+    """A PEM CSR asking for ``spiffe_id`` (URI SAN; None = whatever the CA authenticates) and ``dns_names``."""
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id.uri)] if spiffe_id else []
     names += [x509.DNSName(d) for d in dns_names]
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=True)
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=True)
     algorithm = None if isinstance(key, _ED25519_TYPES) else hashes.SHA256()
     return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)
 
@@ -192,11 +194,14 @@ class MeshCA:
         public_key: object,
         *,
         dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
         ttl: timedelta = DEFAULT_SVID_TTL,
     ) -> list[x509.Certificate]:
         """Sign an X.509-SVID for ``public_key``; return the chain ``[leaf, intermediates…, root]``.
 
-        The validity is capped by ``MAX_SVID_TTL`` and by this CA's own expiry.
+        ``dns_names`` / ``ip_addresses`` add DNS / IP SANs next to the URI SAN (grpcio and other
+        hostname-checking clients look only at those). The validity is capped by ``MAX_SVID_TTL``
+        and by this CA's own expiry.
         """
         if not spiffe_id.member_of(self.trust_domain):
             raise IssuanceRefused(f"{spiffe_id} is not in this CA's trust domain {self.trust_domain!r}")
@@ -216,6 +221,7 @@ class MeshCA:
             raise IssuanceRefused("the CA certificate has expired")
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id.uri)]
         names += [x509.DNSName(_check_dns_name(d)) for d in dns_names]
+        names += [x509.IPAddress(_check_ip(ip)) for ip in ip_addresses]
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
@@ -277,11 +283,16 @@ class MeshCA:
         return self.issue(spiffe_id, csr.public_key(), dns_names=requested_dns, ttl=ttl)
 
     def issue_bundle(
-        self, spiffe_id: SpiffeId, *, dns_names: Sequence[str] = (), ttl: timedelta = DEFAULT_SVID_TTL
+        self,
+        spiffe_id: SpiffeId,
+        *,
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
+        ttl: timedelta = DEFAULT_SVID_TTL,
     ) -> CertBundle:
         """Generate a key pair and an SVID for it; return them as a :class:`CertBundle` (chain without the root)."""
         key = new_private_key()
-        chain = self.issue(spiffe_id, key.public_key(), dns_names=dns_names, ttl=ttl)
+        chain = self.issue(spiffe_id, key.public_key(), dns_names=dns_names, ip_addresses=ip_addresses, ttl=ttl)
         return CertBundle(
             cert_chain_pem=certs_pem(chain[:-1]),
             private_key_pem=private_key_pem(key),
@@ -424,3 +435,10 @@ def _check_dns_name(name: str) -> str:
         if not label or len(label) > 63 or any(c not in _DNS_LABEL_CHARS for c in label):
             raise IssuanceRefused(f"DNS name {name[:80]!r} is not a valid host name")
     return name
+
+
+def _check_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise IssuanceRefused(f"{text[:80]!r} is not an IP address") from None
