@@ -142,7 +142,9 @@ async def test_pre_issued_certificate_renews_only_its_own_identity(ca_server: Ca
         renewed = await source.rotate_now()  # now authenticated by its own new certificate
         assert renewed.spiffe_id == RATINGS
     impostor = CaClientCertificateSource(target, ca_trust_pem=ca_server.trust, bootstrap=pre_issued, spiffe_id=REVIEWS)
-    with pytest.raises(IssuanceRefused, match=r"PERMISSION_DENIED: CSR asks for .*reviews' but the caller is .*ratings"):
+    with pytest.raises(
+        IssuanceRefused, match=r"PERMISSION_DENIED: CSR asks for .*reviews' but the caller is .*ratings"
+    ):
         await impostor.start()
 
 
