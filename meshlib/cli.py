@@ -1,6 +1,7 @@
 """The ``meshlib`` command line.
 
-``meshlib validate PATH...``             every config error with file:line and field; exit 1 on any
+``meshlib validate [--strict] PATH...``  every config error and warning with file:line and field; exit 1 on
+                                         any error (and, with --strict, on any warning)
 ``meshlib validate --consul ADDR``       every rejected Consul config entry (kind, name, field); exit 1 on any
 ``meshlib explain [--config PATH]... [-H name:value]... METHOD URL``
                                          the routing decision as JSON, nothing sent
@@ -42,10 +43,13 @@ def _validate(args: argparse.Namespace) -> int:
     problems = validate_paths(args.paths)
     for problem in problems:
         print(problem)
-    if problems:
-        print(f"{len(problems)} error(s)", file=sys.stderr)
+    errors = sum(1 for p in problems if not p.is_warning)
+    warnings = len(problems) - errors
+    if errors or (warnings and args.strict):
+        print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
         return 1
-    print(f"ok: {', '.join(args.paths)}")
+    suffix = f" ({warnings} warning(s))" if warnings else ""
+    print(f"ok: {', '.join(args.paths)}{suffix}")
     return 0
 
 
@@ -64,8 +68,15 @@ def _explain(args: argparse.Namespace) -> int:
 
         return explain_command(args, headers)
     try:
-        mesh = Mesh.from_files(*args.config, namespace=args.namespace)
-        result = mesh.explain(args.method, args.url, headers)
+        if args.inbound:
+            labels = dict(label.partition("=")[::2] for label in args.label)
+            mesh = Mesh.from_files(*args.config, namespace=args.namespace, labels=labels)
+            result = mesh.explain_inbound(
+                args.method, args.url, headers, principal=args.principal, source_ip=args.source_ip
+            )
+        else:
+            mesh = Mesh.from_files(*args.config, namespace=args.namespace)
+            result = mesh.explain(args.method, args.url, headers)
     except ConfigInvalid as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -197,12 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check Istio YAML files; exit 1 on any error")
     validate.add_argument("paths", nargs="*", help="files or directories")
     _consul_arguments(validate)
+    validate.add_argument(
+        "--strict", action="store_true", help="also exit 1 on warnings (Istio analyzer findings such as IST0101)"
+    )
     validate.set_defaults(run=_validate)
 
     explain = sub.add_parser("explain", help="print the routing decision for a request as JSON")
     explain.add_argument("--config", action="append", default=[], help="file or directory (default: embedded)")
     explain.add_argument("-H", "--header", action="append", default=[], help="request header name:value")
-    explain.add_argument("--namespace", default="default", help="the calling workload's namespace")
+    explain.add_argument(
+        "--namespace", default="default", help="the calling workload's namespace (with --inbound: the receiving one's)"
+    )
+    explain.add_argument(
+        "--inbound", action="store_true",
+        help="which AuthorizationPolicy allows or denies the request arriving at this workload (Istio's order)",
+    )
+    explain.add_argument("--label", action="append", default=[], help="with --inbound: a workload label key=value")
+    explain.add_argument("--principal", default="", help="with --inbound: the caller's SPIFFE ID (none: plaintext)")
+    explain.add_argument("--source-ip", default="", help="with --inbound: the caller's address")
     explain.add_argument("method")
     explain.add_argument("url")
     _consul_arguments(explain)

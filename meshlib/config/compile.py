@@ -55,15 +55,14 @@ def compile_snapshot(
 ) -> MeshSnapshot:
     """Compile validated resources into a snapshot as istiod would for this workload's sidecar.
 
-    Raises :class:`ConfigInvalid` listing every cross-resource problem.
+    Raises :class:`ConfigInvalid` listing every cross-resource error (warnings,
+    such as IST0101 for a missing host or subset, do not stop compilation).
     ``check_hosts=False`` skips the "destination host must be a ServiceEntry"
     check, for registries that know services the YAML does not.
     """
     entries, rules, services = _split(resources)
     registry = build_registry(entries, rules, workload)
-    problems = check_subsets(services, registry) + check_delegates(services)
-    if check_hosts:
-        problems += check_destination_hosts(services, registry)
+    problems = [p for p in check_delegates(services) if not p.is_warning]
     if problems:
         problems.sort(key=lambda p: (p.file, p.line))
         raise ConfigInvalid(problems)

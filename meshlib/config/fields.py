@@ -51,6 +51,10 @@ class Sink:
         """Record one problem at ``line`` for field ``path``."""
         self.problems.append(ConfigProblem(self.file, line, self.kind, self.name, path, message))
 
+    def warn(self, line: int, path: str, message: str, code: str = "") -> None:
+        """Record a warning: Istio accepts this (maybe with an analyzer ``code``), so it does not reject the config."""
+        self.problems.append(ConfigProblem(self.file, line, self.kind, self.name, path, message, "warning", code))
+
 
 def join(path: str, key: str) -> str:
     """``spec`` + ``hosts`` → ``spec.hosts``; the root path is empty."""
@@ -113,6 +117,10 @@ class Fields:
     def error(self, key: str | None, message: str) -> None:
         """Report ``message`` about ``key`` (or the mapping itself when None)."""
         self.sink.error(self.line(key), self.at(key) if key else self.path, message)
+
+    def warn(self, key: str | None, message: str, code: str = "") -> None:
+        """A warning about ``key`` (or the mapping itself when None); see :meth:`Sink.warn`."""
+        self.sink.warn(self.line(key), self.at(key) if key else self.path, message, code)
 
     def require(self, key: str) -> Node | None:
         """Like :meth:`get`, reporting ``is required`` when missing."""

@@ -8,6 +8,7 @@ user named them: ``mesh/`` gives ``mesh/reviews.yaml``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from meshlib.config.istio_types import IstioResource
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.errors import ConfigInvalid, ConfigProblem
 
+log = logging.getLogger("meshlib.config")
 SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 8 * 1024 * 1024  # ~20x a 10,000-endpoint file; larger is refused, not parsed
 
 
 def config_file_set(paths: Sequence[str | Path]) -> list[Path]:
@@ -59,7 +62,13 @@ def read_resources(paths: Sequence[str | Path]) -> tuple[list[IstioResource], li
     for file in config_file_set(paths):
         name = str(file)
         try:
-            text = file.read_text(encoding="utf-8")
+            with file.open("rb") as stream:
+                data = stream.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                limit = f"{MAX_FILE_BYTES // (1024 * 1024)} MiB"
+                problems.append(ConfigProblem(name, 0, "", "", "", f"file too large: more than {limit}"))
+                continue
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             problems.append(ConfigProblem(name, 0, "", "", "", f"not UTF-8 text: {exc.reason}"))
             continue
@@ -78,7 +87,7 @@ def validate_paths(
     *,
     check_hosts: bool = True,
 ) -> list[ConfigProblem]:
-    """Every problem in ``paths`` (empty list = valid); what ``meshlib validate`` prints."""
+    """Every problem in ``paths``, errors and warnings (no errors = valid); what ``meshlib validate`` prints."""
     resources, problems = read_resources(paths)
     return problems + reference_problems(resources, workload, check_hosts=check_hosts)
 
@@ -92,11 +101,15 @@ def load_snapshot(
 ) -> MeshSnapshot:
     """Load, validate and compile ``paths`` for ``workload``.
 
-    Raises :class:`ConfigInvalid` with every problem found (per-document and
+    Raises :class:`ConfigInvalid` with every error found (per-document and
     cross-resource) when anything is wrong; nothing partial is returned.
+    Warnings do not stop the load; they are logged (``meshlib.config``).
     """
     resources, problems = read_resources(paths)
     problems += reference_problems(resources, workload, check_hosts=check_hosts)
-    if problems:
-        raise ConfigInvalid(problems)
+    errors = [p for p in problems if not p.is_warning]
+    if errors:
+        raise ConfigInvalid(errors)
+    for warning in problems:
+        log.warning("%s", warning)
     return compile_snapshot(resources, workload, version, check_hosts=check_hosts)

@@ -8,6 +8,14 @@ Two kinds, kept apart on purpose:
 - :func:`check_destination_hosts` checks destination hosts (and ports) against
   the service registry. A registry that is not complete in the YAML (Consul,
   xDS) turns it off via ``compile_snapshot(..., check_hosts=False)``.
+
+Istio accepts a route to a host no service defines and to a subset no
+DestinationRule defines (``istioctl analyze`` reports them as IST0101
+ReferencedResourceNotFound), and the sidecar then answers such requests 503
+with flag ``NC`` (no cluster). meshlib does the same: these are *warnings*
+with code IST0101, and the compiled route points at a cluster that does not
+exist, so the request path answers 503 ``NC``. A missing delegate stays an
+error.
 """
 
 from __future__ import annotations
@@ -27,8 +35,15 @@ def destinations(rule: HttpRuleSpec) -> Iterator[DestinationRef]:
         yield mirror.destination
 
 
+REFERENCE_NOT_FOUND = "IST0101"
+
+
 def _problem(vs: VirtualServiceSpec, line: int, path: str, message: str) -> ConfigProblem:
     return ConfigProblem(vs.meta.file, line, vs.meta.kind, vs.meta.ref, path, message)
+
+
+def _warning(vs: VirtualServiceSpec, line: int, path: str, message: str, code: str = "") -> ConfigProblem:
+    return ConfigProblem(vs.meta.file, line, vs.meta.kind, vs.meta.ref, path, message, "warning", code)
 
 
 def check_subsets(services: Sequence[VirtualServiceSpec], registry: Registry) -> list[ConfigProblem]:
@@ -42,9 +57,14 @@ def check_subsets(services: Sequence[VirtualServiceSpec], registry: Registry) ->
                 fqdn = registry.resolve(dest.host, vs.meta.namespace)
                 merged = registry.rule_for(fqdn)
                 if merged is None or dest.subset not in merged.subsets:
-                    message = f'subset "{dest.subset}" is not defined by any DestinationRule for {fqdn}'
+                    message = (
+                        f'subset "{dest.subset}" is not defined by any DestinationRule for {fqdn} '
+                        "(requests routed there get 503 NC)"
+                    )
                     problems.append(
-                        _problem(vs, dest.subset_line or dest.line, f"{dest.path}.subset", message)
+                        _warning(
+                            vs, dest.subset_line or dest.line, f"{dest.path}.subset", message, REFERENCE_NOT_FOUND
+                        )
                     )
     return problems
 
@@ -60,11 +80,11 @@ def check_destination_hosts(
                 fqdn = registry.resolve(dest.host, vs.meta.namespace)
                 service = registry.service_for(fqdn)
                 if service is None:
-                    message = f'host "{fqdn}" is not defined by any ServiceEntry'
-                    problems.append(_problem(vs, dest.line, f"{dest.path}.host", message))
+                    message = f'host "{fqdn}" is not defined by any ServiceEntry (requests routed there get 503 NC)'
+                    problems.append(_warning(vs, dest.line, f"{dest.path}.host", message, REFERENCE_NOT_FOUND))
                 elif dest.port is not None and all(p.number != dest.port for p in service.ports):
-                    message = f"port {dest.port} is not a port of {service.fqdn}"
-                    problems.append(_problem(vs, dest.line, f"{dest.path}.port.number", message))
+                    message = f"port {dest.port} is not a port of {service.fqdn} (requests routed there get 503 NC)"
+                    problems.append(_warning(vs, dest.line, f"{dest.path}.port.number", message))
     return problems
 
 

@@ -9,22 +9,122 @@ would otherwise turn a label key such as ``on`` into ``True``.
 A value found under a mapping key carries the key's line: an error about
 ``spec.trafficPolicy`` then points at the ``trafficPolicy:`` line, not at the
 first line of its body.
+
+Hostile input is bounded, for every document (including kinds meshlib then
+ignores), before anything else looks at it:
+
+- aliases: a YAML graph is shared, but the tree built here is not, so each
+  alias use copies its target. At most :data:`MAX_ALIAS_NODES` values may be
+  produced through aliases per file (plus one per distinct value, so a file
+  that reuses a label map on every endpoint is fine); a "billion laughs"
+  document stops there with ``excessive YAML aliasing`` instead of eating memory.
+- :data:`MAX_DOCUMENT_NODES` values per document, :data:`MAX_FILE_NODES` per file,
+  :data:`MAX_DEPTH` levels of nesting (libyaml itself stops flow nesting at 1000).
+- The file size limit is applied by the caller (:mod:`meshlib.config.files`).
+
+Every limit is reported as a :class:`YamlError` with the line where it was
+crossed; parsing of that file stops there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
+from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import BaseResolver
+from yaml.scanner import Scanner
 
 Scalar = str | int | float | bool | None
 _STR_TAG = "tag:yaml.org,2002:str"
 _NO_MAPPING: dict[str, Node] = {}
 _NO_SEQUENCE: list[Node] = []
 
-# libyaml is ~10x faster than the pure-Python parser on large endpoint lists.
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_ALIAS_NODES = 10_000
+MAX_DOCUMENT_NODES = 500_000
+MAX_FILE_NODES = 1_000_000
+MAX_DEPTH = 100
+_PLAIN_TAG = "meshlib:plain"  # a plain (unquoted, untagged) scalar, typed by _plain_value
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# The YAML 1.1 implicit types the safe loader knows, by first character.
+_IMPLICIT: dict[str, list[tuple[str, Any]]] = yaml.resolver.Resolver.yaml_implicit_resolvers
+
+
+class _PlainResolver(BaseResolver):
+    """Leaves plain scalars untyped (:data:`_PLAIN_TAG`) so the converter types only the ones it keeps.
+
+    The safe loader's resolver runs a regex per scalar inside the composer;
+    typing later, with a first-character check, halves the cost of composing
+    a 10,000-endpoint file.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _MERGE_TAG if value == "<<" else _PLAIN_TAG
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+
+def _loader_class() -> type[Any]:
+    try:
+        from yaml.cyaml import CParser as cparser  # type: ignore[attr-defined]
+    except ImportError:  # PyYAML without libyaml: the pure-Python reader
+
+        class PyLoader(Reader, Scanner, Parser, Composer, SafeConstructor, _PlainResolver):
+            def __init__(self, stream: str) -> None:
+                Reader.__init__(self, stream)
+                Scanner.__init__(self)
+                Parser.__init__(self)
+                Composer.__init__(self)
+                SafeConstructor.__init__(self)
+                _PlainResolver.__init__(self)
+
+        return PyLoader
+
+    class CLoader(cparser, SafeConstructor, _PlainResolver):
+        # libyaml's C parser and composer (marks kept) — ~10x the pure-Python reader.
+        def __init__(self, stream: str) -> None:
+            cparser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            _PlainResolver.__init__(self)
+
+    return CLoader
+
+
+_Loader = _loader_class()
+
+
+def _plain_tag(value: str) -> str:
+    """The tag the safe loader would give the plain scalar ``value``, minus YAML 1.1's base 60.
+
+    YAML 1.1 reads ``1:2:3:4:5:6:7:8`` (an IPv6 address) or ``10:30`` as base-60
+    numbers; Kubernetes' YAML reader (go-yaml) and YAML 1.2 keep them as text,
+    and so does meshlib.
+    """
+    for tag, pattern in _IMPLICIT.get(value[:1], ()):
+        if pattern.match(value):
+            if ":" in value and tag in (_INT_TAG, _FLOAT_TAG):
+                return _STR_TAG
+            return str(tag)
+    return _STR_TAG
+
+
+def _scalar_tag(node: yaml.ScalarNode) -> str:
+    return _plain_tag(node.value) if node.tag == _PLAIN_TAG else str(node.tag)
+
+
+class YamlLimitExceeded(Exception):
+    """A size limit was crossed at ``line``; parsing of the file stops."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
 
 
 @dataclass(slots=True)
@@ -79,36 +179,77 @@ class YamlError:
 
 
 class _Converter:
-    """Turns composed ``yaml.Node`` graphs into :class:`Node` trees."""
+    """Turns composed ``yaml.Node`` graphs into :class:`Node` trees, within the limits."""
 
     def __init__(self) -> None:
         self._constructor = SafeConstructor()
         self.errors: list[YamlError] = []
         self._open: set[int] = set()  # containers being converted (alias cycle detection)
+        self._seen: set[int] = set()  # containers converted before: meeting one again is an alias use
+        self._alias_depth = 0  # > 0 while copying an alias target
+        self._alias_line = 0  # where the outermost alias being copied is used
+        self.alias_nodes = 0
+        self.file_nodes = 0
+        self.document_nodes = 0
 
-    def convert(self, node: yaml.Node, line: int | None = None) -> Node:
+    def document(self, node: yaml.Node, line: int) -> Node:
+        self.document_nodes = 0
+        return self.convert(node, line, 0)
+
+    def _count(self, at: int) -> None:
+        self.document_nodes += 1
+        self.file_nodes += 1
+        if self._alias_depth:
+            self.alias_nodes += 1
+            # Reusing a map on every entry is fine; an alias tree that outgrows the file is a bomb.
+            if self.alias_nodes > MAX_ALIAS_NODES + self.file_nodes - self.alias_nodes:
+                raise YamlLimitExceeded(
+                    self._alias_line or at,
+                    f"excessive YAML aliasing: more than {MAX_ALIAS_NODES} values produced through aliases",
+                )
+        if self.document_nodes > MAX_DOCUMENT_NODES:
+            raise YamlLimitExceeded(at, f"YAML document too large: more than {MAX_DOCUMENT_NODES} values")
+        if self.file_nodes > MAX_FILE_NODES:
+            raise YamlLimitExceeded(at, f"YAML file too large: more than {MAX_FILE_NODES} values")
+
+    def convert(self, node: yaml.Node, line: int | None = None, depth: int = 0) -> Node:
         at = line if line is not None else node.start_mark.line + 1
+        self._count(at)
         if isinstance(node, yaml.ScalarNode):
-            if node.tag == _STR_TAG:  # fast path: most values are plain strings
+            if node.tag == _STR_TAG:  # fast path: quoted strings
                 return Node("scalar", at, scalar=node.value)
+            if node.tag == _PLAIN_TAG:
+                value: str = node.value
+                tag = _plain_tag(value)
+                if tag == _STR_TAG:  # most plain values are names, addresses, hosts
+                    return Node("scalar", at, scalar=value)
+                node.tag = tag
             return Node("scalar", at, scalar=self._scalar(node, at))
+        if depth >= MAX_DEPTH:
+            raise YamlLimitExceeded(at, f"YAML nested deeper than {MAX_DEPTH} levels")
         # Aliases can make the graph recursive; a recursive value is never valid config.
         key = id(node)
         if key in self._open:
             self.errors.append(YamlError(at, "recursive YAML alias"))
             return Node("scalar", at)
+        alias = key in self._seen
+        self._seen.add(key)
         self._open.add(key)
+        if alias and not self._alias_depth:
+            self._alias_line = at
+        self._alias_depth += alias
         try:
             if isinstance(node, yaml.MappingNode):
-                return self._mapping(node, at)
-            return Node("seq", at, sequence=[self.convert(item) for item in node.value])
+                return self._mapping(node, at, depth)
+            return Node("seq", at, sequence=[self.convert(item, None, depth + 1) for item in node.value])
         finally:
             self._open.discard(key)
+            self._alias_depth -= alias
 
     def _scalar(self, node: yaml.ScalarNode, at: int) -> Scalar:
         try:
             value = self._constructor.construct_object(node, deep=True)
-        except (ConstructorError, ValueError) as exc:
+        except (ConstructorError, ValueError, OverflowError) as exc:
             self.errors.append(YamlError(at, f"invalid YAML value: {exc}"))
             return None
         if not isinstance(value, str | int | float | bool) and value is not None:
@@ -116,8 +257,8 @@ class _Converter:
             return str(node.value)
         return value
 
-    def _mapping(self, node: yaml.MappingNode, at: int) -> Node:
-        own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
+    def _mapping(self, node: yaml.MappingNode, at: int, depth: int) -> Node:
+        own = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
         try:
             self._constructor.flatten_mapping(node)  # resolve "<<" merge keys
         except ConstructorError as exc:
@@ -136,9 +277,14 @@ class _Converter:
             if key in own_keys:
                 self.errors.append(YamlError(key_line, f'duplicate key "{key}"'))
                 continue
-            if index >= merged:
+            copied = index < merged  # merged entries are copies of another mapping: alias output
+            if not copied:
                 own_keys.add(key)
-            out.mapping[key] = self.convert(value_node, key_line)
+            self._alias_depth += copied
+            try:
+                out.mapping[key] = self.convert(value_node, key_line, depth + 1)
+            finally:
+                self._alias_depth -= copied
         return out
 
 
@@ -155,10 +301,14 @@ def parse_yaml(text: str) -> tuple[list[YamlDocument], list[YamlError]]:
             if composed is None:
                 continue
             line = composed.start_mark.line + 1
-            if isinstance(composed, yaml.ScalarNode) and composed.tag.endswith(":null"):
+            if isinstance(composed, yaml.ScalarNode) and _scalar_tag(composed).endswith(":null"):
                 documents.append(YamlDocument(None, line))
                 continue
-            documents.append(YamlDocument(converter.convert(composed, line), line))
+            documents.append(YamlDocument(converter.document(composed, line), line))
+    except YamlLimitExceeded as exc:
+        converter.errors.append(YamlError(exc.line, exc.message))
+    except RecursionError:
+        converter.errors.append(YamlError(0, f"YAML nested deeper than {MAX_DEPTH} levels"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0

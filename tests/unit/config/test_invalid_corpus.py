@@ -17,6 +17,7 @@ from meshlib.errors import ConfigInvalid
 
 HERE = Path(__file__).parent
 CASES = sorted((HERE / "invalid").glob("*.yaml"))
+WARNING_CASES = sorted((HERE / "warnings").glob("*.yaml"))
 
 
 def _expected(path: Path) -> list[str]:
@@ -49,3 +50,16 @@ def test_whole_directory_collects_every_problem(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.chdir(HERE)
     expected = sorted(e for path in CASES for e in _expected(path))
     assert sorted(str(p) for p in validate_paths(["invalid"])) == expected
+
+
+@pytest.mark.parametrize("path", WARNING_CASES, ids=[p.stem for p in WARNING_CASES])
+def test_warning_file_reports_exact_warnings_and_still_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configuration Istio accepts (istioctl analyze findings): reported as warnings, and used."""
+    monkeypatch.chdir(HERE)
+    relative = f"warnings/{path.name}"
+    expected = _expected(path)
+    assert expected, f"{relative} has no '# expect:' lines"
+    problems = validate_paths([relative])
+    assert [str(p) for p in problems] == expected
+    assert all(p.is_warning for p in problems)
+    load_snapshot([relative])  # does not raise
