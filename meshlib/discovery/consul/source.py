@@ -4,7 +4,9 @@ Watches, all blocking queries (:class:`~meshlib.discovery.consul.watch.BlockingW
 
 - ``/v1/catalog/services`` — which service names exist (skipped when ``services=`` is given);
 - ``/v1/health/service/NAME`` — one per service: instances with their checks;
-- ``/v1/config/KIND`` — one per L7 config-entry kind (five in all, whatever the service count).
+- ``/v1/config/KIND`` — one per L7 config-entry kind (five in all, whatever the service count);
+- ``/v1/health/service/NAME?dc=DC`` — one per (service, other datacenter) that a
+  ``service-resolver`` ``Redirect`` or ``Failover`` names, for cross-datacenter targets.
 
 Every change marks the state dirty; one rebuild task assembles a
 :class:`~meshlib.discovery.consul.state.ConsulState` from the raw payloads,
@@ -160,6 +162,7 @@ class ConsulConfigSource:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._services: dict[str, list[Any]] = {}
         self._entries: dict[str, list[Any]] = {}
+        self._remote: dict[tuple[str, str], list[Any]] = {}
         self._accepted: dict[tuple[str, str], Any] = {}
         self.problems: list[ConfigProblem] = []
         self.snapshot: MeshSnapshot | None = None
@@ -176,11 +179,21 @@ class ConsulConfigSource:
     async def _fetch(self, path: str, params: Sequence[tuple[str, str]], index: int, wait_s: float) -> ConsulResponse:
         return await self.client.get(path, params, index=index, wait_s=wait_s)
 
-    def _start_watch(self, path: str, on_change: Callable[[Any], None], check: Callable[[Any], None]) -> None:
+    def _start_watch(
+        self,
+        path: str,
+        on_change: Callable[[Any], None],
+        check: Callable[[Any], None],
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        key: str | None = None,
+    ) -> None:
+        key = key or path
         watch = BlockingWatch(
             path,
             self._fetch,
             on_change,
+            params=params,
             stale=self.stale,
             timing=self.timing,
             rng=random.Random(self.rng.random()),
@@ -188,12 +201,12 @@ class ConsulConfigSource:
             sleep=self.sleep,
             check=check,
         )
-        self.watches[path] = watch
-        self._tasks[path] = asyncio.get_running_loop().create_task(watch.run(), name=f"meshlib-consul {path}")
+        self.watches[key] = watch
+        self._tasks[key] = asyncio.get_running_loop().create_task(watch.run(), name=f"meshlib-consul {key}")
 
-    def _stop_watch(self, path: str) -> None:
-        self.watches.pop(path, None)
-        task = self._tasks.pop(path, None)
+    def _stop_watch(self, key: str) -> None:
+        self.watches.pop(key, None)
+        task = self._tasks.pop(key, None)
         if task is not None:
             task.cancel()
 
@@ -218,7 +231,7 @@ class ConsulConfigSource:
 
     def _services_watched(self) -> list[str]:
         prefix = "/v1/health/service/"
-        return [path[len(prefix) :] for path in self.watches if path.startswith(prefix)]
+        return [key[len(prefix) :] for key in self.watches if key.startswith(prefix) and "?" not in key]
 
     def _service_changed(self, name: str) -> Callable[[Any], None]:
         def changed(payload: Any) -> None:
@@ -230,6 +243,29 @@ class ConsulConfigSource:
     def _kind_changed(self, kind: str) -> Callable[[Any], None]:
         def changed(payload: Any) -> None:
             self._entries[kind] = list(payload or [])
+            if kind == "service-resolver":
+                self._watch_remote(_remote_targets(self._entries[kind], self._discovered_datacenter()))
+            self._mark_dirty()
+
+        return changed
+
+    def _watch_remote(self, targets: set[tuple[str, str]]) -> None:
+        """Watch each (datacenter, service) a resolver sends traffic to; stop the ones no longer named."""
+        for dc, name in list(self._remote):
+            if (dc, name) not in targets:
+                self._stop_watch(_remote_key(dc, name))
+                self._remote.pop((dc, name), None)
+        for dc, name in sorted(targets):
+            key = _remote_key(dc, name)
+            if key not in self.watches:
+                self._start_watch(
+                    _health_path(name), self._remote_changed(dc, name), _must_be_list_of_objects,
+                    params=[("dc", dc)], key=key,
+                )
+
+    def _remote_changed(self, dc: str, name: str) -> Callable[[Any], None]:
+        def changed(payload: Any) -> None:
+            self._remote[(dc, name)] = list(payload or [])
             self._mark_dirty()
 
         return changed
@@ -317,10 +353,14 @@ class ConsulConfigSource:
 
     def current_state(self) -> ConsulState:
         """The raw Consul state as the watches see it now."""
+        remote: dict[str, dict[str, list[Any]]] = {}
+        for (dc, name), entries in sorted(self._remote.items()):
+            remote.setdefault(dc, {})[name] = entries
         return ConsulState(
             self._discovered_datacenter(),
             {name: self._services[name] for name in sorted(self._services)},
             {kind: self._entries.get(kind, []) for kind in CONFIG_KINDS},
+            remote,
         )
 
     async def rebuild(self) -> None:
@@ -364,7 +404,7 @@ class ConsulConfigSource:
                 kind: _substitute(kind, list(items), rejected, self._accepted)
                 for kind, items in state.config_entries.items()
             }
-            used = ConsulState(state.datacenter, state.services, entries)
+            used = ConsulState(state.datacenter, state.services, entries, state.remote_services)
             snapshot, more = compiler(used, self.workload, overlay=overlay)
             problems = problems + [p for p in more if p not in problems]
             rejected |= _rejected_entries(more)
@@ -422,6 +462,40 @@ def consul_source_of(mesh: Any) -> ConsulConfigSource:
 
 def _health_path(name: str) -> str:
     return f"/v1/health/service/{name}"
+
+
+def _remote_key(dc: str, name: str) -> str:
+    return f"/v1/health/service/{name}?dc={dc}"
+
+
+def _remote_targets(resolvers: Sequence[Any], local_dc: str) -> set[tuple[str, str]]:
+    """(datacenter, service) pairs in other datacenters that resolvers redirect or fail over to."""
+    found: set[tuple[str, str]] = set()
+
+    def add(dc: Any, service: Any, default: str) -> None:
+        if isinstance(dc, str) and dc and dc != local_dc:
+            found.add((dc, service if isinstance(service, str) and service else default))
+
+    for entry in resolvers:
+        if not isinstance(entry, Mapping):
+            continue
+        name = _entry_name(entry)
+        redirect = entry.get("Redirect")
+        if isinstance(redirect, Mapping):
+            add(redirect.get("Datacenter"), redirect.get("Service"), name)
+        failover = entry.get("Failover")
+        if not isinstance(failover, Mapping):
+            continue
+        for spec in failover.values():
+            if not isinstance(spec, Mapping):
+                continue
+            service = spec.get("Service")
+            for dc in spec.get("Datacenters") or []:
+                add(dc, service, name)
+            for target in spec.get("Targets") or []:
+                if isinstance(target, Mapping):
+                    add(target.get("Datacenter"), target.get("Service") or service, name)
+    return found
 
 
 def _entry_name(entry: Any) -> str:
