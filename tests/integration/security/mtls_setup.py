@@ -41,12 +41,17 @@ class IdentityServer:
     mesh: meshlib.Mesh
     port: int = 0
     seen: list[str | None] = field(default_factory=list)
+    serials: list[int] = field(default_factory=list)  # of the client certificates, in request order
     runner: web.AppRunner | None = None
 
     async def start(self, ssl_context: ssl.SSLContext | None) -> IdentityServer:
         async def handle(request: web.Request) -> web.Response:
             peer = peer_identity(request)
             self.seen.append(str(peer) if peer is not None else None)
+            ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+            cert = ssl_object.getpeercert() if ssl_object is not None else None
+            if cert:
+                self.serials.append(int(cert["serialNumber"], 16))
             return web.json_response({"peer": str(peer) if peer is not None else None, "scheme": request.scheme})
 
         app = web.Application(middlewares=[self.mesh.server_middleware()])
