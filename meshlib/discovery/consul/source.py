@@ -168,11 +168,14 @@ class ConsulConfigSource:
         self.snapshot: MeshSnapshot | None = None
         self.state: ConsulState | None = None
         self.publishes = 0
+        self.rebuilds = 0  # rebuild passes (published or not)
         self.dropped_services = 0
         self._built_key: tuple[str, int] | None = None
         self._dirty = asyncio.Event()
         self._first = asyncio.Event()
         self._published = asyncio.Condition()
+        self._rebuilt = asyncio.Condition()
+        self._watch_stepped = asyncio.Event()  # set whenever any watch recorded an outcome
 
     # -- watches -------------------------------------------------------------------
 
@@ -200,6 +203,7 @@ class ConsulConfigSource:
             clock=self.clock,
             sleep=self.sleep,
             check=check,
+            on_step=self._watch_stepped.set,
         )
         self.watches[key] = watch
         self._tasks[key] = asyncio.get_running_loop().create_task(watch.run(), name=f"meshlib-consul {key}")
@@ -363,8 +367,30 @@ class ConsulConfigSource:
             remote,
         )
 
+    async def wait_for_status(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0) -> None:
+        """Wait until ``predicate(self.status())`` holds, re-checking after every watch request."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                self._watch_stepped.clear()
+                if predicate(self.status()):
+                    return
+                await self._watch_stepped.wait()
+
+    async def wait_for_rebuild(self, after: int, timeout_s: float = 10.0) -> None:
+        """Wait until more than ``after`` rebuild passes have finished (published or not)."""
+        async with asyncio.timeout(timeout_s), self._rebuilt:
+            await self._rebuilt.wait_for(lambda: self.rebuilds > after)
+
     async def rebuild(self) -> None:
         """Compile the current state and publish it when its version moved."""
+        try:
+            await self._rebuild()
+        finally:
+            async with self._rebuilt:
+                self.rebuilds += 1
+                self._rebuilt.notify_all()
+
+    async def _rebuild(self) -> None:
         state = self.current_state()
         overlay_version = self.overlay.version if self.overlay is not None else 0
         key = (state.version(), overlay_version)

@@ -170,6 +170,7 @@ class BlockingWatch:
     clock: Callable[[], float] = time.monotonic
     sleep: Sleep = asyncio.sleep
     check: Callable[[Any], None] | None = None
+    on_step: Callable[[], None] | None = None  # after every request's outcome is recorded in ``status``
 
     def __post_init__(self) -> None:
         self.status = WatchStatus(self.path)
@@ -204,6 +205,12 @@ class BlockingWatch:
             self._accept(response)
         except ConsulError as exc:
             await self._failed(str(exc))
+        else:
+            self._stepped()
+
+    def _stepped(self) -> None:
+        if self.on_step is not None:
+            self.on_step()
 
     def _accept(self, response: ConsulResponse) -> None:
         if response.status != 200:
@@ -250,5 +257,6 @@ class BlockingWatch:
         self._index = 0  # the first read after a failure is a full one (Consul may have been rebuilt)
         if status.consecutive_failures in (1, 10) or status.consecutive_failures % 100 == 0:
             log.warning("consul watch %s failing (%d in a row): %s", self.path, status.consecutive_failures, message)
+        self._stepped()
         t = self.timing
         await self.sleep(backoff_delay(status.consecutive_failures, self.rng, t.backoff_base_s, t.backoff_max_s))
