@@ -5,7 +5,8 @@
 ``meshlib validate --consul ADDR``       every rejected Consul config entry (kind, name, field); exit 1 on any
 ``meshlib explain [--config PATH]... [-H name:value]... METHOD URL``
                                          the routing decision as JSON, nothing sent
-``meshlib demo [--requests N]``          the self-contained bookinfo demo
+``meshlib demo [--scenes A,B] [--fast] [--serve]``
+                                         the bookinfo demo, scene by scene; --serve keeps services + admin up
 ``meshlib control-plane --config PATH... [--port 15010] [--status-port 15014] [--bind-address 127.0.0.1]``
                                          serve the files over ADS (xDS), hot-reloaded, until SIGINT/SIGTERM
 ``meshlib control-plane --consul ADDR [--config OVERLAY...]``
@@ -16,6 +17,11 @@
                                          the control plane's connected clients as a table
 ``meshlib admin [--config PATH]... [--port 15000] [--host 127.0.0.1]``
                                          the debug view over HTTP (page at /), hot-reloaded, until Ctrl-C
+``meshlib admin --attach URL [--filter REGEX]``
+                                         print a running admin endpoint's state (e.g. ``meshlib demo --serve``)
+
+Without a path, ``validate``, ``explain`` and ``admin`` use the embedded default mesh. A command that
+needs an optional extra (``control-plane``: ``xds``) says which in one line instead of a traceback.
 ``meshlib ca init|issue ...``            a mesh CA and SPIFFE X.509-SVIDs (see meshlib/security/cli.py)
 """
 
@@ -37,9 +43,10 @@ def _validate(args: argparse.Namespace) -> int:
         from meshlib.discovery.consul.cli import validate_command
 
         return validate_command(args)
-    if not args.paths:
-        print("meshlib validate: give files or directories, or --consul ADDR", file=sys.stderr)
-        return 2
+    if not args.paths:  # like explain and admin: the embedded default mesh
+        from meshlib.mesh import default_config_path
+
+        args.paths = [str(default_config_path())]
     problems = validate_paths(args.paths)
     for problem in problems:
         print(problem)
@@ -88,9 +95,24 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from meshlib.demo import run_demo
+    from meshlib.demo import print_serving, run_demo, scene_names, serve_demo
 
-    return asyncio.run(run_demo(requests=args.requests))
+    if args.serve:
+        try:
+            asyncio.run(serve_demo(admin_port=args.admin_port, seed=args.seed, on_ready=print_serving,
+                                   handle_signals=True))
+        except OSError as exc:
+            print(f"meshlib demo: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    scenes = [name.strip() for name in args.scenes.split(",") if name.strip()] if args.scenes else None
+    unknown = [name for name in scenes or [] if name not in scene_names()]
+    if unknown:
+        print(f"meshlib demo: unknown scene(s) {', '.join(unknown)}; choose from {', '.join(scene_names())}",
+              file=sys.stderr)
+        return 2
+    requests = args.requests if args.requests is not None else (40 if args.fast else 100)
+    return asyncio.run(run_demo(scenes, requests=requests, seed=args.seed))
 
 
 def _control_plane(args: argparse.Namespace) -> int:
@@ -174,6 +196,10 @@ def _admin(args: argparse.Namespace) -> int:
     from meshlib.admin import AdminServer, run_admin
     from meshlib.mesh import Mesh
 
+    if args.attach:
+        from meshlib.admin.attach import attach
+
+        return attach(args.attach, stats_filter=args.filter)
     try:
         mesh = Mesh.from_files(*args.config, namespace=args.namespace)
     except ConfigInvalid as exc:
@@ -203,6 +229,7 @@ def _consul_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshlib", description="An in-process service mesh for Python.")
+    parser.add_argument("--version", action="version", version=f"meshlib {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser("validate", help="check Istio YAML files; exit 1 on any error")
@@ -226,13 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--label", action="append", default=[], help="with --inbound: a workload label key=value")
     explain.add_argument("--principal", default="", help="with --inbound: the caller's SPIFFE ID (none: plaintext)")
     explain.add_argument("--source-ip", default="", help="with --inbound: the caller's address")
-    explain.add_argument("method")
-    explain.add_argument("url")
+    explain.add_argument("method", help="HTTP method, e.g. GET")
+    explain.add_argument("url", help="the URL as the app would call it, e.g. http://reviews:9080/reviews/1")
     _consul_arguments(explain)
     explain.set_defaults(run=_explain)
 
-    demo = sub.add_parser("demo", help="run the bookinfo demo on the embedded default mesh")
-    demo.add_argument("--requests", type=int, default=200, help="anonymous requests to send (default 200)")
+    demo = sub.add_parser("demo", help="run the bookinfo demo on the embedded default mesh, scene by scene")
+    demo.add_argument("--scenes", metavar="A,B", help="run only these scenes: canary, headers, fault, retries, "
+                      "outlier, breaker, trace, metrics (default: all)")
+    demo.add_argument("--fast", action="store_true", help="less traffic per scene (40 requests per step)")
+    demo.add_argument("--requests", type=int, default=None, help="requests per canary step (default 100)")
+    demo.add_argument("--seed", type=int, default=7, help="the mesh's random seed (default 7)")
+    demo.add_argument("--serve", action="store_true",
+                      help="keep the services and the admin page up (no scenes) until Ctrl-C")
+    demo.add_argument("--admin-port", type=int, default=15000, help="admin port with --serve (default 15000)")
     demo.set_defaults(run=_demo)
 
     cp = sub.add_parser("control-plane", help="serve Istio YAML over xDS (ADS), hot-reloaded")
@@ -262,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--namespace", default="default", help="the workload's namespace")
     admin.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; no auth)")
     admin.add_argument("--port", type=int, default=15000, help="port (default 15000, as Envoy's admin; 0 = any)")
+    admin.add_argument("--attach", metavar="URL", help="instead of serving, print the state of a running admin "
+                       "endpoint, e.g. http://127.0.0.1:15000 (meshlib demo --serve)")
+    admin.add_argument("--filter", metavar="REGEX", help="with --attach: only stats whose name matches (RE2)")
     admin.set_defaults(run=_admin)
     from meshlib.security.cli import add_ca_parser  # `meshlib ca init|issue`
 
@@ -269,9 +306,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meshlib")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from meshlib import __version__
+
+        return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from meshlib.extras import MissingExtra
+
     args = build_parser().parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+        sys.stdout.flush()
+    except MissingExtra as exc:
+        print(f"meshlib {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (``meshlib explain ... | head``): not an error worth a traceback. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
     return code
 
 

@@ -83,12 +83,3 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert f"{bad}:9: VirtualService default/reviews: spec.http[0].route[0].weight: must be between 0 and 100" in out
     assert f"{bad}:10: VirtualService default/reviews: spec.http[0].route[0].wieght: unknown field" in out
-
-
-@pytest.mark.asyncio
-async def test_demo_runs_and_traffic_follows_rules(capsys: pytest.CaptureFixture[str]) -> None:
-    from meshlib.demo import run_demo
-
-    assert await run_demo(requests=100, jason_requests=10) == 0
-    out = capsys.readouterr().out
-    assert "jason-sees-v2" in out and "canary-v3" in out
