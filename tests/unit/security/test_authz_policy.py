@@ -381,3 +381,48 @@ def test_an_unknown_host_errs_towards_denying() -> None:
     allow = engine(policy("ALLOW", 'rules:\n- to:\n  - operation: {notHosts: ["admin.foo"]}'))
     assert not allow.decide(request(host=None)).allowed
     assert allow.decide(request(host="httpbin.foo")).allowed
+
+
+def test_policy_values_are_data_never_code() -> None:
+    hostile = '/x"); __import__("os").system("false"); ("'
+    e = engine(policy("ALLOW", f"rules:\n- to:\n  - operation: {{paths: ['{hostile}']}}"))
+    assert e.decide(request(path=hostile)).allowed
+    assert not e.decide(request(path="/x")).allowed
+
+
+def _naive_match(pattern: str, value: str) -> bool:
+    if pattern == "*":
+        return value != ""
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    return value == pattern
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_generated_rules_agree_with_a_naive_reading(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    words = ["/a", "/a/b", "/b", "GET", "POST", "x", ""]
+    patterns = ["/a", "/a*", "*b", "*", "GET", "P*", "x"]
+    rules = []
+    for _ in range(8):
+        paths, methods = rng.sample(patterns, 2), rng.sample(patterns, 2)
+        neg = rng.sample(patterns, 1)
+        rules.append((paths, methods, neg))
+    spec = "rules:\n" + "".join(
+        f"- to:\n  - operation: {{paths: {paths!r}, methods: {methods!r}, notPaths: {neg!r}}}\n"
+        for paths, methods, neg in rules
+    )
+    e = engine(policy("ALLOW", spec))
+    for _ in range(200):
+        path, method = rng.choice(words) or "/", rng.choice(words)
+        expected = any(
+            any(_naive_match(p, path) for p in paths)
+            and any(_naive_match(m, method) for m in methods)
+            and not any(_naive_match(n, path) for n in neg)
+            for paths, methods, neg in rules
+        )
+        assert e.decide(request(path=path, method=method)).allowed is expected, (spec, path, method)
