@@ -131,6 +131,7 @@ class Registration:
         self.deregistered = False
         self._owns_client = owns_client
         self._keepalive: asyncio.Task[None] | None = None
+        self._beat = asyncio.Condition()
 
     def _start_keepalive(self, interval_s: float) -> None:
         self._keepalive = asyncio.get_running_loop().create_task(
@@ -148,9 +149,19 @@ class Registration:
                 log.warning("consul TTL keep-alive for %s failed: %s", self.service_id, exc)
                 await asyncio.sleep(max(0.05, interval_s / 3))
                 continue
-            self.heartbeats += 1
             self.last_heartbeat_error = None
+            await self._count_beat()
             await asyncio.sleep(interval_s)
+
+    async def _count_beat(self) -> None:
+        async with self._beat:
+            self.heartbeats += 1
+            self._beat.notify_all()
+
+    async def wait_for_heartbeats(self, count: int, timeout_s: float = 10.0) -> None:
+        """Wait until ``count`` TTL keep-alives have succeeded in total."""
+        async with asyncio.timeout(timeout_s), self._beat:
+            await self._beat.wait_for(lambda: self.heartbeats >= count)
 
     async def deregister(self) -> None:
         """Stop the keep-alive and remove the instance from the agent."""
@@ -237,7 +248,7 @@ async def register_service(
     if isinstance(check, TtlCheck):
         try:
             await client.ttl_pass(check_id, "meshlib: registered")
-            registration.heartbeats += 1
+            await registration._count_beat()
         except ConsulError as exc:
             registration.last_heartbeat_error = str(exc)
         registration._start_keepalive(check.interval_s)

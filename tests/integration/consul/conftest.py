@@ -1,0 +1,49 @@
+"""Fixtures for live tests against the Consul emulator (meshlib.testing.consul)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest_asyncio
+
+from meshlib.discovery.consul.source import consul_source_of
+from meshlib.mesh import Mesh
+from meshlib.testing.consul import ConsulEmulator
+
+
+@pytest_asyncio.fixture
+async def consul() -> AsyncIterator[ConsulEmulator]:
+    """A Consul emulator on a free loopback port (dc1)."""
+    async with ConsulEmulator(datacenters=("dc2",)) as emulator:
+        yield emulator
+
+
+def url(service: str, path: str = "/") -> str:
+    """A request URL for a Consul service, as a Consul DNS user writes it."""
+    return f"http://{service}.service.consul{path}"
+
+
+async def until(mesh: Mesh, predicate: Callable[[], bool], timeout_s: float = 8.0) -> None:
+    """Wait, rebuild by rebuild, until ``predicate()`` holds (no polling sleeps)."""
+    source = consul_source_of(mesh)
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await source.wait_for_rebuild(source.rebuilds, timeout_s)
+
+
+def endpoints(mesh: Mesh, service: str) -> set[int]:
+    """Ports of the endpoints the mesh holds for ``service`` (every cluster of it, any subset)."""
+    return {
+        endpoint.port
+        for cluster in mesh.snapshot.clusters.values()
+        if cluster.service.split(".")[0] == service or cluster.service == service
+        for endpoint in cluster.endpoints
+    }
+
+
+
+async def until_status(mesh: Mesh, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 8.0) -> None:
+    """Wait until ``predicate(mesh.status())`` holds, re-checked after every Consul watch request."""
+    await consul_source_of(mesh).wait_for_status(lambda _: predicate(mesh.status()), timeout_s)
