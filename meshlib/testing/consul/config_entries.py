@@ -144,7 +144,7 @@ def decode_entry(body: Any) -> dict[str, Any]:
     try:
         entry = decode(body, schema, strict=True)
     except DecodeError as exc:
-        raise ConfigEntryError(f"Request decoding failed: 1 error occurred:\n\t* {exc.detail}\n\n", 400) from None
+        raise ConfigEntryError(f"Request decoding failed: 1 error(s) decoding:\n\n* {exc.detail}", 400) from None
     entry.pop("CreateIndex", None)
     entry.pop("ModifyIndex", None)
     entry.setdefault("Name", "")

@@ -7,7 +7,7 @@ this: it sends ``name``, ``id``, ``checks``. The emulator therefore decodes ever
 body through a small schema that maps any spelling to the canonical CamelCase
 name Consul answers with, converts durations to Go duration text, and reports
 type errors with the field path. Config entries are strict (Consul's decoder
-rejects unknown keys: ``invalid config key "X"``); agent registration bodies
+rejects unknown keys: ``'' has invalid keys: X``); agent registration bodies
 ignore unknown keys, as Go's ``encoding/json`` does.
 """
 
@@ -124,7 +124,7 @@ def decode(value: Any, schema: FieldType, *, strict: bool, path: str = "", depth
         canonical = table.get(_fold(str(key)))
         if canonical is None:
             if strict:
-                raise DecodeError(path, f'invalid config key "{_join(path, str(key))}"')
+                raise DecodeError(path, f"'{path}' has invalid keys: {key}")
             continue
         sub = _join(path, canonical)
         out[canonical] = decode(item, schema.fields[canonical], strict=strict, path=sub, depth=depth + 1)
