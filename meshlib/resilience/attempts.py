@@ -335,6 +335,8 @@ class UpstreamRunner(Generic[R]):
                         # The transport's own timeout (e.g. a socket read timeout).
                         counters["upstream_rq_per_try_timeout"] += 1
                         classified = _PER_TRY_TIMEOUT
+                    elif classified.kind is OutcomeKind.CONNECT_FAILURE:
+                        counters["upstream_cx_connect_fail"] += 1  # every failed connection, as Envoy counts
                     outcome = classified
                 finally:
                     if try_timer is not None:
@@ -413,9 +415,7 @@ def _finish(counters: dict[str, int], response: R | None, outcome: Outcome) -> R
         if status_counter is not None:
             counters[status_counter] += 1
         return response
-    if outcome.kind is OutcomeKind.CONNECT_FAILURE:
-        counters["upstream_cx_connect_fail"] += 1
-    elif outcome.kind is OutcomeKind.RESET:
+    if outcome.kind is OutcomeKind.RESET:
         counters["upstream_rq_rx_reset"] += 1
     elif outcome.kind is OutcomeKind.PROTOCOL_ERROR:
         counters["upstream_cx_protocol_error"] += 1
