@@ -1,9 +1,12 @@
 """meshlib: an in-process service mesh for Python.
 
-Istio-style configuration (VirtualService, DestinationRule, ServiceEntry),
-applied inside the process to aiohttp (and gRPC) calls: routing, weighted
-canaries, load balancing, and — in later releases — retries, timeouts,
-circuit breaking and trace propagation. See ``meshlib.Mesh``.
+Istio configuration (VirtualService, DestinationRule, ServiceEntry — from YAML
+files, an xDS control plane or Consul) applied inside the process to aiohttp
+and gRPC calls: routing, weighted canaries, load balancing, retries, timeouts,
+circuit breaking, outlier detection, fault injection, rate limits, trace
+propagation, OpenTelemetry spans and Istio's metrics. See ``meshlib.Mesh``::
+
+    mesh = meshlib.Mesh.from_files()   # no argument: the embedded bookinfo mesh (``meshlib demo``)
 """
 
 from meshlib.errors import ConfigInvalid, ConfigProblem, MeshError
