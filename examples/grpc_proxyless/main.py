@@ -12,9 +12,19 @@
 
 Run: ``python examples/grpc_proxyless/main.py``. It prints the routing results
 and the CSDS summary, then exits.
+
+gRPC's C core writes its own log lines to stderr (INFO notes such as "xDS
+Listener resource obtained", GOAWAY on shutdown). It reads ``GRPC_VERBOSITY``
+once, when ``grpc`` is first imported, so the example sets it to ``ERROR``
+before that import; an application does the same (or exports
+``GRPC_VERBOSITY=ERROR``), and a value already in the environment wins.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before the first `import grpc` (see above)
 
 import asyncio
 import socket

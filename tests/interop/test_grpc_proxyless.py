@@ -102,3 +102,5 @@ async def test_grpc_proxyless_example_runs_to_completion() -> None:
     assert process.returncode == 0, text + err.decode()[-4000:]
     assert "without header: v1" in text and "with x-canary: true: v2" in text
     assert "CSDS:" in text and "ACKED" in text
+    # gRPC's C-core log lines (xDS notes, GOAWAY) are silenced by the example: stderr stays empty.
+    assert err.decode() == "", err.decode()[-4000:]
