@@ -52,7 +52,7 @@ def parse_peer_authentication(sink: Sink, meta: Meta, spec: Fields) -> PeerAuthe
                 sink.error(node.line, path, f"expected a mapping with `mode`, got {node.type_name}")
                 continue
             ports.append((port, _mode(entry.enum("mode", MTLS_MODES))))
-    return PeerAuthenticationSpec(meta.file, meta.line, meta.namespace, meta.name, selector, mode, tuple(ports))
+    return PeerAuthenticationSpec(meta, selector, mode, tuple(ports))
 
 
 def _mode(text: str | None) -> MtlsMode:

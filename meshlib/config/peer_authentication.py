@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from meshlib.config.istio_types import Meta  # (a runtime import would be circular: model → here)
 
 MtlsMode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
 MTLS_MODES: tuple[MtlsMode, ...] = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
@@ -28,17 +31,30 @@ DEFAULT_ROOT_NAMESPACE = "istio-system"  # Istio's meshConfig.rootNamespace defa
 class PeerAuthenticationSpec:
     """One PeerAuthentication. ``selector`` None: namespace-wide (mesh-wide in the root namespace)."""
 
-    file: str
-    line: int
-    namespace: str
-    name: str
+    meta: Meta
     selector: tuple[tuple[str, str], ...] | None
     mode: MtlsMode = "UNSET"
     port_modes: tuple[tuple[int, MtlsMode], ...] = ()
 
     @property
+    def file(self) -> str:
+        return self.meta.file
+
+    @property
+    def line(self) -> int:
+        return self.meta.line
+
+    @property
+    def namespace(self) -> str:
+        return self.meta.namespace
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
     def ref(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return f"{self.meta.namespace}/{self.meta.name}"
 
 
 @dataclass(frozen=True, slots=True)

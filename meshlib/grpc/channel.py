@@ -62,6 +62,7 @@ from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.deadline import deadline_scope
 from meshlib.resilience.outcome import GRPC_TO_HTTP, Outcome, OutcomeKind
 from meshlib.routing import apply_header_ops
+from meshlib.security.tls_client import GrpcTls, TlsUnavailable
 from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
 from meshlib.tracing.record import deliver_outbound
@@ -434,6 +435,14 @@ class MeshChannel:
         if decision.path is not None:
             path = decision.path
         pool = self._pool
+        tls: GrpcTls | None = None
+        if cluster.policy.tls.mode != "DISABLE":  # DestinationRule tls: a TLS channel, never plaintext
+            try:
+                tls = self._mesh.upstream_tls().for_grpc_cluster(cluster)
+            except TlsUnavailable as exc:
+                raise _local_error(
+                    grpc.StatusCode.UNAVAILABLE, f"meshlib: upstream connect error: {exc}", "UF"
+                ) from None
 
         async def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> _Result:
             # On retries only (per-call metadata costs grpcio time on every call): the gRPC retry
@@ -445,7 +454,7 @@ class MeshChannel:
                 previous = _COUNTS[attempt - 1] if attempt < 11 else str(attempt - 1)
                 count = _COUNTS[attempt] if attempt < 10 else str(attempt)
                 metadata = (*outbound, (ATTEMPT_COUNT, count), (PREVIOUS_ATTEMPTS, previous))
-            lease = pool.acquire(endpoint)
+            lease = pool.acquire(endpoint, tls)
             result: _Result | None = None
             try:
                 result = await attempt_fn(lease, path, metadata, timeout_hint_s)

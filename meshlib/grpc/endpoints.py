@@ -33,6 +33,7 @@ import grpc
 import grpc.aio
 
 from meshlib.config.model import Endpoint
+from meshlib.security.tls_client import GrpcTls
 
 ChannelOptions = Sequence[tuple[str, Any]]
 
@@ -40,10 +41,11 @@ ChannelOptions = Sequence[tuple[str, Any]]
 class Lease:
     """One endpoint's channel plus the count of calls using it (the pool's unit of retirement)."""
 
-    __slots__ = ("callables", "channel", "in_flight", "key", "retired")
+    __slots__ = ("callables", "channel", "endpoint_key", "in_flight", "key", "retired")
 
-    def __init__(self, key: str, channel: grpc.aio.Channel) -> None:
+    def __init__(self, key: str, channel: grpc.aio.Channel, endpoint_key: str | None = None) -> None:
         self.key = key
+        self.endpoint_key = endpoint_key or key  # ip:port (``key`` also names the TLS setting, if any)
         self.channel = channel
         self.in_flight = 0
         self.retired = False
@@ -94,16 +96,20 @@ class EndpointPool:
         """The endpoints with an open (not retired) channel."""
         return list(self._leases)
 
-    def acquire(self, endpoint: Endpoint) -> Lease:
-        key = endpoint.key
+    def acquire(self, endpoint: Endpoint, tls: GrpcTls | None = None) -> Lease:
+        """The endpoint's channel; with ``tls`` (DestinationRule tls), a TLS channel of its own."""
+        key = endpoint.key if tls is None else f"{endpoint.key}|{tls.key}"
         lease = self._leases.get(key)
         if lease is None:
             target = f"{endpoint.address}:{endpoint.port}"
-            if self._credentials is None:
+            if tls is not None:
+                options = (*self._options, ("grpc.ssl_target_name_override", tls.target_name))
+                channel = grpc.aio.secure_channel(target, tls.credentials, options=options)
+            elif self._credentials is None:
                 channel = grpc.aio.insecure_channel(target, options=self._options)
             else:
                 channel = grpc.aio.secure_channel(target, self._credentials, options=self._options)
-            lease = self._leases[key] = Lease(key, channel)
+            lease = self._leases[key] = Lease(key, channel, endpoint.key)
         lease.in_flight += 1
         return lease
 
@@ -114,7 +120,7 @@ class EndpointPool:
 
     def sweep(self, live: set[str]) -> None:
         """Retire the channels of endpoints not in ``live``; idle ones close now, busy ones when done."""
-        for key in [k for k in self._leases if k not in live]:
+        for key in [k for k, lease in self._leases.items() if lease.endpoint_key not in live]:
             lease = self._leases.pop(key)
             lease.retired = True
             if lease.in_flight == 0:

@@ -20,6 +20,10 @@ Per mode, as a sidecar would do it:
   known, belong to the workload's own trust domain. SNI is Istio's
   ``outbound_.<port>_.<subset>_.<host>``; ALPN offers ``istio``.
 
+Mesh-managed gRPC channels get ``grpc.ssl_channel_credentials`` per cluster
+(:meth:`UpstreamTlsContexts.for_grpc_cluster`): grpcio verifies the chain
+and a DNS SAN, not the SPIFFE URI SAN (see :class:`GrpcTls`).
+
 Without certificates, ISTIO_MUTUAL raises :class:`TlsUnavailable`: the
 request gets a local 503 saying why, never a plaintext connection.
 """
@@ -29,6 +33,8 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from meshlib.config.model import ClientTls, Cluster
 from meshlib.errors import MeshError
@@ -62,6 +68,7 @@ class UpstreamTlsContexts:
     def __init__(self, certificates: Callable[[], CertificateSource | None]) -> None:
         self._certificates = certificates
         self._cache: dict[str, tuple[ClientTls, UpstreamTls]] = {}
+        self._grpc: dict[str, tuple[ClientTls, GrpcTls]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._subscribed_to: CertificateSource | None = None
         self.generation = 0  # bumped on every rotation (tests and stats read it)
@@ -78,9 +85,25 @@ class UpstreamTlsContexts:
         self._cache[cluster.name] = (tls, built)
         return built
 
+    def for_grpc_cluster(self, cluster: Cluster) -> GrpcTls:
+        """The cluster's TLS settings as gRPC channel credentials; raises :class:`TlsUnavailable`."""
+        tls = cluster.policy.tls
+        cached = self._grpc.get(cluster.name)
+        if cached is not None and (cached[0] is tls or cached[0] == tls):
+            return cached[1]
+        source = self._certificates()
+        if tls.mode == "ISTIO_MUTUAL" and source is not None:
+            self._follow(source)
+        built = grpc_tls(cluster, tls, source)
+        if len(self._grpc) >= MAX_CACHED:
+            self._grpc.clear()
+        self._grpc[cluster.name] = (tls, built)
+        return built
+
     def rotated(self, bundle: CertBundle | None = None) -> None:
         """Drop every context: the next connection of each cluster uses the current certificate."""
         self._cache = {}
+        self._grpc = {}
         self.generation += 1
 
     def close(self) -> None:
@@ -140,3 +163,61 @@ class UpstreamTlsContexts:
 def istio_sni(cluster: Cluster) -> str:
     """istiod's SNI for in-mesh mTLS: ``outbound_.<port>_.<subset>_.<host>``."""
     return f"outbound_.{cluster.port}_.{cluster.subset}_.{cluster.service}"
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcTls:
+    """What a mesh-managed gRPC channel to one cluster needs: credentials and the name to verify.
+
+    grpcio's ``ssl_channel_credentials`` verifies the chain and a DNS/IP SAN
+    only — never a URI SAN (grpc/grpc#32635) — so the server must carry a DNS
+    SAN (the service FQDN by default; ``sni`` or a DNS-form ``subjectAltNames``
+    entry when set), and SVIDs for gRPC servers are issued with one.
+    """
+
+    credentials: Any  # grpc.ChannelCredentials
+    target_name: str  # grpc.ssl_target_name_override
+    key: str  # distinguishes per-endpoint channels of different settings
+
+
+def grpc_tls(cluster: Cluster, tls: ClientTls, certificates: CertificateSource | None) -> GrpcTls:
+    """gRPC channel credentials for ``cluster``; raises :class:`TlsUnavailable` for settings grpcio cannot honour."""
+    import grpc
+
+    if tls.insecure_skip_verify:
+        raise TlsUnavailable(f"cluster {cluster.name}: insecureSkipVerify is not supported on gRPC channels")
+    if tls.ca_crl:
+        raise TlsUnavailable(f"cluster {cluster.name}: caCrl is not supported on gRPC channels")
+    dns_names = [name for name in tls.subject_alt_names if "://" not in name]
+    uri_names = [name for name in tls.subject_alt_names if "://" in name]
+    if uri_names and not dns_names and not tls.sni:
+        # grpcio cannot check a URI SAN: verifying the FQDN instead would silently widen who is accepted.
+        raise TlsUnavailable(
+            f"cluster {cluster.name}: grpcio cannot verify URI subjectAltNames ({uri_names[0]}); "
+            "add the service's DNS name to subjectAltNames"
+        )
+    target = tls.sni or (dns_names[0] if dns_names else cluster.service)
+    try:
+        if tls.mode == "ISTIO_MUTUAL":
+            if certificates is None:
+                raise TlsUnavailable(
+                    f"cluster {cluster.name} uses ISTIO_MUTUAL but this mesh has no workload certificate "
+                    "(call mesh.use_certificates(source))"
+                )
+            try:
+                bundle = certificates.current()
+            except SecurityError as exc:
+                raise TlsUnavailable(f"cluster {cluster.name} uses ISTIO_MUTUAL: {exc}") from None
+            credentials = grpc.ssl_channel_credentials(
+                bundle.trust_bundle_pem, bundle.private_key_pem, bundle.cert_chain_pem
+            )
+            key = f"istio:{target}:{id(bundle)}"
+        else:
+            root = Path(tls.ca_certificates).read_bytes() if tls.ca_certificates else None
+            chain = Path(tls.client_certificate).read_bytes() if tls.client_certificate else None
+            private = Path(tls.private_key).read_bytes() if tls.private_key else None
+            credentials = grpc.ssl_channel_credentials(root, private, chain)
+            key = f"{tls.mode}:{target}:{tls.ca_certificates}:{tls.client_certificate}"
+    except OSError as exc:
+        raise TlsUnavailable(f"cluster {cluster.name}: cannot load TLS files ({exc})") from None
+    return GrpcTls(credentials, target, key)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from meshlib.config.istio_types import Meta
 from meshlib.config.model import ClientTls, Labels, WorkloadIdentity
 from meshlib.config.peer_authentication import PeerAuthenticationSpec, resolve_inbound_mtls
 from meshlib.security.ca import MeshCA
@@ -160,7 +161,8 @@ def test_peer_authentication_validation(tmp_path: Path, spec: str, expected: str
 def _pa(name: str, namespace: str, mode: str, selector: dict[str, str] | None = None,
         ports: tuple[tuple[int, str], ...] = ()) -> PeerAuthenticationSpec:
     return PeerAuthenticationSpec(
-        "f", 1, namespace, name, tuple(sorted(selector.items())) if selector is not None else None,
+        Meta("f", 1, "PeerAuthentication", namespace, name),
+        tuple(sorted(selector.items())) if selector is not None else None,
         mode, ports,  # type: ignore[arg-type]
     )
 
