@@ -19,7 +19,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from aiohttp import web
@@ -30,6 +30,9 @@ from meshlib.controlplane.nodes import client_kind
 from meshlib.controlplane.references import ReferenceExtractor, default_references
 from meshlib.controlplane.server import AggregatedDiscoveryService
 from meshlib.controlplane.status import StatusBoard
+
+if TYPE_CHECKING:
+    from meshlib.security.plane_security import ControlPlaneSecurity
 
 __all__ = ["ControlPlane", "SnapshotSource"]
 
@@ -54,8 +57,10 @@ class ControlPlane:
         debounce_after: float = DEBOUNCE_AFTER,
         debounce_max: float = DEBOUNCE_MAX,
         grpc_options: list[tuple[str, Any]] | None = None,
+        security: ControlPlaneSecurity | None = None,
     ) -> None:
         self._source = snapshot_source
+        self._security = security  # None: plaintext ADS; else mTLS, node ids bound to identities, CA (security/)
         self._host = host
         self._requested_port = port
         self._requested_status_port = status_port
@@ -63,7 +68,9 @@ class ControlPlane:
         self._grpc_options = grpc_options or []
         self.board = StatusBoard()
         self.cache = SnapshotCache(node_group, references=references, on_missing=self._on_missing)
-        self.servicer = AggregatedDiscoveryService(self.cache, self.board)
+        self.servicer = AggregatedDiscoveryService(
+            self.cache, self.board, authorize=security.authorize if security is not None else None
+        )
         self._debounce = (debounce_after, debounce_max)
         self._trigger: DebouncedTrigger | None = None
         self._server: grpc.aio.Server | None = None
@@ -71,7 +78,7 @@ class ControlPlane:
         self._port: int | None = None
         self._status_port: int | None = None
         self._builds: set[asyncio.Task[None]] = set()
-        self._status_extras: list[Callable[[], Mapping[str, Any]]] = []
+        self._status_extras: list[Callable[[], Mapping[str, Any]]] = [security.status] if security is not None else []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -79,7 +86,11 @@ class ControlPlane:
         self._trigger = DebouncedTrigger(self._rebuild_all, quiet=self._debounce[0], max_delay=self._debounce[1])
         server = grpc.aio.server(options=self._grpc_options)
         self.servicer.add_to_server(server)
-        self._port = server.add_insecure_port(f"{self._host}:{self._requested_port}")
+        if self._security is not None:
+            await self._security.start()
+            self._port = self._security.bind(server, self._host, self._requested_port)
+        else:
+            self._port = server.add_insecure_port(f"{self._host}:{self._requested_port}")
         await server.start()
         self._server = server
         if self._requested_status_port is not None:
@@ -104,6 +115,8 @@ class ControlPlane:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._security is not None:
+            await self._security.stop()
 
     async def __aenter__(self) -> ControlPlane:
         await self.start()

@@ -15,6 +15,7 @@ from meshlib.controlplane.sources import FileSnapshotSource
 
 if TYPE_CHECKING:
     from meshlib.controlplane.consul_source import ConsulSnapshotSource
+    from meshlib.security.plane_security import ControlPlaneSecurity
 
 __all__ = ["run_control_plane"]
 
@@ -32,6 +33,7 @@ async def run_control_plane(
     on_ready: Callable[[ControlPlane], None] | None = None,
     stop: asyncio.Event | None = None,
     source: FileSnapshotSource | ConsulSnapshotSource | None = None,
+    security: ControlPlaneSecurity | None = None,
 ) -> None:
     """Serve ``paths`` (files or directories of Istio YAML) until SIGINT/SIGTERM or ``stop`` is set.
 
@@ -42,7 +44,8 @@ async def run_control_plane(
     later invalid edits are reported in ``/status`` and not pushed. ``source``
     replaces the file source (``paths`` is then ignored), e.g. a
     :class:`~meshlib.controlplane.consul_source.ConsulSnapshotSource`, whose
-    first sync is awaited (bounded) before the plane starts.
+    first sync is awaited (bounded) before the plane starts. ``security`` turns on
+    mTLS, node-id authorization and the CA (:mod:`meshlib.security.plane_security`).
     """
     if source is None:
         source = FileSnapshotSource(paths, bind_address=bind_address, poll_interval_s=poll_interval_s)
@@ -57,7 +60,7 @@ async def run_control_plane(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
-    plane = ControlPlane(source, host=host, port=port, status_port=status_port)
+    plane = ControlPlane(source, host=host, port=port, status_port=status_port, security=security)
     try:
         # Not ``async with``: a failed start (status port in use) must still stop the started ADS server.
         await plane.start()

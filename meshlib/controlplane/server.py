@@ -44,9 +44,16 @@ class _Session(Protocol):
 class AggregatedDiscoveryService:
     """ADS servicer over a :class:`SnapshotCache`; add it to a ``grpc.aio`` server with :meth:`add_to_server`."""
 
-    def __init__(self, cache: SnapshotCache, board: StatusBoard | None = None) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        board: StatusBoard | None = None,
+        authorize: Callable[[grpc.aio.ServicerContext, str], str | None] | None = None,
+    ) -> None:
         self.cache = cache
         self.board = board if board is not None else StatusBoard()
+        # Secure mode: may this stream's peer claim its node id? None = yes, else the reason (→ PERMISSION_DENIED).
+        self.authorize = authorize
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         handlers = {
@@ -100,6 +107,7 @@ class AggregatedDiscoveryService:
 
         reader = asyncio.create_task(read(), name=f"ads-read-{status.stream_id}")
         unwatch: Callable[[], None] | None = None
+        authorized = self.authorize is None
         self.board.register(status)
         try:
             while True:
@@ -110,6 +118,11 @@ class AggregatedDiscoveryService:
                         session.on_request(inbox.popleft())
                 except ProtocolError as exc:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                if not authorized and session.group is not None and self.authorize is not None:
+                    refusal = self.authorize(context, status.node_id)  # before anything is watched or sent
+                    if refusal is not None:
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+                    authorized = True
                 if session.group is not None and unwatch is None:
                     unwatch = self.cache.watch(session.group, wake.set)
                 if closed and not inbox:

@@ -26,6 +26,7 @@ from google.protobuf import json_format
 from meshlib import __version__ as _meshlib_version
 from meshlib.config.model import Locality, MeshSnapshot, WorkloadIdentity
 from meshlib.xds.bootstrap import load_bootstrap
+from meshlib.xds.channel_creds import XdsChannelCredentials
 from meshlib.xds.client import Protocol, XdsClient
 from meshlib.xds.clients import MESHLIB_METADATA_KEY, MESHLIB_USER_AGENT
 
@@ -85,9 +86,11 @@ class XdsConfigSource:
         cluster = ""
         metadata: dict[str, Any] = {}
         locality = workload.locality
+        credentials = XdsChannelCredentials()  # an explicit address: plaintext; TLS comes from a bootstrap
         if address is None:
             bootstrap = load_bootstrap(env)
             address = str(bootstrap["xds_servers"][0]["server_uri"])
+            credentials = XdsChannelCredentials.from_bootstrap(bootstrap["xds_servers"][0].get("channel_creds"))
             boot_node = bootstrap.get("node", {})
             node_id = node_id or boot_node.get("id")
             cluster = str(boot_node.get("cluster", ""))
@@ -110,7 +113,13 @@ class XdsConfigSource:
             metadata=metadata,
         )
         self.client = XdsClient(
-            address, node, workload, publish, protocol=protocol, initial_fetch_timeout_s=initial_fetch_timeout_s
+            address,
+            node,
+            workload,
+            publish,
+            protocol=protocol,
+            initial_fetch_timeout_s=initial_fetch_timeout_s,
+            channel_credentials=credentials,
         )
 
     async def run(self) -> None:

@@ -53,10 +53,15 @@ def grpc_bootstrap(
     channel_creds: str = "insecure",
     server_listener_resource_name_template: str | None = SERVER_LISTENER_TEMPLATE,
     client_default_listener_resource_name_template: str | None = None,
+    channel_creds_config: Mapping[str, Any] | None = None,
+    certificate_providers: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A bootstrap dict (``json.dumps`` it into a file or ``GRPC_XDS_BOOTSTRAP_CONFIG``).
 
     ``xds_address`` is ``host:port`` (or a gRPC target URI such as ``dns:///cp:15010``).
+    ``channel_creds_config`` is the ``config`` of the channel_creds entry (gRFC A65 ``tls``:
+    ``ca_certificate_file``, ``certificate_file``, ``private_key_file``);
+    ``certificate_providers`` the A29 instances (see ``meshlib.security.bootstrap_tls``).
     """
     if not xds_address:
         raise BootstrapError("xds_address must not be empty")
@@ -83,7 +88,9 @@ def grpc_bootstrap(
         "xds_servers": [
             {
                 "server_uri": xds_address,
-                "channel_creds": [{"type": channel_creds}],
+                "channel_creds": [
+                    {"type": channel_creds, **({"config": dict(channel_creds_config)} if channel_creds_config else {})}
+                ],
                 "server_features": list(server_features),
             }
         ],
@@ -93,6 +100,8 @@ def grpc_bootstrap(
         out["server_listener_resource_name_template"] = server_listener_resource_name_template
     if client_default_listener_resource_name_template:
         out["client_default_listener_resource_name_template"] = client_default_listener_resource_name_template
+    if certificate_providers:
+        out["certificate_providers"] = dict(certificate_providers)
     validate_bootstrap(out)
     return out
 
@@ -163,3 +172,6 @@ def validate_bootstrap(data: Any) -> None:
     for key in ("server_listener_resource_name_template", "client_default_listener_resource_name_template"):
         if key in data and not isinstance(data[key], str):
             raise BootstrapError(f"{key}: must be a string")
+    providers = data.get("certificate_providers", {})
+    if not isinstance(providers, dict) or not all(isinstance(p, dict) for p in providers.values()):
+        raise BootstrapError("certificate_providers: must be an object of {plugin_name, config} objects")

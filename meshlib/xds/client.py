@@ -35,6 +35,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.xds import type_urls
+from meshlib.xds.channel_creds import ChannelCredentialsError, XdsChannelCredentials
 from meshlib.xds.client_state import NAMED_TYPES, SUBSCRIBE_ORDER, WILDCARD_TYPES, ClientState, Rejected
 from meshlib.xds.decode_common import XdsDecodeError
 
@@ -65,11 +66,14 @@ class XdsClient:
         initial_fetch_timeout_s: float = 15.0,
         backoff_multiplier_s: float = 0.2,
         backoff_max_s: float = 30.0,
+        channel_credentials: XdsChannelCredentials | None = None,
     ) -> None:
         if protocol not in ("sotw", "delta"):
             raise ValueError(f"protocol must be 'sotw' or 'delta', not {protocol!r}")
         self.server_uri = server_uri
         self.node = node
+        # bootstrap channel_creds; TLS files are re-read per connection (rotation), never downgraded
+        self.channel_credentials = channel_credentials or XdsChannelCredentials()
         self.protocol: Protocol = protocol
         self.initial_fetch_timeout_s = initial_fetch_timeout_s
         self.backoff_multiplier_s = backoff_multiplier_s
@@ -122,7 +126,7 @@ class XdsClient:
         """One stream: returns when a stream that delivered responses ends; raises when it never did."""
         delivered = False
         try:
-            async with grpc.aio.insecure_channel(self.server_uri) as channel:
+            async with self.channel_credentials.channel(self.server_uri) as channel:
                 stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
                 delta = self.protocol == "delta"
                 call = stub.DeltaAggregatedResources() if delta else stub.StreamAggregatedResources()
@@ -144,7 +148,7 @@ class XdsClient:
                         self._notify()
                 finally:
                     call.cancel()
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, StreamEnded) as exc:
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, StreamEnded, ChannelCredentialsError) as exc:
             self.last_stream_error = str(exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc)
             if not delivered:
                 raise StreamEnded(self.last_stream_error) from None
@@ -334,6 +338,7 @@ class XdsClient:
         return {
             "server": self.server_uri,
             "protocol": self.protocol,
+            "channel_credentials": self.channel_credentials.describe(),
             "node_id": self.node.id,
             "connected": self.connected,
             "connects": self.connects,
