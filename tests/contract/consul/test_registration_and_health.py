@@ -62,9 +62,9 @@ def test_passing_filter_and_ttl_updates(consul_target: ConsulTarget, unique: str
     _, passing = client.health.service(unique, passing=True)
     assert [e["Service"]["ID"] for e in passing] == [f"{unique}-a"]
     _, everything = client.health.service(unique)
-    statuses = {e["Service"]["ID"]: [c["Status"] for c in e["Checks"] if c["ServiceID"]][0] for e in everything}
+    statuses = {e["Service"]["ID"]: next(c["Status"] for c in e["Checks"] if c["ServiceID"]) for e in everything}
     assert statuses == {f"{unique}-a": "passing", f"{unique}-b": "warning"}
-    output = [c for e in everything for c in e["Checks"] if c["CheckID"] == f"service:{unique}-a"][0]["Output"]
+    output = next(c for e in everything for c in e["Checks"] if c["CheckID"] == f"service:{unique}-a")["Output"]
     assert output == "fine"
     assert client.agent.check.ttl_fail(f"service:{unique}-a")
     _, passing = client.health.service(unique, passing=True)
@@ -84,7 +84,7 @@ async def test_check_update_endpoint_and_bad_status(consul_target: ConsulTarget,
             assert "Invalid check status" in await resp.text()
         async with http.get(f"{consul_target.url}/v1/health/service/{unique}") as resp:
             checks = (await resp.json())[0]["Checks"]
-    own = [c for c in checks if c["ServiceID"] == unique][0]
+    own = next(c for c in checks if c["ServiceID"] == unique)
     assert (own["Status"], own["Output"]) == ("warning", "half")
 
 
