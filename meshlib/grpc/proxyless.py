@@ -133,8 +133,13 @@ def xds_channel(
 # ---------------------------------------------------------------------- xDS-enabled servers
 
 
-def xds_server_listener(host: str, port: int, *, template: str = SERVER_LISTENER_TEMPLATE) -> Any:
-    """The Listener an xDS-enabled gRPC server on ``host:port`` waits for (gRFC A36), plaintext, no policy.
+def xds_server_listener(
+    host: str, port: int, *, template: str = SERVER_LISTENER_TEMPLATE, http_filters: Sequence[Any] = ()
+) -> Any:
+    """The Listener an xDS-enabled gRPC server on ``host:port`` waits for (gRFC A36), plaintext.
+
+    ``http_filters`` go before the router: e.g. the RBAC filters of
+    :func:`meshlib.security.rbac_xds.rbac_http_filters` (AuthorizationPolicy, gRFC A41).
 
     Named by ``template`` (the bootstrap's ``server_listener_resource_name_template``);
     its address must equal the serving address. One filter chain matching
@@ -163,6 +168,7 @@ def xds_server_listener(host: str, port: int, *, template: str = SERVER_LISTENER
         match=route_components_pb2.RouteMatch(prefix="/"),
         non_forwarding_action=route_components_pb2.NonForwardingAction(),
     )
+    manager.http_filters.extend(http_filters)
     manager.http_filters.add(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
     chain = listener.filter_chains.add()
     chain.filters.add(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))
@@ -170,16 +176,23 @@ def xds_server_listener(host: str, port: int, *, template: str = SERVER_LISTENER
 
 
 def with_server_listeners(
-    source: Callable[[str], _Resources | None], addresses: Sequence[tuple[str, int]]
+    source: Callable[[str], _Resources | None],
+    addresses: Sequence[tuple[str, int]],
+    *,
+    http_filters: Sequence[Any] = (),
 ) -> Callable[[str], _Resources | None]:
     """Wrap a (synchronous) snapshot source so it also serves :func:`xds_server_listener` for ``addresses``.
 
     For ``ControlPlane(with_server_listeners(FileSnapshotSource([...]), [("127.0.0.1", 50051)]))``:
-    every node group gets the extra Listeners next to the translated ones.
+    every node group gets the extra Listeners next to the translated ones. ``http_filters`` (e.g.
+    the servers' AuthorizationPolicies as RBAC filters) go into each Listener before the router.
     """
     from meshlib.xds.type_urls import LISTENER
 
-    extra = {listener.name: listener for listener in (xds_server_listener(h, p) for h, p in addresses)}
+    extra = {
+        listener.name: listener
+        for listener in (xds_server_listener(h, p, http_filters=http_filters) for h, p in addresses)
+    }
 
     def serve(group: str) -> _Resources | None:
         resources = source(group)

@@ -124,7 +124,7 @@ def path_matcher(patterns: Iterable[str]) -> Matcher:
     templates: list[Any] = []
     for pattern in patterns:
         if "{*}" in pattern or "{**}" in pattern:
-            templates.append(re2.compile(_template_regex(pattern)))
+            templates.append(re2.compile(template_regex(pattern)))
         else:
             plain.append(pattern)
     strings = string_matcher(plain)
@@ -134,7 +134,7 @@ def path_matcher(patterns: Iterable[str]) -> Matcher:
     return lambda value: strings(value) or any(t.fullmatch(value) for t in compiled)
 
 
-def _template_regex(template: str) -> str:
+def template_regex(template: str) -> str:
     out: list[str] = []
     rest = template
     while rest:
