@@ -89,7 +89,7 @@ async def test_envoy_presents_file_certificates_and_checks_the_server_identity(t
                 try:
                     url = f"http://127.0.0.1:{port}/r"
                     started = time.monotonic()
-                    status, body = await until_status(session, url, f"reviews:{port}", 200)
+                    _, body = await until_status(session, url, f"reviews:{port}", 200)
                     assert '"scheme": "https"' in body, body  # Envoy → server over TLS
                     print(f"Envoy served mTLS after {time.monotonic() - started:.2f}s")
                     # The server refuses plaintext and saw Envoy's SPIFFE identity on every request.
