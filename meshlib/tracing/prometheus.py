@@ -149,6 +149,7 @@ def _cluster_stat_family(stat: str) -> tuple[str, str]:
 
 def _render_mesh_stats(stats: Mapping[str, Any], out: list[str]) -> None:
     fam = _Families()
+    _render_inbound_rbac(stats.get("inbound") or {}, fam)
     clusters: Mapping[str, Mapping[str, Any]] = stats.get("clusters") or {}
     for cluster in sorted(clusters):
         label = f'cluster_name="{escape_label_value(cluster)}"'
@@ -191,6 +192,23 @@ def _render_mesh_stats(stats: Mapping[str, Any], out: list[str]) -> None:
                 family = "meshlib_breaker_" + (key if key.endswith("_total") else key + "_total")
                 fam.add(family, "counter", f"Circuit breaker {key}.", f"{family}{{{label}}} {format_value(number)}")
     fam.render(out)
+
+
+def _render_inbound_rbac(inbound: Mapping[str, Any], fam: _Families) -> None:
+    # Envoy's RBAC filter stats; denials per policy are labelled by configured policy names only (bounded).
+    for stat in ("rbac.allowed", "rbac.denied", "rbac.logged"):
+        number = _number(inbound.get(stat))
+        if number is not None:
+            family = "envoy_http_inbound_" + stat.replace(".", "_")
+            fam.add(family, "counter", f"Envoy RBAC filter stat {stat}.", f"{family} {format_value(number)}")
+    denied: Mapping[str, Any] = inbound.get("denied_by_policy") or {}
+    for policy in sorted(denied):
+        number = _number(denied[policy])
+        if number is not None:
+            fam.add("meshlib_inbound_rbac_denied_by_policy", "counter",
+                    "Inbound requests denied, by the AuthorizationPolicy that denied them.",
+                    f'meshlib_inbound_rbac_denied_by_policy{{policy="{escape_label_value(policy)}"}} '
+                    f"{format_value(number)}")
 
 
 def render_prometheus(metrics: IstioMetrics | None, mesh_stats: Mapping[str, Any] | None = None) -> str:

@@ -143,6 +143,9 @@ async def test_the_peer_certificate_identity_decides(
     assert inbound["rbac.allowed"] == 1
     assert inbound["rbac.denied"] == 6
     assert inbound["denied_by_policy"] == {"istio-system/no-admin": 2, "(no ALLOW policy matched)": 4}
+    scrape = mesh.prometheus_text()
+    assert "envoy_http_inbound_rbac_denied 6" in scrape
+    assert 'meshlib_inbound_rbac_denied_by_policy{policy="istio-system/no-admin"} 2' in scrape
 
 
 async def test_explain_inbound_names_the_policy_and_rule(mtls_server: tuple[meshlib.Mesh, int, Path]) -> None:
