@@ -6,8 +6,14 @@ with kind ServiceEntry, DestinationRule or VirtualService, and
 API groups (a ConfigMap, a Deployment) are skipped silently so a mesh
 directory can sit next to other manifests. Under ``networking.istio.io``,
 ``Gateway`` is skipped too (it only configures ingress proxies, which meshlib
-is not); every other kind there is an error, because silently ignoring, say,
-a WorkloadEntry would route traffic differently than Istio would.
+is not). Kinds that configure the proxy rather than traffic — ``EnvoyFilter``,
+``ProxyConfig``, ``WorkloadGroup`` (:data:`IGNORED_KINDS`) — are accepted with
+a warning that meshlib ignores them, as is any other ``*.istio.io`` group
+meshlib does not read (telemetry, extensions); an unknown kind in a group
+meshlib reads is an error.
+
+``apiVersion: meshlib.io/v1``, ``kind: EmptyMesh`` marks a configuration as
+intentionally empty (see :class:`~meshlib.config.istio_types.EmptyMeshMarker`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import re
 from collections.abc import Callable
 
 from meshlib.config.fields import Fields, Sink
-from meshlib.config.istio_types import IstioResource, Meta
+from meshlib.config.istio_types import EmptyMeshMarker, IstioResource, Meta
 from meshlib.config.parse_authorization_policy import SPEC_FIELDS as AP_FIELDS
 from meshlib.config.parse_authorization_policy import parse_authorization_policy
 from meshlib.config.parse_destination_rule import SPEC_FIELDS as DR_FIELDS
@@ -39,7 +45,12 @@ KINDS: dict[str, tuple[frozenset[str], ParseSpec]] = {
     "VirtualService": (VS_FIELDS, parse_virtual_service),
 }
 SKIPPED_KINDS = frozenset({"Gateway"})
-UNSUPPORTED_KINDS = frozenset({"Sidecar", "WorkloadEntry", "WorkloadGroup", "EnvoyFilter", "ProxyConfig"})
+UNSUPPORTED_KINDS = frozenset({"Sidecar", "WorkloadEntry"})
+# Proxy-level configuration: accepted, with a warning that meshlib does not apply it.
+IGNORED_KINDS = frozenset({"EnvoyFilter", "ProxyConfig", "WorkloadGroup"})
+MESHLIB_GROUP = "meshlib.io"
+EMPTY_MESH_KIND = "EmptyMesh"  # apiVersion: meshlib.io/v1 — see EmptyMeshMarker
+IGNORED_GROUPS = frozenset({"telemetry.istio.io", "extensions.istio.io"})
 
 SECURITY_GROUP = "security.istio.io"
 SECURITY_VERSIONS = ("v1", "v1beta1")
@@ -103,6 +114,18 @@ def parse_document(file: str, document: YamlDocument, problems: list[ConfigProbl
     if api_version is None:
         if kind in KINDS or kind in SECURITY_KINDS:
             problems.append(ConfigProblem(file, root.line, kind, "", "apiVersion", "is required"))
+        return None
+    if group == MESHLIB_GROUP and kind == EMPTY_MESH_KIND:
+        return EmptyMeshMarker(Meta(file, document.line, kind, "", ""))
+    if group in IGNORED_GROUPS or (group == GROUP and kind in IGNORED_KINDS):
+        sink = Sink(file, kind or "")
+        sink.name = _subject(root.mapping.get("metadata"))
+        sink.warn(
+            root.mapping["kind"].line if "kind" in root.mapping else root.line,
+            "kind",
+            f"{api_version} {kind} is ignored by meshlib (it configures the proxy, not traffic)",
+        )
+        problems.extend(sink.problems)
         return None
     versions: tuple[str, ...]
     if group == GROUP:

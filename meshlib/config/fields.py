@@ -14,12 +14,19 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from meshlib.config.durations import format_duration, parse_duration
+from meshlib.config.durations import (
+    MAX_DURATION_S,
+    NS_PER_S,
+    duration_problem,
+    format_duration,
+    parse_duration_ns,
+)
 from meshlib.config.yaml_nodes import Node
 from meshlib.errors import ConfigProblem
 
 # Kubernetes label syntax: name ≤ 63 chars, optional DNS-subdomain prefix "example.com/".
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_DURATION_SHAPE = re.compile(r"^((\d+(\.\d*)?|\.\d+)(ms|us|µs|μs|ns|h|m|s))+$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -184,23 +191,43 @@ class Fields:
             return None
         return node.scalar
 
-    def duration(self, key: str, *, minimum_s: float | None = None) -> float | None:
-        """An Istio duration in seconds (see :mod:`meshlib.config.durations`)."""
+    def duration(
+        self,
+        key: str,
+        *,
+        minimum_s: float = 0.001,
+        precision_s: float = 0.001,
+        allow_zero: bool = False,
+    ) -> float | None:
+        """An Istio duration in seconds (see :mod:`meshlib.config.durations`).
+
+        By default Istio's ``ValidateDuration`` applies: at least 1 ms, whole
+        milliseconds. ``allow_zero`` also accepts ``0s`` (fields where zero
+        means "disabled"); ``precision_s=1`` demands whole seconds.
+        """
         node = self.get(key)
         if node is None:
             return None
         if node.kind != "scalar":
             self._wrong(key, node, "duration string")
             return None
-        seconds = parse_duration(node.scalar)
-        if seconds is None:
+        ns = parse_duration_ns(node.scalar)
+        if ns is None:
             text = node.scalar if isinstance(node.scalar, str) else str(node.scalar).lower()
-            self.sink.error(node.line, self.at(key), f'invalid duration "{text}"')
+            hint = ""
+            if isinstance(node.scalar, str) and _DURATION_SHAPE.match(node.scalar.strip()):
+                hint = f" (longer than the maximum {format_duration(MAX_DURATION_S)}, Go's time.Duration)"
+            self.sink.error(node.line, self.at(key), f'invalid duration "{text[:64]}"{hint}')
             return None
-        if minimum_s is not None and seconds < minimum_s:
-            self.sink.error(node.line, self.at(key), f"must be at least {format_duration(minimum_s)}")
+        if ns == 0 and allow_zero:
+            return 0.0
+        problem = duration_problem(
+            ns, minimum_ns=round(minimum_s * NS_PER_S), precision_ns=round(precision_s * NS_PER_S)
+        )
+        if problem is not None:
+            self.sink.error(node.line, self.at(key), problem)
             return None
-        return seconds
+        return ns / NS_PER_S
 
     def enum(self, key: str, values: Sequence[str]) -> str | None:
         """One of ``values`` (case-sensitive, as protobuf enums are)."""

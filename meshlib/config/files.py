@@ -14,8 +14,10 @@ from pathlib import Path
 
 from meshlib.config.compile import DEFAULT_WORKLOAD, compile_snapshot, reference_problems
 from meshlib.config.documents import parse_file
-from meshlib.config.istio_types import IstioResource
+from meshlib.config.istio_types import IstioResource, Meta
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
+from meshlib.config.peer_authentication import PeerAuthenticationSpec
+from meshlib.config.security_model import AuthorizationPolicySpec
 from meshlib.errors import ConfigInvalid, ConfigProblem
 
 log = logging.getLogger("meshlib.config")
@@ -78,7 +80,44 @@ def read_resources(paths: Sequence[str | Path]) -> tuple[list[IstioResource], li
         found, file_problems = parse_file(name, text)
         resources.extend(found)
         problems.extend(file_problems)
-    return resources, problems
+    return resources, problems + duplicate_problems(resources)
+
+
+def _identity(resource: IstioResource) -> tuple[str, str, str, str, int] | None:
+    """(kind, namespace, name, file, line) of a named resource."""
+    if isinstance(resource, AuthorizationPolicySpec):
+        o = resource.origin
+        return "AuthorizationPolicy", o.namespace, o.name, o.file, o.line
+    if isinstance(resource, PeerAuthenticationSpec):
+        return "PeerAuthentication", resource.namespace, resource.name, resource.file, resource.line
+    meta: Meta = resource.meta
+    if not meta.name:
+        return None
+    return meta.kind, meta.namespace, meta.name, meta.file, meta.line
+
+
+def duplicate_problems(resources: Sequence[IstioResource]) -> list[ConfigProblem]:
+    """Two resources with one kind/namespace/name: the later one is an error naming both places.
+
+    In Kubernetes the second cannot exist (applying it replaces the first), so
+    a directory holding both is a mistake, not two rules to merge.
+    """
+    first: dict[tuple[str, str, str], tuple[str, int]] = {}
+    problems: list[ConfigProblem] = []
+    for resource in resources:
+        identity = _identity(resource)
+        if identity is None:
+            continue
+        kind, namespace, name, file, line = identity
+        seen = first.setdefault((kind, namespace, name), (file, line))
+        if seen != (file, line):
+            ref = f"{namespace}/{name}"
+            message = (
+                f"duplicate {kind} {ref}: already defined at {seen[0]}:{seen[1]} "
+                "(Kubernetes keeps one object per kind, namespace and name)"
+            )
+            problems.append(ConfigProblem(file, line, kind, ref, "metadata.name", message))
+    return problems
 
 
 def validate_paths(

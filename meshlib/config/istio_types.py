@@ -201,6 +201,23 @@ class VirtualServiceSpec:
         return not self.gateways or "mesh" in self.gateways
 
 
+@dataclass(frozen=True, slots=True)
+class EmptyMeshMarker:
+    """``apiVersion: meshlib.io/v1, kind: EmptyMesh``: an empty configuration is intended.
+
+    A hot reload that would remove every service and route at once is refused
+    (a truncated or half-written file looks exactly like that) unless the new
+    configuration carries this document.
+    """
+
+    meta: Meta
+
+
 IstioResource = (
-    ServiceEntrySpec | DestinationRuleSpec | VirtualServiceSpec | AuthorizationPolicySpec | PeerAuthenticationSpec
+    ServiceEntrySpec
+    | DestinationRuleSpec
+    | VirtualServiceSpec
+    | AuthorizationPolicySpec
+    | PeerAuthenticationSpec
+    | EmptyMeshMarker
 )

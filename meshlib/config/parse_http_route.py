@@ -265,6 +265,6 @@ def cors_policy(rule: Fields) -> CorsPolicy | None:
         allow_methods=tuple(fields.string_list("allowMethods") or ()),
         allow_headers=tuple(fields.string_list("allowHeaders") or ()),
         expose_headers=tuple(fields.string_list("exposeHeaders") or ()),
-        max_age_s=fields.duration("maxAge"),
+        max_age_s=fields.duration("maxAge", precision_s=1),  # Istio: seconds precision
         allow_credentials=fields.boolean("allowCredentials"),
     )

@@ -174,7 +174,7 @@ def _consistent_hash(hashing: Fields) -> LbPolicy | None:
     cookie = hashing.mapping("httpCookie", ("name", "path", "ttl", "attributes"))
     if cookie is not None:
         name = cookie.string("name", required=True)
-        ttl = cookie.duration("ttl")
+        ttl = cookie.duration("ttl", minimum_s=0, precision_s=1e-9, allow_zero=True)  # 0 = session cookie
         path = cookie.string("path") or ""
         for item_path, node in cookie.items("attributes"):
             attr = item_fields(cookie.sink, item_path, node, ("name", "value"))
@@ -294,7 +294,7 @@ def _connection_pool(pool: Fields | None) -> ConnectionPool | None:
             keepalive.duration("interval", minimum_s=MS)
             values["tcp_keepalive"] = True
         tcp.duration("maxConnectionDuration", minimum_s=MS)
-        tcp.duration("idleTimeout")
+        tcp.duration("idleTimeout", allow_zero=True)  # Istio: 0s disables the idle timeout
     http = pool.mapping("http", HTTP_FIELDS)
     if http is not None:
         for key, attr in (

@@ -9,6 +9,19 @@ dependency and costs a few ``stat`` calls per interval; the default interval
 An edit that does not validate is reported (logged, and kept in
 :attr:`FileConfigSource.last_problems` for ``mesh.status()``) and the last
 good snapshot stays in force.
+
+An edit that validates but would remove every service and every route at
+once — what an emptied or truncated file, or a writer that replaces files
+non-atomically, looks like mid-write — is treated the same way: refused,
+with the reason in ``last_problems``, until the configuration says it means
+it (a document ``apiVersion: meshlib.io/v1``, ``kind: EmptyMesh``) or the
+source was built with ``allow_empty_reload=True``. The next poll that sees
+the files change again retries.
+
+Parsing runs in a worker thread, and the YAML reader bounds its work
+(:mod:`meshlib.config.yaml_nodes`), so a hostile edit cannot stall the event
+loop. The version of a configuration is a hash of its files' contents only:
+the same YAML has the same version whichever path it was reached by.
 """
 
 from __future__ import annotations
@@ -21,7 +34,9 @@ from pathlib import Path
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
-from meshlib.config import config_file_set, load_snapshot
+from meshlib.config import compile_snapshot, config_file_set, read_resources
+from meshlib.config.compile import reference_problems
+from meshlib.config.istio_types import EmptyMeshMarker
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.errors import ConfigInvalid, ConfigProblem
 
@@ -42,14 +57,22 @@ def _fingerprint(paths: Sequence[str | Path]) -> Fingerprint:
 
 
 def _content_version(paths: Sequence[str | Path]) -> str:
+    """A hash of the files' contents, in load order (their names do not count)."""
     digest = hashlib.sha256()
     for path in config_file_set(paths):
         try:
-            digest.update(str(path).encode())
-            digest.update(path.read_bytes())
+            data = path.read_bytes()
         except OSError:
             continue
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
     return digest.hexdigest()[:12]
+
+
+def _content_size(snapshot: MeshSnapshot) -> tuple[int, int]:
+    """(services, routes) a snapshot carries."""
+    routes = sum(len(vh.routes) for rc in snapshot.route_configs.values() for vh in rc.virtual_hosts)
+    return len(snapshot.services), routes
 
 
 class FileConfigSource:
@@ -62,10 +85,13 @@ class FileConfigSource:
         publish: Callable[[MeshSnapshot], None],
         *,
         poll_interval_s: float = 0.25,
+        allow_empty_reload: bool = False,
     ) -> None:
         self.paths = list(paths)
         self.workload = workload
         self.poll_interval_s = poll_interval_s
+        self.allow_empty_reload = allow_empty_reload
+        self._current: MeshSnapshot | None = None
         self.last_problems: list[ConfigProblem] = []
         self.reload_attempts = 0
         self._publish = publish
@@ -73,10 +99,38 @@ class FileConfigSource:
         self._attempted = asyncio.Condition()
 
     def load(self) -> MeshSnapshot:
-        """Load and validate now; raises :class:`ConfigInvalid` listing every problem."""
+        """Load and validate now; raises :class:`ConfigInvalid` listing every problem.
+
+        A configuration that would drop every service and route of the one in
+        force is refused too (see the module docstring).
+        """
         fingerprint = _fingerprint(self.paths)
-        snapshot = load_snapshot(self.paths, self.workload, _content_version(self.paths))
         self._fingerprint = fingerprint
+        resources, problems = read_resources(self.paths)
+        problems += reference_problems(resources, self.workload)
+        errors = [p for p in problems if not p.is_warning]
+        if errors:
+            raise ConfigInvalid(errors)
+        for warning in problems:
+            log.warning("%s", warning)
+        snapshot = compile_snapshot(resources, self.workload, _content_version(self.paths))
+        previous = self._current
+        intended = self.allow_empty_reload or any(isinstance(r, EmptyMeshMarker) for r in resources)
+        if previous is not None and not intended and _content_size(snapshot) == (0, 0):
+            services, routes = _content_size(previous)
+            if services or routes:
+                where = ", ".join(str(p) for p in self.paths)
+                raise ConfigInvalid(
+                    [
+                        ConfigProblem(
+                            where, 0, "", "", "",
+                            f"refusing a reload that removes every service and route ({services} service(s), "
+                            f"{routes} route(s) in force): an emptied or half-written file looks like this; "
+                            "add a document 'apiVersion: meshlib.io/v1, kind: EmptyMesh' to mean it",
+                        )
+                    ]
+                )
+        self._current = snapshot
         return snapshot
 
     async def watch(self) -> None:

@@ -51,8 +51,14 @@ class Where:
         return XdsDecodeError(self.type_url, self.name, path, message)
 
 
+# google.protobuf.Duration's valid range is [-315576000000s, 315576000000s]; a timeout is never negative.
+_MAX_DURATION_SECONDS = 315_576_000_000.0
+
+
 def seconds(value: Any) -> float:
-    return float(value.seconds) + float(value.nanos) / 1e9
+    """A Duration in seconds, clamped to [0, protobuf's maximum] (out-of-range values cannot poison timers)."""
+    total = float(value.seconds) + float(value.nanos) / 1e9
+    return min(max(total, 0.0), _MAX_DURATION_SECONDS)
 
 
 def optional_seconds(message: Any, field: str) -> float | None:

@@ -16,7 +16,16 @@ ISTIO_KEY = "istio"
 MILLION = percent_pb2.FractionalPercent.MILLION
 
 
+# google.protobuf.Duration's range; validation keeps durations far inside it (Go's ~292 years).
+MAX_DURATION_SECONDS = 315_576_000_000
+
+
 def duration(seconds: float) -> duration_pb2.Duration:
+    """``seconds`` as a Duration, clamped to [0, protobuf's maximum] so encoding never raises."""
+    if not seconds > 0:  # also NaN
+        return duration_pb2.Duration()
+    if seconds >= MAX_DURATION_SECONDS:  # also inf
+        return duration_pb2.Duration(seconds=MAX_DURATION_SECONDS)
     nanos_total = round(seconds * 1_000_000_000)
     return duration_pb2.Duration(seconds=nanos_total // 1_000_000_000, nanos=nanos_total % 1_000_000_000)
 

@@ -146,7 +146,6 @@ def test_timeout_and_retries(tmp_path: Path) -> None:
     backoff: 100ms
 - match: [{uri: {prefix: /b}}]
   route: [{destination: {host: reviews}}]
-  timeout: 0s
   retries: {attempts: 0}
 - match: [{uri: {prefix: /c}}]
   route: [{destination: {host: reviews}}]
