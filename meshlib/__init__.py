@@ -9,8 +9,23 @@ propagation, OpenTelemetry spans and Istio's metrics. See ``meshlib.Mesh``::
     mesh = meshlib.Mesh.from_files()   # no argument: the embedded bookinfo mesh (``meshlib demo``)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from meshlib.errors import ConfigInvalid, ConfigProblem, MeshError
-from meshlib.mesh import Mesh
+
+if TYPE_CHECKING:
+    from meshlib.mesh import Mesh
+
+
+def __getattr__(name: str) -> Any:
+    # Mesh (and aiohttp behind it) is imported on first use: ``import meshlib.testing`` —
+    # the pytest plugin, loaded into every test run of a project with meshlib installed — stays cheap.
+    if name == "Mesh":
+        from meshlib.mesh import Mesh
+
+        return Mesh
+    raise AttributeError(f"module 'meshlib' has no attribute {name!r}")
+
 
 __all__ = ["ConfigInvalid", "ConfigProblem", "Mesh", "MeshError"]
 __version__ = "0.1.0"

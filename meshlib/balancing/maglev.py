@@ -19,10 +19,13 @@ build (O(M log M)) and slightly more key movement on membership change.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from meshlib.balancing.context import PickContext
 from meshlib.balancing.hashing import endpoint_hash_key, xxh64
 from meshlib.config.model import Endpoint
+
+if TYPE_CHECKING:  # at run time: config → maglev (is_prime) → context → config would be a cycle
+    from meshlib.balancing.context import PickContext
 
 __all__ = ["DEFAULT_TABLE_SIZE", "MaglevPicker", "is_prime"]
 

@@ -39,8 +39,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from meshlib.config.durations import parse_duration
-
 MIN_FILL_INTERVAL_S = 0.05  # Envoy: "fill_interval must be >= 50ms"
 ANNOTATION = "meshlib.io/local-rate-limit"
 
@@ -149,6 +147,9 @@ def parse_local_rate_limit(text: str, per: Literal["route", "cluster"] = "route"
     if "fillInterval" not in data:
         raise ValueError("fillInterval: required (e.g. \"1s\")")
     raw_interval = data["fillInterval"]
+    # Imported here: meshlib.config imports this module (annotations), so a top-level import is a cycle.
+    from meshlib.config.durations import parse_duration
+
     interval = parse_duration(raw_interval)
     if interval is None:
         raise ValueError(f"fillInterval: not a duration: {raw_interval!r} (use e.g. \"1s\" or \"500ms\")")

@@ -1,0 +1,226 @@
+"""meshlib's pytest plugin, run inside a fresh pytest (``pytester``): fixtures, markers, seeds, teardown."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+# Imported here, so pytester's in-process runs reuse these modules rather than re-importing them
+# for every inner session (faster, and module-level state such as YAML loader classes stays single).
+import meshlib.aiohttp.client
+import meshlib.grpc.channel
+import meshlib.mesh
+import meshlib.testing.faults
+import meshlib.testing.meshes
+import meshlib.testing.services  # noqa: F401
+
+pytest_plugins = ["pytester"]
+
+MESH_YAML = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings}}]
+    retries: {attempts: 2, retryOn: "5xx,reset,connect-failure"}
+"""
+
+ASYNC_TESTS = '''
+import pytest
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_a_503_is_retried_onto_the_next_attempt(mesh, mesh_service, mesh_faults):
+    ratings = await mesh_service("ratings", version="v1", replicas=2)
+    flaky = mesh_faults.upstream("ratings").status(503, times=1)
+    async with mesh.session() as http:
+        async with http.get("http://ratings:9080/ratings/1") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["service"] == "ratings"
+    assert (flaky.seen, flaky.injected) == (1, 1)
+    log = mesh_faults.attempts("ratings")
+    assert [(a.number, a.status, a.retried) for a in log] == [(1, 503, True), (2, 200, False)]
+    assert log[0].host in ratings.endpoints
+    assert mesh_faults.stats_delta("ratings")["upstream_rq_retry"] == 1
+    assert ratings.hits == 1  # the injected 503 never reached a stub
+
+
+@pytest.mark.mesh_fault("ratings", abort=418)
+async def test_marker_declares_a_route_abort(mesh, mesh_service, mesh_faults):
+    await mesh_service("ratings")
+    async with mesh.session() as http:
+        async with http.get("http://ratings:9080/") as resp:
+            assert resp.status == 418
+            assert resp.headers["x-meshlib-local-reply"] == "FI"
+    assert [a.flag for a in mesh_faults.attempts("ratings")] == ["FI"]
+
+
+async def test_scoped_fault_ends_with_its_block(mesh, mesh_service, mesh_faults):
+    await mesh_service("ratings")
+    async with mesh.session() as http:
+        with mesh_faults.upstream("ratings").refuse() as refused:
+            async with http.get("http://ratings:9080/") as resp:
+                assert resp.status == 503
+                assert resp.headers["x-meshlib-local-reply"] == "UF"
+        async with http.get("http://ratings:9080/") as resp:
+            assert resp.status == 200
+    assert refused.injected == 3  # the first try and both retries
+'''
+
+SYNC_TESTS = '''
+def test_sync_test_gets_the_controller(mesh_faults):
+    fault = mesh_faults.delay("reviews", 0.5, percent=50, optional=True)
+    assert fault.seen == 0
+    assert mesh_faults.attempts() == []
+'''
+
+
+def _project(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.makefile(".yaml", mesh=MESH_YAML)
+    pytester.makeini(
+        f"[pytest]\nasyncio_mode = {mode}\nasyncio_default_fixture_loop_scope = function\nmeshlib_config = mesh.yaml\n"
+    )
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_fixtures_work_in_both_asyncio_modes(pytester: pytest.Pytester, mode: str) -> None:
+    _project(pytester, mode)
+    pytester.makepyfile(test_async=ASYNC_TESTS, test_sync=SYNC_TESTS)
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+
+
+def test_a_fault_that_matched_nothing_fails_the_test_at_teardown(pytester: pytest.Pytester) -> None:
+    _project(pytester, "strict")
+    pytester.makepyfile('''
+import pytest
+
+def test_forgot_to_send_traffic(mesh_faults):
+    mesh_faults.abort("ratings", 503)
+
+@pytest.mark.mesh_faults(assert_all_used=False)
+def test_opted_out(mesh_faults):
+    mesh_faults.abort("ratings", 503)
+
+def test_optional_fault(mesh_faults):
+    mesh_faults.upstream("ratings", optional=True).reset()
+''')
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*mesh faults declared but never matched a request: abort(ratings*"])
+
+
+SEEDED = '''
+import pytest
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_half_aborted(mesh, mesh_service, mesh_faults, tmp_path_factory):
+    await mesh_service("ratings")
+    mesh_faults.abort("ratings", 503, percent=50)
+    statuses = []
+    async with mesh.session() as http:
+        for _ in range(24):
+            async with http.get("http://ratings:9080/") as resp:
+                statuses.append(resp.status)
+    print("PATTERN", "".join("x" if s == 503 else "." for s in statuses))
+    assert 503 not in statuses, "a failure to replay"
+'''
+
+
+def test_a_failing_test_names_its_seed_and_the_seed_replays_it(pytester: pytest.Pytester) -> None:
+    _project(pytester, "strict")
+    pytester.makepyfile(test_seeded=SEEDED)
+    first = pytester.runpytest("-p", "no:cacheprovider", "-s")
+    first.assert_outcomes(failed=1)
+    output = first.stdout.str()
+    seed = re.search(r"--mesh-fault-seed=(\d+)", output)
+    assert seed is not None, output
+    pattern = re.search(r"PATTERN ([x.]+)", output)
+    assert pattern is not None and "x" in pattern.group(1) and "." in pattern.group(1)
+    replay = pytester.runpytest("-p", "no:cacheprovider", "-s", f"--mesh-fault-seed={seed.group(1)}")
+    replay.assert_outcomes(failed=1)
+    assert f"PATTERN {pattern.group(1)}" in replay.stdout.str()
+    replay.stdout.fnmatch_lines([f"meshlib: mesh fault seed {seed.group(1)}"])  # in the report header
+
+
+GRPC_TESTS = '''
+import grpc
+import pytest
+
+pytestmark = pytest.mark.asyncio
+
+
+async def echo(request, context):
+    return b"echo:" + request
+
+
+async def test_grpc_status_fault_is_retried_and_an_abort_is_not(mesh, mesh_service, mesh_faults):
+    await mesh_service("ratings", grpc={"/test.Echo/Call": echo}, replicas=2)
+    unavailable = mesh_faults.upstream("ratings").status(503, times=1)
+    async with mesh.grpc_channel("ratings.default.svc.cluster.local:9080") as channel:
+        call = channel.unary_unary("/test.Echo/Call")
+        assert await call(b"hi") == b"echo:hi"
+        assert unavailable.injected == 1
+        assert [a.grpc_status for a in mesh_faults.attempts("ratings")] == [14, 0]
+        with mesh_faults.abort("ratings", grpc_status="RESOURCE_EXHAUSTED"):
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await call(b"hi")
+        assert failure.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_grpc_reset_and_blackhole(mesh, mesh_service, mesh_faults):
+    await mesh_service("ratings", grpc={"/test.Echo/Call": echo})
+    async with mesh.grpc_channel("ratings.default.svc.cluster.local:9080") as channel:
+        call = channel.unary_unary("/test.Echo/Call")
+        with mesh_faults.upstream("ratings").reset():
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await call(b"hi")
+            assert failure.value.code() is grpc.StatusCode.UNAVAILABLE
+        with mesh_faults.upstream("ratings").blackhole():
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await call(b"hi", timeout=0.3)
+            assert failure.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert await call(b"ok") == b"echo:ok"
+'''
+
+
+def test_faults_act_on_grpc_channels(pytester: pytest.Pytester) -> None:
+    _project(pytester, "strict")
+    pytester.makefile(".yaml", mesh=MESH_YAML.replace('"5xx,reset,connect-failure"', '"unavailable,reset"'))
+    pytester.makepyfile(test_grpc=GRPC_TESTS)
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_the_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_off=SYNC_TESTS)
+    result = pytester.runpytest("-p", "no:meshlib", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'mesh_faults' not found*"])
+
+
+def test_bad_marker_arguments_fail_clearly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile('''
+import pytest
+
+@pytest.mark.mesh_fault("ratings", abrot=503)
+def test_typo(mesh_faults):
+    pass
+''')
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    assert "@pytest.mark.mesh_fault: unknown argument(s) ['abrot']" in result.stdout.str()
+    assert "During handling" not in result.stdout.str()
