@@ -72,6 +72,7 @@ async def run_client(bootstrap: dict[str, object], timeout_s: float) -> str:
         sys.executable,
         "-c",
         CLIENT,
+        TARGET,
         str(timeout_s),
         env=env,
         stdout=asyncio.subprocess.PIPE,
