@@ -6,8 +6,9 @@ without AuthorizationPolicies pays one attribute check per request.
 
 What each attribute is read from:
 
-- ``principal``: the peer certificate's SPIFFE URI SAN (mTLS), without
-  ``spiffe://``; read once per connection and cached.
+- ``principal``: the verified peer certificate's SPIFFE ID (mTLS,
+  :mod:`meshlib.security.peer`: exactly one ``spiffe://`` URI SAN), without
+  ``spiffe://``; read once per connection.
 - ``source.ip``: the TCP peer address. ``remote.ip`` is the same address:
   like Istio with ``numTrustedProxies: 0``, ``X-Forwarded-For`` is not trusted.
 - ``port`` / ``destination.ip``: the local socket the request arrived on (gRPC:
@@ -22,22 +23,19 @@ What each attribute is read from:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import weakref
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from meshlib.security.authz import AuthorizationEngine, AuthzDecision, InboundAttributes
+from meshlib.security.peer import grpc_peer_identity, peer_identity
+from meshlib.security.spiffe import SpiffeId
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 log = logging.getLogger("meshlib.authz")
-
-_PRINCIPALS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
 
 class AuthzStats:
     """Envoy's RBAC filter counters (``rbac.allowed``, ``rbac.denied``, ``rbac.logged``) plus denials per policy."""
@@ -62,29 +60,9 @@ class AuthzStats:
                 "denied_by_policy": dict(self.denied_by)}
 
 
-def principal_of_certificate(cert: Mapping[str, Any] | None) -> str:
-    """``ssl.getpeercert()`` → the SPIFFE ID without scheme, or "" (no certificate / no SPIFFE URI SAN)."""
-    if not cert:
-        return ""
-    for kind, value in cert.get("subjectAltName", ()):
-        if kind == "URI" and isinstance(value, str) and value.lower().startswith("spiffe://"):
-            return value[len("spiffe://") :]
-    return ""
-
-
-def transport_principal(transport: Any) -> str:
-    """The peer's principal on a TLS transport (cached per connection)."""
-    if transport is None:
-        return ""
-    try:
-        return _PRINCIPALS[transport]
-    except (KeyError, TypeError):
-        pass
-    ssl_object = transport.get_extra_info("ssl_object")
-    principal = principal_of_certificate(ssl_object.getpeercert()) if ssl_object is not None else ""
-    with contextlib.suppress(TypeError):  # a transport that cannot be weakly referenced: no cache
-        _PRINCIPALS[transport] = principal
-    return principal
+def principal_of(identity: SpiffeId | None) -> str:
+    """A verified peer identity as Istio writes principals: the SPIFFE ID without ``spiffe://`` ("" for none)."""
+    return f"{identity.trust_domain}{identity.path}" if identity is not None else ""
 
 
 def normalise_path(raw: str) -> str:
@@ -115,7 +93,7 @@ def aiohttp_attributes(request: web.Request) -> InboundAttributes:
         port=local[1] if isinstance(local, tuple) and len(local) > 1 else 0,
         source_ip=peer[0] if isinstance(peer, tuple) and peer else "",
         destination_ip=local[0] if isinstance(local, tuple) and local else "",
-        principal=transport_principal(transport),
+        principal=principal_of(peer_identity(request)),  # verified, read once per connection
         headers=request.headers,  # case-insensitive look-ups, no copy
     )
 
@@ -124,23 +102,6 @@ def authorize_aiohttp(engine: AuthorizationEngine, stats: AuthzStats, request: w
     decision = engine.decide(aiohttp_attributes(request))
     _account(stats, decision, request.method, request.raw_path)
     return decision
-
-
-def grpc_principal(context: Any) -> str:
-    """The peer's principal from a grpc servicer context's auth context ("" without mTLS)."""
-    try:
-        auth = context.auth_context()
-    except Exception:  # a context without auth support means no identity
-        return ""
-    for value in auth.get("peer_spiffe_id", ()):
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        if text.lower().startswith("spiffe://"):
-            return text[len("spiffe://") :]
-    for value in auth.get("x509_subject_alternative_name", ()):
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        if text.lower().startswith("spiffe://"):
-            return text[len("spiffe://") :]
-    return ""
 
 
 def grpc_attributes(
@@ -152,7 +113,7 @@ def grpc_attributes(
         host=headers.get(":authority"),  # grpc.aio does not pass it on: None, see authz._operation_checks
         port=port,
         source_ip=peer_address or "",
-        principal=grpc_principal(context),
+        principal=principal_of(grpc_peer_identity(context)),
         headers=headers,
     )
 

@@ -16,7 +16,8 @@ from meshlib.config.documents import parse_file
 from meshlib.config.model import Labels, WorkloadIdentity
 from meshlib.config.security_model import AuthorizationPolicySpec, SecurityPolicies
 from meshlib.security.authz import AuthorizationEngine, InboundAttributes, engine_for
-from meshlib.security.authz_inbound import normalise_path, principal_of_certificate
+from meshlib.security.authz_inbound import normalise_path, principal_of
+from meshlib.security.spiffe import SpiffeId
 
 SLEEP = "cluster.local/ns/default/sa/sleep"
 FOO_CLIENT = "cluster.local/ns/foo/sa/client"
@@ -366,11 +367,9 @@ def test_path_normalisation(raw: str, path: str) -> None:
     assert normalise_path(raw) == path
 
 
-def test_principal_is_the_spiffe_uri_san_without_scheme() -> None:
-    cert = {"subject": (), "subjectAltName": (("DNS", "reviews"), ("URI", "spiffe://cluster.local/ns/a/sa/b"))}
-    assert principal_of_certificate(cert) == "cluster.local/ns/a/sa/b"
-    assert principal_of_certificate({"subjectAltName": (("DNS", "x"),)}) == ""
-    assert principal_of_certificate(None) == ""
+def test_principal_is_the_spiffe_id_without_scheme() -> None:
+    assert principal_of(SpiffeId.parse("spiffe://cluster.local/ns/a/sa/b")) == "cluster.local/ns/a/sa/b"
+    assert principal_of(None) == ""
 
 
 def test_an_unknown_host_errs_towards_denying() -> None:
