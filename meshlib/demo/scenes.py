@@ -370,7 +370,7 @@ def _span_label(span: Any) -> str:
     kind = span.kind.name
     duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
     if kind == "CLIENT":  # outbound|9080|v2|reviews.default.svc.cluster.local → "reviews v2"
-        _, _, subset, fqdn = (str(attributes.get("meshlib.cluster", "")).split("|") + ["", "", "", ""])[:4]
+        _, _, subset, fqdn = [*str(attributes.get("meshlib.cluster", "")).split("|"), "", "", "", ""][:4]
         where = f"→ {fqdn.split('.')[0]}{' ' + subset if subset else ''} @ {attributes.get('meshlib.endpoint', '?')}"
     else:  # the SERVER span's name already carries the route
         where = f"({attributes.get('url.path', '')})"

@@ -1,4 +1,5 @@
-"""What Envoy users expect of an admin port: /stats forms and filters, /ready, /server_info, /help, a page without JS."""
+"""What Envoy users expect of an admin port: /stats forms and filters, /ready, /server_info, /help, a page
+readable without JavaScript."""
 
 from __future__ import annotations
 
