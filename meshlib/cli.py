@@ -23,6 +23,8 @@
 Without a path, ``validate``, ``explain`` and ``admin`` use the embedded default mesh. A command that
 needs an optional extra (``control-plane``: ``xds``) says which in one line instead of a traceback.
 ``meshlib ca init|issue ...``            a mesh CA and SPIFFE X.509-SVIDs (see meshlib/security/cli.py)
+``meshlib consul-dev [--port 8500] [--load FILE]``
+                                         the in-memory Consul emulator (HTTP API) in the foreground
 """
 
 from __future__ import annotations
@@ -303,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     from meshlib.security.cli import add_ca_parser  # `meshlib ca init|issue`
 
     add_ca_parser(sub)
+    from meshlib.testing.consul.cli import add_consul_dev_parser  # `meshlib consul-dev`
+
+    add_consul_dev_parser(sub)
     return parser
 
 
