@@ -34,8 +34,9 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from meshlib.errors import ConfigInvalid
+from meshlib.errors import ConfigInvalid, MeshError
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -126,6 +127,11 @@ def _control_plane(args: argparse.Namespace) -> int:
 
     def ready(plane: ControlPlane) -> None:
         status = f", status on http://{args.host}:{plane.status_port}/status" if plane.status_port else ""
+        secure = plane.status().get("security")
+        if secure:
+            status += ", mTLS"
+            if secure["ca_port"]:
+                status += f", CA for bootstrap tokens on {args.host}:{secure['ca_port']}"
         print(f"meshlib control-plane: ADS on {plane.address}{status}", flush=True)
 
     status_port = None if args.status_port < 0 else args.status_port
@@ -138,11 +144,18 @@ def _control_plane(args: argparse.Namespace) -> int:
     elif not paths:
         print("meshlib control-plane: give --config PATH... or --consul ADDR", file=sys.stderr)
         return 2
+    from meshlib.security.cli import control_plane_security
+
+    try:
+        security: Any = control_plane_security(args)  # None: plaintext ADS
+    except (MeshError, ValueError) as exc:
+        print(f"meshlib control-plane: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(
             run_control_plane(
                 paths, port=args.port, status_port=status_port, bind_address=args.bind_address,
-                host=args.host, on_ready=ready, source=source,
+                host=args.host, on_ready=ready, source=source, security=security,
             )
         )
     except ConfigInvalid as exc:
@@ -160,8 +173,13 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
     try:
         locality = Locality.parse(args.locality) if args.locality else None
-        bootstrap = grpc_bootstrap(args.xds, args.node_id, cluster=args.cluster, locality=locality)
-    except BootstrapError as exc:
+        if args.certs:
+            from meshlib.security.cli import secure_bootstrap_from_args
+
+            bootstrap = secure_bootstrap_from_args(args, cluster=args.cluster, locality=locality)
+        else:
+            bootstrap = grpc_bootstrap(args.xds, args.node_id, cluster=args.cluster, locality=locality)
+    except (BootstrapError, ValueError) as exc:
         print(f"meshlib bootstrap: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(bootstrap, indent=2))
@@ -280,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument(
         "--bind-address", default="127.0.0.1", help="where Envoy clients' outbound listeners bind (default 127.0.0.1)"
     )
+    from meshlib.security.cli import add_bootstrap_tls_arguments, add_control_plane_security_arguments
+
+    add_control_plane_security_arguments(cp)
     cp.set_defaults(run=_control_plane)
 
     boot = sub.add_parser("bootstrap", help="print a gRPC xDS bootstrap as JSON")
@@ -287,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--node-id", required=True, help="the node id the client announces")
     boot.add_argument("--cluster", default="", help="the node cluster")
     boot.add_argument("--locality", default="", metavar="REGION/ZONE/SUBZONE", help="the node locality")
+    add_bootstrap_tls_arguments(boot)
     boot.set_defaults(run=_bootstrap)
 
     status = sub.add_parser("status", help="show a control plane's clients and sync state (like istioctl proxy-status)")

@@ -21,6 +21,7 @@ import argparse
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from meshlib.config.durations import parse_duration
 
@@ -125,3 +126,80 @@ def run_ca_issue(args: argparse.Namespace) -> int:
         return 1
     print(f"meshlib ca issue: {spiffe_id} in {out} (valid until {bundle.not_after.isoformat()})")
     return 0
+
+
+# --- control-plane and bootstrap flags -------------------------------------------------------------------
+
+
+def add_control_plane_security_arguments(parser: argparse.ArgumentParser) -> None:
+    """``meshlib control-plane`` flags for secure mode (mTLS ADS, node-id binding, CA)."""
+    group = parser.add_argument_group("security (mTLS xDS; see docs/security.md)")
+    group.add_argument("--tls-cert", metavar="FILE", help="serving certificate chain (PEM, watched for rotation)")
+    group.add_argument("--tls-key", metavar="FILE", help="serving private key (PEM)")
+    group.add_argument("--client-ca", metavar="FILE", help="CA bundle that verifies client certificates")
+    group.add_argument("--ca", metavar="DIR", help="run as the mesh CA from DIR (`meshlib ca init`); self-issues TLS")
+    group.add_argument("--ca-port", type=int, help="with --ca: a TLS-only port for bootstrap-token clients (0 = any)")
+    group.add_argument("--ca-tokens", metavar="FILE", help="with --ca: bootstrap tokens ('<spiffe-id> <token> [dns]')")
+    group.add_argument("--node-id-map", metavar="FILE", help="identity → allowed node ids ('<spiffe-id> <pattern>...')")
+
+
+def control_plane_security(args: argparse.Namespace) -> object | None:
+    """Build a ``ControlPlaneSecurity`` from the flags, or None (plaintext). ValueError on bad combinations."""
+    tls_files = (args.tls_cert, args.tls_key, args.client_ca)
+    if args.ca is None and not any(tls_files):
+        for flag, value in (
+            ("--ca-port", args.ca_port),
+            ("--ca-tokens", args.ca_tokens),
+            ("--node-id-map", args.node_id_map),
+        ):
+            if value is not None:
+                raise ValueError(f"{flag} needs --ca DIR or --tls-cert/--tls-key/--client-ca")
+        if args.host not in ("127.0.0.1", "::1", "localhost"):
+            print(
+                f"meshlib control-plane: WARNING: plaintext, unauthenticated ADS on {args.host}; any process that "
+                "can reach it gets the full configuration (use --ca DIR or --tls-cert/--tls-key/--client-ca)",
+                file=sys.stderr,
+            )
+        return None
+    from meshlib.security.ca import MeshCA
+    from meshlib.security.ca_service import BootstrapTokens
+    from meshlib.security.node_identity import NodeIdRule
+    from meshlib.security.plane_security import ControlPlaneSecurity
+
+    if args.ca is not None:
+        if any(tls_files):
+            raise ValueError("use either --ca DIR or --tls-cert/--tls-key/--client-ca, not both")
+        ca = MeshCA.load(args.ca)
+        rule = NodeIdRule.from_file(ca.trust_domain, args.node_id_map) if args.node_id_map else None
+        tokens = BootstrapTokens.from_file(args.ca_tokens) if args.ca_tokens else None
+        hosts = sorted({args.host, "127.0.0.1", "localhost"})
+        return ControlPlaneSecurity.from_ca(ca, hosts=hosts, tokens=tokens, ca_port=args.ca_port, node_rule=rule)
+    if not all(tls_files):
+        raise ValueError("--tls-cert, --tls-key and --client-ca go together")
+    if args.ca_port is not None or args.ca_tokens is not None:
+        raise ValueError("--ca-port and --ca-tokens need --ca DIR (the CA key)")
+    security = ControlPlaneSecurity.from_files(args.tls_cert, args.tls_key, client_ca=args.client_ca)
+    if args.node_id_map:
+        security.node_rule = NodeIdRule.from_file(security.node_rule.trust_domain, args.node_id_map)
+    return security
+
+
+def add_bootstrap_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """``meshlib bootstrap --certs DIR``: mTLS channel_creds + a file_watcher certificate provider."""
+    parser.add_argument(
+        "--certs",
+        metavar="DIR",
+        help="SVID files (cert-chain.pem, key.pem, root-cert.pem): mTLS to the control "
+        "plane and a file_watcher certificate provider for proxyless mTLS",
+    )
+    parser.add_argument("--refresh-interval", default="60s", help="with --certs: file_watcher refresh (default 60s)")
+
+
+def secure_bootstrap_from_args(args: argparse.Namespace, **kwargs: Any) -> dict[str, Any]:
+    """The bootstrap for ``meshlib bootstrap --certs DIR``."""
+    from meshlib.security.bootstrap_tls import secure_bootstrap
+
+    for name in ("cert-chain.pem", "key.pem", "root-cert.pem"):
+        if not (Path(args.certs) / name).is_file():
+            raise ValueError(f"--certs {args.certs}: {name} is missing (write it with `meshlib ca issue --out DIR`)")
+    return secure_bootstrap(args.xds, args.node_id, args.certs, refresh_interval=args.refresh_interval, **kwargs)
