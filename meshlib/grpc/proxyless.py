@@ -134,12 +134,17 @@ def xds_channel(
 
 
 def xds_server_listener(
-    host: str, port: int, *, template: str = SERVER_LISTENER_TEMPLATE, http_filters: Sequence[Any] = ()
+    host: str, port: int, *, template: str = SERVER_LISTENER_TEMPLATE, http_filters: Sequence[Any] = (),
+    mtls: str = "DISABLE",
 ) -> Any:
     """The Listener an xDS-enabled gRPC server on ``host:port`` waits for (gRFC A36), plaintext.
 
     ``http_filters`` go before the router: e.g. the RBAC filters of
     :func:`meshlib.security.rbac_xds.rbac_http_filters` (AuthorizationPolicy, gRFC A41).
+    ``mtls="STRICT"`` (PeerAuthentication) gives the filter chain a ``DownstreamTlsContext``
+    requiring client certificates from the bootstrap's certificate provider (gRFC A29); serve it
+    with ``grpc.xds_server_credentials``. Other modes: plaintext (a proxyless server cannot offer
+    both on one port, so PERMISSIVE serves plaintext).
 
     Named by ``template`` (the bootstrap's ``server_listener_resource_name_template``);
     its address must equal the serving address. One filter chain matching
@@ -172,6 +177,10 @@ def xds_server_listener(
     manager.http_filters.add(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
     chain = listener.filter_chains.add()
     chain.filters.add(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))
+    if mtls == "STRICT":
+        from meshlib.xds.cluster_tls import downstream_tls_socket
+
+        downstream_tls_socket(chain, require_client_certificate=True)
     return listener
 
 
@@ -180,18 +189,20 @@ def with_server_listeners(
     addresses: Sequence[tuple[str, int]],
     *,
     http_filters: Sequence[Any] = (),
+    mtls: str = "DISABLE",
 ) -> Callable[[str], _Resources | None]:
     """Wrap a (synchronous) snapshot source so it also serves :func:`xds_server_listener` for ``addresses``.
 
     For ``ControlPlane(with_server_listeners(FileSnapshotSource([...]), [("127.0.0.1", 50051)]))``:
     every node group gets the extra Listeners next to the translated ones. ``http_filters`` (e.g.
-    the servers' AuthorizationPolicies as RBAC filters) go into each Listener before the router.
+    the servers' AuthorizationPolicies as RBAC filters) go into each Listener before the router;
+    ``mtls`` is the servers' PeerAuthentication mode (see :func:`xds_server_listener`).
     """
     from meshlib.xds.type_urls import LISTENER
 
     extra = {
         listener.name: listener
-        for listener in (xds_server_listener(h, p, http_filters=http_filters) for h, p in addresses)
+        for listener in (xds_server_listener(h, p, http_filters=http_filters, mtls=mtls) for h, p in addresses)
     }
 
     def serve(group: str) -> _Resources | None:

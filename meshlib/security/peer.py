@@ -55,7 +55,7 @@ def grpc_peer_identity(context: Any) -> SpiffeId | None:
     every SAN; the SPIFFE ID is the one ``spiffe://`` URI among them).
     """
     auth = context.auth_context() or {}
-    if auth.get("transport_security_type", [b""])[0] != b"ssl":
+    if auth.get("transport_security_type", [b""])[0] not in (b"ssl", b"tls"):  # "tls" from grpcio 1.6x on
         return None
     uris = [v.decode() for v in auth.get("x509_subject_alternative_name", []) if v.lower().startswith(b"spiffe://")]
     if len(uris) != 1:

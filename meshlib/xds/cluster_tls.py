@@ -267,3 +267,22 @@ def _sds_source(config: Any) -> None:
     source.set_node_on_first_message_only = True
     source.transport_api_version = config_source_pb2.ApiVersion.V3
     source.grpc_services.add().envoy_grpc.cluster_name = SDS_CLUSTER
+
+
+def downstream_tls_socket(out: Any, *, require_client_certificate: bool) -> None:
+    """Set a listener filter chain's ``transport_socket`` to a ``DownstreamTlsContext`` for proxyless gRPC servers.
+
+    gRFC A29: the server certificate and the CA that verifies clients come from
+    the bootstrap's certificate-provider instance :data:`PROVIDER_INSTANCE`
+    (istiod's shape for proxyless servers under PeerAuthentication STRICT).
+    """
+    context = tls_pb2.DownstreamTlsContext()
+    context.require_client_certificate.value = require_client_certificate
+    common = context.common_tls_context
+    common.tls_certificate_provider_instance.instance_name = PROVIDER_INSTANCE
+    common.tls_certificate_provider_instance.certificate_name = WORKLOAD_CERT_NAME
+    validation = common.validation_context
+    validation.ca_certificate_provider_instance.instance_name = PROVIDER_INSTANCE
+    validation.ca_certificate_provider_instance.certificate_name = ROOT_CERT_NAME
+    out.transport_socket.name = TLS_TRANSPORT_SOCKET
+    out.transport_socket.typed_config.CopyFrom(pack(context))
