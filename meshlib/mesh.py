@@ -477,6 +477,11 @@ class Mesh:
             self.add_telemetry_sink(self._metrics)
         return self._metrics
 
+    @property
+    def metrics(self) -> IstioMetrics | None:
+        """The Istio metrics sink once :meth:`enable_metrics` was called, else ``None``."""
+        return self._metrics
+
     def enable_access_log(self, target: Any = None, *, format: Literal["json", "text"] = "json") -> None:
         """One line per outbound request with Envoy's fields and response flags (logger ``meshlib.access``)."""
         from meshlib.tracing.access_log import AccessLog

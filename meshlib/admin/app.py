@@ -146,7 +146,7 @@ async def _stats(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     mesh = _mesh(request)
     mesh.flush_telemetry()
-    lines = stats_lines(mesh.stats(), mesh._metrics)  # the sink enable_metrics() made, if any
+    lines = stats_lines(mesh.stats(), mesh.metrics)
     used_only = "usedonly" in request.query
     if form == "json":
         return _json(render_json(lines, keep, used_only=used_only))
