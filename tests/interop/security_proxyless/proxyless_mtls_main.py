@@ -36,12 +36,12 @@ def providers(directory: Path) -> dict[str, Any]:
     return {"default": {"plugin_name": "file_watcher", "config": {**files, "refresh_interval": "1s"}}}
 
 
-async def call(channel: grpc.aio.Channel, timeout: float) -> str:
+async def call(channel: grpc.aio.Channel, deadline_s: float) -> str:
     try:
-        reply = await channel.unary_unary("/test.Echo/Who")(b"x", timeout=timeout, wait_for_ready=True)
-        return "OK " + reply.decode()
+        reply = await channel.unary_unary("/test.Echo/Who")(b"x", timeout=deadline_s, wait_for_ready=True)
+        return f"OK {reply.decode()}"
     except grpc.aio.AioRpcError as error:
-        return error.code().name
+        return str(error.code().name)
 
 
 async def main(config: Path, port: int, server_certs: Path, client_certs: Path) -> dict[str, str]:
@@ -63,10 +63,10 @@ async def main(config: Path, port: int, server_certs: Path, client_certs: Path) 
         credentials = grpc.xds_channel_credentials(grpc.local_channel_credentials())
         results: dict[str, str] = {}
         try:
-            for name, timeout in (("reviews", 30.0), ("ratings", 4.0)):
+            for name, deadline_s in (("reviews", 30.0), ("ratings", 4.0)):
                 target = f"xds:///{name}.default.svc.cluster.local:{port}"
                 async with xds_channel(target, bootstrap=client_boot, credentials=credentials) as channel:
-                    results[name] = await call(channel, timeout)
+                    results[name] = await call(channel, deadline_s)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plain:
                 try:
                     await plain.unary_unary("/test.Echo/Who")(b"x", timeout=5)
