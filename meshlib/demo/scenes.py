@@ -168,7 +168,7 @@ async def fault_and_timeout(stage: Stage) -> None:
     report.check("the 503 abort (FI) reached reviews, which degraded to 'no stars'", "ratings 503 FI" in outcomes)
     timed_out = outcomes.get("reviews 504 UT", [])
     report.check(f"the {delay_s:.0f} s delay was cut by reviews' {timeout_s * 1000:.0f} ms timeout (504 UT)",
-                 bool(timed_out) and max(timed_out) < delay_s * 0.8)
+                 bool(timed_out) and max(timed_out) < delay_s)
     report.check("the rest were served normally", "stars from ratings" in outcomes)
 
 
