@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import platform
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -47,6 +48,7 @@ from meshlib.admin.config_dump import (
     routes_view,
 )
 from meshlib.admin.fallback import FALLBACK_MARKER, render_fallback
+from meshlib.admin.host_check import host_check_middleware, is_loopback_bind
 from meshlib.admin.stats_view import (
     FilterError,
     compile_filter,
@@ -197,14 +199,16 @@ async def _help(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
-def admin_app(mesh: Mesh, *, stats_text: StatsText | None = None) -> web.Application:
+def admin_app(mesh: Mesh, *, stats_text: StatsText | None = None, allowed_hosts: Iterable[str] = ()) -> web.Application:
     """An aiohttp application serving the admin endpoints for ``mesh``.
 
     ``stats_text`` renders ``/stats`` (e.g. the tracing package's Prometheus
     renderer, which adds Istio's request metrics); without it ``/stats`` holds
     ``mesh.stats()`` as ``envoy_cluster_<stat>{cluster_name="..."}`` lines.
+    Requests are answered only for a trusted ``Host`` (localhost, an IP literal or
+    ``allowed_hosts``): DNS-rebinding protection, see :mod:`meshlib.admin.host_check`.
     """
-    app = web.Application()
+    app = web.Application(middlewares=[host_check_middleware(allowed_hosts)])
     app[MESH_KEY] = mesh
     app[STATS_TEXT_KEY] = stats_text
     app[STARTED_KEY] = time.monotonic()
@@ -241,8 +245,15 @@ class AdminServer:
 async def start_admin(
     mesh: Mesh, host: str = "127.0.0.1", port: int = 15000, *, stats_text: StatsText | None = None
 ) -> AdminServer:
-    """Start serving :func:`admin_app` on ``host:port`` (``port=0``: any free port) and return at once."""
-    runner = web.AppRunner(admin_app(mesh, stats_text=stats_text), access_log=None)
+    """Start serving :func:`admin_app` on ``host:port`` (``port=0``: any free port) and return at once.
+
+    Loopback is the default; any other address is logged as a warning (the admin view has no authentication).
+    """
+    if not is_loopback_bind(host):
+        logging.getLogger(__name__).warning(
+            "admin server bound to %s: reachable from other machines, without authentication", host
+        )
+    runner = web.AppRunner(admin_app(mesh, stats_text=stats_text, allowed_hosts=[host]), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
