@@ -38,13 +38,13 @@ from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
 from meshlib.aiohttp.mirror import MirrorSender
 from meshlib.config.model import Endpoint, HeaderOps
 from meshlib.decision import Action, decide
+from meshlib.errors import MeshError
 from meshlib.request import RequestView
 from meshlib.request_id import new_request_id
 from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
 from meshlib.routing import apply_header_ops, mirrors_to_send
-from meshlib.security.tls_client import TlsUnavailable
 from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
 from meshlib.tracing.record import deliver_outbound
@@ -109,7 +109,6 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
     # yarl computes lazily (host, port, path_qs...) that aiohttp reads several times per request.
     endpoint_urls: dict[tuple[str, int, str, str, str], URL] = {}
     mirror_sender = mesh._mirrors = MirrorSender()
-    tls_contexts = mesh.upstream_tls()
 
     # A plain function handing back the coroutine (aiohttp awaits it): one coroutine frame
     # less to enter, suspend and resume on every request.
@@ -194,8 +193,8 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             if cluster.policy.tls.mode != "DISABLE":
                 # DestinationRule tls: TLS on the wire whatever scheme the application wrote, as a sidecar does.
                 try:
-                    upstream_tls = tls_contexts.for_cluster(cluster)
-                except TlsUnavailable as exc:
+                    upstream_tls = mesh.upstream_tls().for_cluster(cluster)
+                except MeshError as exc:  # TlsUnavailable: no certificate, unreadable files
                     response = local_response(
                         req, 503, f"meshlib: upstream connect error: {exc}\n".encode(), flag="UF"
                     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attr
 from aiohttp import (
@@ -35,7 +35,8 @@ from aiohttp import (
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
 
-from meshlib.security.tls_contexts import PeerExpectation
+if TYPE_CHECKING:
+    from meshlib.security.tls_contexts import PeerExpectation
 
 # The request attribute holding the connect timeout (seconds) of the cluster the attempt dials.
 _CONNECT_TIMEOUT = "_meshlib_connect_timeout_s"

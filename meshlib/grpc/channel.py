@@ -55,6 +55,7 @@ import grpc.aio
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
 from meshlib.config.model import Endpoint
 from meshlib.decision import Action, Decision, decide
+from meshlib.errors import MeshError
 from meshlib.grpc.endpoints import ChannelOptions, EndpointPool, Lease
 from meshlib.mesh_state import MeshState
 from meshlib.request import RequestView
@@ -62,13 +63,13 @@ from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.deadline import deadline_scope
 from meshlib.resilience.outcome import GRPC_TO_HTTP, Outcome, OutcomeKind
 from meshlib.routing import apply_header_ops
-from meshlib.security.tls_client import GrpcTls, TlsUnavailable
 from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
 from meshlib.tracing.record import deliver_outbound
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
+    from meshlib.security.tls_client import GrpcTls
     from meshlib.tracing.telemetry import Telemetry
 
 __all__ = ["MeshChannel", "http_to_grpc_status"]
@@ -439,7 +440,7 @@ class MeshChannel:
         if cluster.policy.tls.mode != "DISABLE":  # DestinationRule tls: a TLS channel, never plaintext
             try:
                 tls = self._mesh.upstream_tls().for_grpc_cluster(cluster)
-            except TlsUnavailable as exc:
+            except MeshError as exc:  # TlsUnavailable: no certificate, a setting grpcio cannot honour
                 raise _local_error(
                     grpc.StatusCode.UNAVAILABLE, f"meshlib: upstream connect error: {exc}", "UF"
                 ) from None

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
 from meshlib.config.model import Endpoint
-from meshlib.security.tls_client import GrpcTls
+
+if TYPE_CHECKING:
+    from meshlib.security.tls_client import GrpcTls
 
 ChannelOptions = Sequence[tuple[str, Any]]
 
