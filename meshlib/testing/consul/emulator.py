@@ -270,14 +270,19 @@ class ConsulEmulator:
 
         The check is ``service:<id>`` with ``status``; flip it with :meth:`set_check_status`.
         ``node`` defaults to one node per instance (``node-<id>``) at ``node_address``
-        (default: ``address``). Returns the service ID.
+        (default: ``address``); an existing node keeps its address and locality unless
+        ``node_address`` / ``node_locality`` are given. Returns the service ID.
         """
         if status not in STATUS_ORDER:
             raise ValueError(f"status must be one of {sorted(STATUS_ORDER)}")
         store = self.store_for(datacenter)
         sid = service_id or f"{name}-{address}-{port}"
         node_name = node or f"node-{sid}"
-        store.ensure_node(node_name, node_address or address, locality=node_locality)
+        existing = store.nodes.get(node_name)
+        if existing is None or node_address is not None or node_locality is not None:
+            store.ensure_node(node_name, node_address or (existing.address if existing else address),
+                              locality=node_locality if node_locality is not None else
+                              (existing.locality if existing else None))
         store.set_service(ServiceRecord(
             node=node_name, service_id=sid, name=name, port=port, address=address, tags=list(tags),
             meta=dict(meta or {}), weights=dict(weights or {"Passing": 1, "Warning": 1}), locality=locality,

@@ -92,8 +92,9 @@ class CatalogRoutes:
         node_meta = [item.partition(":") for item in request.query.getall("node-meta", [])]
         token = self.emu.acl.resolve(options.token)
         entries, hidden = [], False
-        for (node_name, _), service in sorted(store.services.items()):
-            if service.name != name or any(t not in service.tags for t in tags):
+        for service in store.instances(name):
+            node_name = service.node
+            if any(t not in service.tags for t in tags):
                 continue
             node = store.nodes.get(node_name)
             if node is None or any(node.meta.get(k) != v for k, _, v in node_meta):
@@ -162,9 +163,9 @@ class CatalogRoutes:
         def compute() -> tuple[int, Any]:
             out = []
             if self.emu.acl.allows(token, "service", name, "read"):
-                for (node_name, _), service in sorted(store.services.items()):
-                    node = store.nodes.get(node_name)
-                    if service.name == name and node is not None and all(t in service.tags for t in tags):
+                for service in store.instances(name):
+                    node = store.nodes.get(service.node)
+                    if node is not None and all(t in service.tags for t in tags):
                         out.append(catalog_service_json(node, service))
             return store.service_index(name), apply_filter(options.filter, out)
 

@@ -122,6 +122,11 @@ class CatalogStore:
         self.services: dict[tuple[str, str], ServiceRecord] = {}
         self.checks: dict[tuple[str, str], CheckRecord] = {}
         self.config_entries: dict[tuple[str, str], dict[str, Any]] = {}
+        # Secondary indexes, so a health query costs O(instances of that name), not O(catalog).
+        self._by_name: dict[str, dict[tuple[str, str], ServiceRecord]] = {}
+        self._node_services: dict[str, dict[str, ServiceRecord]] = {}
+        self._node_checks: dict[str, dict[str, CheckRecord]] = {}
+        self._instance_checks: dict[tuple[str, str], dict[str, CheckRecord]] = {}  # ServiceID "" = node-level
         self.generation = 0  # bumped by a snapshot restore: every blocked query returns
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
@@ -171,7 +176,7 @@ class CatalogStore:
 
     def service_index(self, name: str) -> int:
         """Consul's ``maxIndexForService``: per-name index, or the extinction index when none exist."""
-        if any(s.name == name for s in self.services.values()):
+        if self._by_name.get(name):
             return self.tables.get(f"service.{name}", 0)
         extinction = self.tables.get("service_extinction", 0)
         return extinction or self.table_index("nodes", "services")
@@ -195,7 +200,51 @@ class CatalogStore:
     # -- catalog writes ------------------------------------------------------------------------------
 
     def services_on(self, node: str) -> list[ServiceRecord]:
-        return [s for (n, _), s in self.services.items() if n == node]
+        return list(self._node_services.get(node, {}).values())
+
+    def instances(self, name: str) -> list[ServiceRecord]:
+        """Every instance of service ``name``, ordered by node then service ID."""
+        found = self._by_name.get(name) or {}
+        return [found[key] for key in sorted(found)]
+
+    def _index_service(self, record: ServiceRecord) -> None:
+        key = (record.node, record.service_id)
+        self.services[key] = record
+        self._by_name.setdefault(record.name, {})[key] = record
+        self._node_services.setdefault(record.node, {})[record.service_id] = record
+
+    def _unindex_service(self, record: ServiceRecord) -> None:
+        key = (record.node, record.service_id)
+        self.services.pop(key, None)
+        named = self._by_name.get(record.name)
+        if named is not None:
+            named.pop(key, None)
+            if not named:
+                del self._by_name[record.name]
+        on_node = self._node_services.get(record.node)
+        if on_node is not None:
+            on_node.pop(record.service_id, None)
+
+    def _index_check(self, check: CheckRecord) -> None:
+        previous = self.checks.get((check.node, check.check_id))
+        if previous is not None and previous.service_id != check.service_id:
+            self._unindex_check(check.node, check.check_id)
+        self.checks[(check.node, check.check_id)] = check
+        self._node_checks.setdefault(check.node, {})[check.check_id] = check
+        self._instance_checks.setdefault((check.node, check.service_id), {})[check.check_id] = check
+
+    def _unindex_check(self, node: str, check_id: str) -> CheckRecord | None:
+        check = self.checks.pop((node, check_id), None)
+        on_node = self._node_checks.get(node)
+        if on_node is not None:
+            on_node.pop(check_id, None)
+        if check is not None:
+            of_instance = self._instance_checks.get((node, check.service_id))
+            if of_instance is not None:
+                of_instance.pop(check_id, None)
+                if not of_instance:
+                    del self._instance_checks[(node, check.service_id)]
+        return check
 
     def _touch_node_services(self, tx: StoreTxn, node: str) -> None:
         tx.touch(*{f"service.{s.name}" for s in self.services_on(node)})
@@ -249,7 +298,9 @@ class CatalogStore:
         with self.txn() as tx:
             record.create_index = existing.create_index if existing else tx.index
             record.modify_index = tx.index
-            self.services[key] = record
+            if existing is not None:
+                self._unindex_service(existing)
+            self._index_service(record)
             tx.touch("services", f"service.{record.name}")
             if existing is not None and existing.name != record.name:
                 tx.touch(f"service.{existing.name}")
@@ -262,15 +313,16 @@ class CatalogStore:
         if record is None:
             return None
         with self.txn() as tx:
-            del self.services[(node, service_id)]
-            for key in [k for k, c in self.checks.items() if c.node == node and c.service_id == service_id]:
-                del self.checks[key]
+            self._unindex_service(record)
+            for check in list(self._node_checks.get(node, {}).values()):
+                if check.service_id == service_id:
+                    self._unindex_check(node, check.check_id)
             tx.touch("services", "checks", f"service.{record.name}")
             self._note_extinction(tx, record.name)
         return record
 
     def _note_extinction(self, tx: StoreTxn, name: str) -> None:
-        if not any(s.name == name for s in self.services.values()):
+        if not self._by_name.get(name):
             tx.touch("service_extinction")
 
     def delete_node(self, name: str) -> bool:
@@ -280,8 +332,10 @@ class CatalogStore:
             self.delete_service(name, record.service_id)
         with self.txn() as tx:
             del self.nodes[name]
-            for key in [k for k in self.checks if k[0] == name]:
-                del self.checks[key]
+            for check_id in list(self._node_checks.get(name, {})):
+                self._unindex_check(name, check_id)
+            self._node_checks.pop(name, None)
+            self._node_services.pop(name, None)
             tx.touch("nodes", "checks")
         return True
 
@@ -307,7 +361,7 @@ class CatalogStore:
         else:
             check.create_index = tx.index
         check.modify_index = tx.index
-        self.checks[key] = check
+        self._index_check(check)
         tx.touch("checks")
         if check.service_id:
             tx.touch(f"service.{check.service_name}")
@@ -325,7 +379,7 @@ class CatalogStore:
         return True
 
     def delete_check(self, node: str, check_id: str) -> bool:
-        check = self.checks.pop((node, check_id), None)
+        check = self._unindex_check(node, check_id)
         if check is None:
             return False
         with self.txn() as tx:
@@ -338,9 +392,9 @@ class CatalogStore:
 
     def checks_for(self, node: str, service_id: str) -> list[CheckRecord]:
         """Node-level checks plus the instance's own, in Consul's order (node first)."""
-        node_checks = [c for (n, _), c in sorted(self.checks.items()) if n == node and not c.service_id]
-        own = [c for (n, _), c in sorted(self.checks.items()) if n == node and c.service_id == service_id]
-        return node_checks + own
+        node_level = self._instance_checks.get((node, "")) or {}
+        own = self._instance_checks.get((node, service_id)) or {} if service_id else {}
+        return [node_level[k] for k in sorted(node_level)] + [own[k] for k in sorted(own)]
 
     # -- config entries --------------------------------------------------------------------------------
 
