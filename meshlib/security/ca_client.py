@@ -10,7 +10,9 @@ How it proves who it is (see :mod:`meshlib.security.ca_service`):
 
 - ``token_file=``: a per-identity bootstrap token (re-read on every request, so it can rotate);
 - otherwise its **current certificate** over mTLS — from ``bootstrap=`` (a pre-issued SVID, e.g. a
-  :class:`~meshlib.security.file_source.FileCertificateSource`) for the first request, then its own.
+  :class:`~meshlib.security.file_source.FileCertificateSource`) for the first request, then its own;
+- ``local_socket=``: local trust — the CA's Unix socket identifies it by its uid
+  (:mod:`meshlib.security.ca_local`).
 
 Example::
 
@@ -73,9 +75,10 @@ class CaClientCertificateSource:
 
     def __init__(
         self,
-        target: str,
+        target: str = "",
         *,
         ca_trust_pem: bytes,
+        local_socket: str | os.PathLike[str] | None = None,
         token_file: str | os.PathLike[str] | None = None,
         bootstrap: CertificateSource | None = None,
         spiffe_id: SpiffeId | None = None,
@@ -87,10 +90,14 @@ class CaClientCertificateSource:
         rng: random.Random | None = None,
         request_timeout_s: float = 10.0,
     ) -> None:
-        if token_file is None and bootstrap is None:
-            raise ValueError("CaClientCertificateSource needs token_file= or bootstrap= to prove its identity")
+        if local_socket is None and (not target or (token_file is None and bootstrap is None)):
+            raise ValueError(
+                "CaClientCertificateSource needs target= with token_file= or bootstrap= (to prove its identity), "
+                "or local_socket= (local trust by uid)"
+            )
         load_pem_certificates(ca_trust_pem, "CA trust bundle")
-        self.target = target
+        self.local_socket = os.fspath(local_socket) if local_socket is not None else None
+        self.target = target or f"unix:{self.local_socket}"
         self.ca_trust_pem = ca_trust_pem
         self.token_file = Path(token_file) if token_file is not None else None
         self.bootstrap = bootstrap
@@ -171,22 +178,13 @@ class CaClientCertificateSource:
             csr=make_csr(self.spiffe_id, key, self.dns_names).decode(),
             validity_duration=int(self.ttl.total_seconds()),
         )
-        metadata: list[tuple[str, str]] = []
-        credentials = self._channel_credentials(metadata)
-        options: list[tuple[str, Any]] = []
-        if self.server_name:
-            options.append(("grpc.ssl_target_name_override", self.server_name))
-        async with grpc.aio.secure_channel(self.target, credentials, options=options) as channel:
-            call = channel.unary_unary(
-                METHOD_PATH,
-                request_serializer=IstioCertificateRequest.SerializeToString,
-                response_deserializer=IstioCertificateResponse.FromString,
-            )
-            try:
-                response = await call(request, metadata=metadata, timeout=self._timeout_s)
-            except grpc.aio.AioRpcError as exc:
-                raise IssuanceRefused(f"CA at {self.target}: {exc.code().name}: {exc.details()}") from None
-        chain_pem = [pem.encode() for pem in response.cert_chain]
+        if self.local_socket is not None:
+            from meshlib.security.ca_local import request_over_unix_socket
+
+            chain_text = await request_over_unix_socket(self.local_socket, request.csr, request.validity_duration)
+        else:
+            chain_text = list((await self._call_grpc(request)).cert_chain)
+        chain_pem = [pem.encode() for pem in chain_text]
         if not chain_pem:
             raise IssuanceRefused(f"CA at {self.target} returned an empty certificate chain")
         certs = [load_pem_certificates(pem, "issued certificate")[0] for pem in chain_pem]
@@ -201,6 +199,23 @@ class CaClientCertificateSource:
             spiffe_id=spiffe_id,
             not_after=certs[0].not_valid_after_utc,
         )
+
+    async def _call_grpc(self, request: Any) -> Any:
+        metadata: list[tuple[str, str]] = []
+        credentials = self._channel_credentials(metadata)
+        options: list[tuple[str, Any]] = []
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        async with grpc.aio.secure_channel(self.target, credentials, options=options) as channel:
+            call = channel.unary_unary(
+                METHOD_PATH,
+                request_serializer=IstioCertificateRequest.SerializeToString,
+                response_deserializer=IstioCertificateResponse.FromString,
+            )
+            try:
+                return await call(request, metadata=metadata, timeout=self._timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                raise IssuanceRefused(f"CA at {self.target}: {exc.code().name}: {exc.details()}") from None
 
     def _channel_credentials(self, metadata: list[tuple[str, str]]) -> grpc.ChannelCredentials:
         if self.token_file is not None:

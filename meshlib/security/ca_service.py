@@ -181,7 +181,7 @@ class CertificateAuthorityService:
             caller = self.authenticate(metadata, context.auth_context())
             chain = self.issue(caller, request.csr.encode(), request.validity_duration, request)
         except Refused as exc:
-            self._refused(peer, str(exc))
+            self.record_refusal(peer, str(exc))
             await context.abort(exc.code, str(exc))
             raise  # unreachable: abort raises
         return IstioCertificateResponse(cert_chain=chain)
@@ -240,7 +240,8 @@ class CertificateAuthorityService:
         )
         return [certs_pem([cert]).decode() for cert in chain]
 
-    def _refused(self, peer: str, reason: str) -> None:
+    def record_refusal(self, peer: str, reason: str) -> None:
+        """Count, log and remember a refusal (also used by the Unix-socket transport)."""
         self.stats.refused += 1
         _log.warning("CA refused a certificate to %s: %s", peer, reason)
         self.stats.recent_refusals.append({"peer": peer, "reason": reason})
