@@ -6,6 +6,9 @@
   ``Timeout``): 2xx → passing, 429 → warning, anything else or no answer →
   critical (Consul's ``CheckHTTP``); output ``HTTP GET <url>: 200 OK Output: …``.
 - **TCP**: a connect every ``Interval``: success → passing, else critical.
+- **gRPC**: ``grpc.health.v1.Health/Check`` every ``Interval`` (``GRPC`` is
+  ``host:port`` or ``host:port/service``; needs ``grpcio``): ``SERVING`` →
+  passing, anything else or no answer → critical.
 - **DeregisterCriticalServiceAfter**: a service whose check has been critical
   for longer than that (at least ``deregister_minimum``, Consul's 1 minute) is
   deregistered by a reaper that runs every ``reap_interval`` (Consul: 30 s).
@@ -14,8 +17,8 @@
 
 Time comes from an injectable clock; with :class:`ManualClock` a test moves time
 with ``await emulator.advance(seconds)`` and sees expiry and reaping at once.
-gRPC, UDP, H2PING and OS-service checks are accepted but not executed: they
-keep their initial status (documented in docs/consul-emulator.md).
+UDP, H2PING and OS-service checks are accepted but not executed: they keep
+their initial status (documented in docs/consul-emulator.md).
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ class CheckRunner:
         if status == CRITICAL:
             runtime.critical_since = now
         self.checks[spec.check_id] = runtime
-        if spec.type in ("http", "tcp"):
+        if spec.type in ("http", "tcp", "grpc"):
             runtime.task = asyncio.get_running_loop().create_task(self._probe_forever(runtime))
 
     def remove(self, check_id: str) -> None:
@@ -221,6 +224,9 @@ class CheckRunner:
 
     async def _probe(self, spec: CheckSpec) -> tuple[str, str]:
         timeout = spec.timeout_ns / 1e9
+        if spec.type == "grpc":
+            return await grpc_health_probe(spec.definition.get("GRPC") or "",
+                                           bool(spec.definition.get("GRPCUseTLS")), timeout)
         if spec.type == "tcp":
             host, _, port = spec.tcp.rpartition(":")
             try:
@@ -248,3 +254,48 @@ class CheckRunner:
                 return CRITICAL, line
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             return CRITICAL, f"Get \"{spec.http}\": {exc or type(exc).__name__}"
+
+
+def _health_request(service: str) -> bytes:
+    """``grpc.health.v1.HealthCheckRequest{service}`` in protobuf wire format (field 1, string)."""
+    data = service.encode()
+    if not data:
+        return b""
+    length, prefix = len(data), bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        prefix.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return b"\x0a" + bytes(prefix) + data
+
+
+def _serving_status(response: bytes) -> int:
+    """``HealthCheckResponse.status`` (field 1, enum) from wire bytes; 0 (UNKNOWN) when absent."""
+    if len(response) >= 2 and response[0] == 0x08:
+        return response[1] & 0x7F
+    return 0
+
+
+async def grpc_health_probe(target: str, use_tls: bool, deadline_s: float) -> tuple[str, str]:
+    """One ``grpc.health.v1.Health/Check`` call, as Consul's gRPC check makes it."""
+    try:
+        import grpc
+    except ImportError:
+        return CRITICAL, "gRPC checks need grpcio (pip install 'meshlib[grpc]')"
+    address, _, service = target.partition("/")
+    credentials = grpc.ssl_channel_credentials() if use_tls else None
+    channel = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
+    try:
+        call = channel.unary_unary("/grpc.health.v1.Health/Check")
+        response = await call(_health_request(service), timeout=deadline_s)
+    except grpc.aio.AioRpcError as exc:
+        reason = f"rpc error: code = {exc.code().name} desc = {exc.details()}"
+        return CRITICAL, f"gRPC {target} health check failed: {reason}"
+    finally:
+        await channel.close()
+    status = _serving_status(bytes(response))
+    if status == 1:
+        return PASSING, f"gRPC check {target}: success"
+    names = {0: "UNKNOWN", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+    return CRITICAL, f"gRPC {target} serving status: {names.get(status, status)}"

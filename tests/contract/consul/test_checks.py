@@ -165,3 +165,42 @@ def test_checks_run_in_a_threaded_emulator_with_a_fast_interval(unique: str) -> 
             statuses = [c["Status"] for c in entries[0]["Checks"] if c["ServiceID"]]
         check = next(c for c in entries[0]["Checks"] if c["ServiceID"])
         assert (check["Type"], check["Output"]) == ("tcp", f"TCP connect 127.0.0.1:{port}: Success")
+
+
+class HealthServer:
+    """A real gRPC server with ``grpc.health.v1.Health/Check`` answering what the test sets."""
+
+    def __init__(self) -> None:
+        self.serving: dict[str, bool] = {"": True}
+        self.port = 0
+
+    async def check(self, request: bytes, context: Any) -> bytes:
+        service = request[2:].decode() if request[:1] == b"\x0a" else ""
+        return b"\x08\x01" if self.serving.get(service, False) else b"\x08\x02"
+
+
+@pytest.mark.asyncio
+async def test_grpc_check(consul_target: ConsulTarget, unique: str) -> None:
+    grpc = pytest.importorskip("grpc")
+    health = HealthServer()
+    health.serving["orders"] = True
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(health.check)})])
+    health.port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        body = {"Name": unique, "Port": health.port, "Checks": [
+            {"CheckID": f"{unique}-all", "GRPC": f"127.0.0.1:{health.port}", "Interval": "1s"},
+            {"CheckID": f"{unique}-orders", "GRPC": f"127.0.0.1:{health.port}/orders", "Interval": "1s"}]}
+        async with aiohttp.ClientSession(headers=consul_target.headers) as http:
+            async with http.put(f"{consul_target.url}/v1/agent/service/register", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+            consul_target.deregister_later("service", unique)
+            check = await wait_for_status(http, consul_target, unique, f"{unique}-all", "passing")
+            assert check["Type"] == "grpc"
+            await wait_for_status(http, consul_target, unique, f"{unique}-orders", "passing")
+            health.serving["orders"] = False
+            await wait_for_status(http, consul_target, unique, f"{unique}-orders", "critical")
+    finally:
+        await server.stop(None)
