@@ -435,3 +435,19 @@ def discovery_chain_response(
         override_connect_timeout_s=max(timeout, 0.0), override_mesh_gateway=gateway,
     )
     return chain.to_consul_json()
+
+
+def compile_resolver(service: str, subset: str, entries: ConfigEntries, *, datacenter: str) -> CompiledChain:
+    """A one-resolver chain for ``service``/``subset`` (redirect, default subset and failover applied).
+
+    For routing that names a subset directly (an Istio overlay route), where
+    Consul's own chain for the service may not contain that resolver.
+    """
+    compiler = _Compiler(service, entries, datacenter, DEFAULT_NAMESPACE, DEFAULT_TRUST_DOMAIN, "", 0.0, "")
+    node = compiler._resolver(_TargetKey(service, subset, DEFAULT_NAMESPACE, datacenter))
+    return CompiledChain(
+        service_name=service, namespace=DEFAULT_NAMESPACE, datacenter=datacenter,
+        protocol=compiler.protocol or "tcp", start_node=node.key,
+        nodes=MappingProxyType(dict(compiler.nodes)),
+        targets=MappingProxyType({k: v for k, v in compiler.targets.items() if k in compiler.retained}),
+    )

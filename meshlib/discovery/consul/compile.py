@@ -46,10 +46,11 @@ from meshlib.config.model import (
     ServicePort,
     VirtualHost,
     WorkloadIdentity,
+    cluster_name,
 )
 from meshlib.discovery.consul.bexpr import BexprError
 from meshlib.discovery.consul.catalog import Instance, parse_instances
-from meshlib.discovery.consul.chain import ChainError, compile_chain
+from meshlib.discovery.consul.chain import ChainError, compile_chain, compile_resolver
 from meshlib.discovery.consul.chain_types import CompiledChain, Target
 from meshlib.discovery.consul.entries import parse_entries
 from meshlib.discovery.consul.entry_types import ConfigEntries
@@ -129,6 +130,7 @@ class _Build:
         extra_vhosts: dict[int, list[VirtualHost]] = {}
         extra_services: dict[str, Service] = {}
         if self.overlay:
+            self._subset_clusters(chains, entries)
             result = apply_overlay(OverlayInput(
                 overlay=self.overlay, workload=self.workload, services=services, clusters=self.clusters,
                 endpoints={fqdn: self._local_endpoints(fqdn.split(".")[0]) for fqdn in services},
@@ -163,6 +165,19 @@ class _Build:
             else:
                 remaining.remove(name)
         return {}, entries  # unreachable: every pass removes an entry or a name
+
+    def _subset_clusters(self, chains: dict[str, CompiledChain], entries: ConfigEntries) -> None:
+        """Clusters for every resolver subset, so overlay routes may name subsets Consul's chains do not use."""
+        for name in chains:
+            resolver = entries.resolvers.get(name)
+            for subset in resolver.subsets if resolver is not None else ():
+                if cluster_name(SERVICE_PORT, subset, host_for(name, "", "")) in self.clusters:
+                    continue
+                try:
+                    chain = compile_resolver(name, subset, entries, datacenter=self.state.datacenter)
+                except ChainError:
+                    continue  # reported when the service's own chain was compiled
+                self._clusters(chain, entries)
 
     # ------------------------------------------------------------------ instances and clusters
 

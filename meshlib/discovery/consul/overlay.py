@@ -23,7 +23,9 @@ resources for other hosts (ServiceEntries…) are compiled as usual and added.
 Write Consul hosts in full (``web.service.consul``): a short name in Istio
 YAML means ``<name>.<namespace>.svc.cluster.local``. An overlay that fails
 Istio's cross-resource checks is reported and ignored as a whole; Consul's
-configuration keeps working.
+configuration keeps working. Findings Istio only warns about (a route to an
+undefined subset: 503 ``NC`` at request time) are reported and the overlay is
+used, as with Istio YAML alone.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from meshlib.config.compile import compile_snapshot
+from meshlib.config.compile import compile_snapshot, reference_problems
 from meshlib.config.istio_types import (
     DestinationRuleSpec,
     IstioResource,
@@ -86,10 +88,13 @@ def apply_overlay(data: OverlayInput) -> OverlayResult:
         synthetic.append(_service_entry(fqdn, service, data.endpoints.get(fqdn, [])))
         if fqdn not in ruled and data.resolver_subsets.get(fqdn):
             synthetic.append(_subset_rule(fqdn, data.resolver_subsets[fqdn]))
+    resources = [*data.overlay, *synthetic]
+    # Cross-resource findings (an undefined subset…), errors and warnings alike, are reported.
+    result.problems.extend(reference_problems(resources, data.workload, check_hosts=False))
     try:
-        snapshot = compile_snapshot([*data.overlay, *synthetic], data.workload, check_hosts=False)
+        snapshot = compile_snapshot(resources, data.workload, check_hosts=False)
     except ConfigInvalid as exc:
-        result.problems.extend(exc.problems)
+        result.problems.extend(p for p in exc.problems if p not in result.problems)
         return result
     covered = _covered_hosts(data.overlay, data.services)
     for config in snapshot.route_configs.values():
