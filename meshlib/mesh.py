@@ -496,8 +496,10 @@ class Mesh:
         return render_prometheus(self._metrics, self.stats())
 
     def admin_app(self, *, stats_text: Callable[[], str] | None = None) -> web.Application:
-        """The debug view as an aiohttp app: ``/`` (HTML page), ``/config_dump``, ``/clusters``,
-        ``/routes``, ``/stats`` (Prometheus, default :meth:`prometheus_text`), ``/status``.
+        """The debug view as an aiohttp app, answering like Envoy's admin: ``/`` (HTML page, readable
+        without JavaScript), ``/config_dump``, ``/clusters``, ``/routes``, ``/stats`` (``name: value``;
+        ``?format=json|prometheus``, ``?filter=`` RE2), ``/stats/prometheus`` (``stats_text``, default
+        :meth:`prometheus_text`), ``/status``, ``/ready``, ``/server_info``, ``/help``.
 
         Serve it on loopback only: it has no authentication.
         """

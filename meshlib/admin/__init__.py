@@ -8,7 +8,9 @@
     await run_admin(mesh, port=15000)        # or serve it until cancelled
 
 Endpoints: ``/`` (page), ``/config_dump``, ``/clusters`` (``?format=text``),
-``/routes``, ``/stats`` (Prometheus text), ``/status``.
+``/routes``, ``/stats`` (Envoy's text; ``?format=json|prometheus``, ``?filter=``),
+``/stats/prometheus``, ``/status``, ``/ready``, ``/server_info``, ``/help``; and
+``meshlib admin --attach URL`` (:mod:`meshlib.admin.attach`) reads a running one.
 """
 
 from meshlib.admin.app import AdminServer, admin_app, run_admin, start_admin
