@@ -308,6 +308,17 @@ class _CallScope:
     async def admit(self) -> bool:
         """Apply inbound policy; ``False`` only after the call was aborted (never, in practice: abort raises)."""
         mesh = self._inbound._mesh
+        peer_auth = mesh._peer_auth  # PeerAuthentication STRICT: plaintext calls refused before anything else
+        if peer_auth is not None:
+            from meshlib.security.peer import grpc_strict_refusal, refusal_text
+            from meshlib.security.tls_server import InboundTls
+
+            refusal = grpc_strict_refusal(peer_auth, self._context, self._inbound._policy.port or None)
+            if refusal is not None:
+                InboundTls.of(mesh).counters[refusal] += 1
+                self._rejected = _Rejected(grpc.StatusCode.UNAUTHENTICATED, refusal_text(refusal), "-")
+                await self._context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal_text(refusal))  # raises
+                return False
         authz = mesh._state.authz  # AuthorizationPolicy first, as Envoy's RBAC filter
         if authz is not None:
             context = self._context

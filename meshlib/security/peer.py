@@ -82,6 +82,24 @@ def strict_refusal(mtls: InboundMtls, request: web.BaseRequest) -> str | None:
     return None
 
 
+def grpc_strict_refusal(mtls: InboundMtls, context: Any, port: int | None) -> str | None:
+    """Why PeerAuthentication refuses a gRPC call (plaintext or no client certificate on a STRICT port), or None."""
+    if mtls.mode_for(port) != "STRICT":
+        return None
+    auth = context.auth_context() or {}
+    if auth.get("transport_security_type", [b""])[0] not in (b"ssl", b"tls"):
+        return PLAINTEXT_REFUSED
+    if not auth.get("x509_pem_cert"):
+        return NO_CLIENT_CERT_REFUSED
+    return None
+
+
+def refusal_text(refusal: str) -> str:
+    """The message a refused call or request carries."""
+    why = "plaintext" if refusal == PLAINTEXT_REFUSED else "TLS without a client certificate"
+    return f"meshlib: {why} refused: PeerAuthentication STRICT requires mutual TLS on this port"
+
+
 def _local_port(transport: Any) -> int | None:
     sockname = transport.get_extra_info("sockname")
     if isinstance(sockname, tuple) and len(sockname) >= 2 and isinstance(sockname[1], int):
@@ -96,9 +114,8 @@ def refused_response(mesh: Any, refusal: str) -> web.Response:
     from meshlib.security.tls_server import InboundTls
 
     InboundTls.of(mesh).counters[refusal] += 1
-    why = "plaintext" if refusal == PLAINTEXT_REFUSED else "TLS without a client certificate"
     return web.Response(
         status=403,
-        text=f"meshlib: {why} refused: PeerAuthentication STRICT requires mutual TLS on this port\n",
+        text=refusal_text(refusal) + "\n",
         headers={"connection": "close", "x-meshlib-local-reply": "mTLS"},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -29,7 +30,9 @@ class IdentityGrpcServer:
     seen: list[str | None] = field(default_factory=list)
     server: grpc.aio.Server | None = None
 
-    async def start(self, credentials: grpc.ServerCredentials) -> IdentityGrpcServer:
+    async def start(
+        self, credentials: grpc.ServerCredentials | None, interceptors: tuple[Any, ...] = ()
+    ) -> IdentityGrpcServer:
         async def who(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             peer = grpc_peer_identity(context)
             self.seen.append(str(peer) if peer is not None else None)
@@ -38,9 +41,12 @@ class IdentityGrpcServer:
         handler = grpc.method_handlers_generic_handler(
             "test.Echo", {"Who": grpc.unary_unary_rpc_method_handler(who)}
         )
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(interceptors=interceptors)
         self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
+        if credentials is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
         await self.server.start()
         return self
 
@@ -134,3 +140,26 @@ async def test_grpc_refusals(ca: MeshCA, tmp_path: Path) -> None:
         assert server.seen == []
     finally:
         await server.stop()
+
+
+async def test_strict_interceptor_refuses_plaintext_calls(ca: MeshCA, tmp_path: Path) -> None:
+    server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("STRICT"),
+                            svid(ca, "reviews", dns=(FQDN,)))
+    interceptor = server_mesh.grpc_server_interceptor()
+    plain = await IdentityGrpcServer().start(None, (interceptor,))
+    secure = await IdentityGrpcServer().start(server_mesh.inbound_tls().grpc_server_credentials(), (interceptor,))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{plain.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await channel.unary_unary(METHOD)(b"x", timeout=10)
+        assert error.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert "plaintext refused: PeerAuthentication STRICT" in (error.value.details() or "")
+        assert plain.seen == []
+        client = mesh_with(tmp_path / "client.yaml", grpc_yaml(secure.port, "{mode: ISTIO_MUTUAL}"),
+                           svid(ca, "productpage"))
+        async with client:
+            assert await call(client) == CLIENT_ID.encode()
+        assert server_mesh.inbound_tls().counters["tls_inspector.plaintext_refused"] == 1
+    finally:
+        await plain.stop()
+        await secure.stop()
