@@ -15,6 +15,7 @@ from meshlib.errors import ConfigInvalid, ConfigProblem, MeshError
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
+    from meshlib.security.peer import peer_identity
 
 
 def __getattr__(name: str) -> Any:
@@ -24,8 +25,12 @@ def __getattr__(name: str) -> Any:
         from meshlib.mesh import Mesh
 
         return Mesh
+    if name == "peer_identity":  # the verified SPIFFE ID of an aiohttp request's client (mTLS), or None
+        from meshlib.security.peer import peer_identity
+
+        return peer_identity
     raise AttributeError(f"module 'meshlib' has no attribute {name!r}")
 
 
-__all__ = ["ConfigInvalid", "ConfigProblem", "Mesh", "MeshError"]
+__all__ = ["ConfigInvalid", "ConfigProblem", "Mesh", "MeshError", "peer_identity"]
 __version__ = "0.1.0"

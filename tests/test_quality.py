@@ -35,6 +35,6 @@ def test_mypy_strict_clean() -> None:
 
 
 def test_public_api_is_curated() -> None:
-    assert sorted(meshlib.__all__) == ["ConfigInvalid", "ConfigProblem", "Mesh", "MeshError"]
+    assert sorted(meshlib.__all__) == ["ConfigInvalid", "ConfigProblem", "Mesh", "MeshError", "peer_identity"]
     for name in meshlib.__all__:
         assert getattr(meshlib, name).__module__.startswith("meshlib.")
