@@ -32,6 +32,7 @@ def config_paths(config: MeshConfig, directory: Path) -> list[str | Path]:
 
         return [default_config_path()]
     if isinstance(config, str) and "\n" in config:
+        directory.mkdir(parents=True, exist_ok=True)
         inline = directory / "inline.yaml"
         inline.write_text(config)
         return [inline]

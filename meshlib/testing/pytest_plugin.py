@@ -181,6 +181,22 @@ def mesh_config(request: pytest.FixtureRequest) -> MeshConfig:
     return None
 
 
+@pytest.fixture
+def consul_agent() -> Iterator[Any]:
+    """meshlib's Consul emulator on a free loopback port, in a thread of its own (so sync clients such as
+    py-consul work from sync and async tests), with ``CONSUL_HTTP_ADDR`` set while it runs.
+
+    Gives :class:`meshlib.testing.consul.fixtures.ThreadedEmulator`: ``.address``, ``.url``, ``.emulator``
+    (``add_service``, ``set_check_status``, ``go_down`` …), ``.call(fn, *args)`` for coroutine controls.
+    """
+    try:
+        from meshlib.testing.consul import consul_emulator_in_thread
+    except ImportError as missing:  # pragma: no cover - shipped with meshlib; guards a partial install
+        pytest.skip(f"consul_agent: meshlib's Consul emulator is not available ({missing})")
+    with consul_emulator_in_thread() as agent:
+        yield agent
+
+
 try:
     import pytest_asyncio
 
@@ -220,16 +236,6 @@ if _HAVE_PYTEST_ASYNCIO:
         async with started_control_plane(mesh_config, tmp_path / "meshlib-control-plane") as plane:
             yield plane
 
-    @pytest_asyncio.fixture
-    async def consul_agent() -> AsyncIterator[Any]:
-        """meshlib's Consul emulator on a free loopback port (skipped until that package is available)."""
-        try:
-            from meshlib.testing.consul import start_consul_agent  # type: ignore[attr-defined]
-        except ImportError as missing:
-            pytest.skip(f"consul_agent: meshlib's Consul emulator is not available ({missing})")
-        async with start_consul_agent() as agent:
-            yield agent
-
 else:  # pragma: no cover
 
     @pytest.fixture
@@ -244,6 +250,3 @@ else:  # pragma: no cover
     def mesh_control_plane() -> None:
         pytest.skip("the mesh_control_plane fixture needs pytest-asyncio (pip install pytest-asyncio)")
 
-    @pytest.fixture
-    def consul_agent() -> None:
-        pytest.skip("the consul_agent fixture needs pytest-asyncio (pip install pytest-asyncio)")

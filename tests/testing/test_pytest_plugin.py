@@ -224,3 +224,153 @@ def test_typo(mesh_faults):
     result.assert_outcomes(errors=1)
     assert "@pytest.mark.mesh_fault: unknown argument(s) ['abrot']" in result.stdout.str()
     assert "During handling" not in result.stdout.str()
+
+
+UPSTREAM_BEHAVIOURS = '''
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+import meshlib
+
+pytestmark = pytest.mark.asyncio
+STRICT = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings}}]
+    timeout: 400ms
+    retries: {attempts: 0}
+"""
+
+
+async def get(mesh, path="/"):
+    async with mesh.session() as http:
+        async with http.get("http://ratings:9080" + path) as resp:
+            try:
+                body = await resp.read()
+            except aiohttp.ServerTimeoutError:
+                body = None
+            return resp.status, resp.headers.get("x-meshlib-local-reply"), body
+
+
+@pytest.mark.mesh_config(STRICT)
+@pytest.mark.parametrize(("action", "expected"), [
+    ("refuse", (503, "UF")), ("reset", (503, "UC")), ("blackhole", (504, "UT")), ("malformed", (503, "UPE")),
+])
+async def test_broken_connections(mesh, mesh_service, mesh_faults, action, expected):
+    await mesh_service("ratings")
+    fault = getattr(mesh_faults.upstream("ratings"), action)()
+    status, flag, _ = await get(mesh)
+    assert (status, flag) == expected
+    assert [a.flag for a in mesh_faults.attempts("ratings")] == [expected[1]]
+    assert fault.injected == 1
+
+
+@pytest.mark.mesh_config(STRICT)
+async def test_bodies_stalled_slow_and_latency(mesh, mesh_service, mesh_faults):
+    await mesh_service("ratings")
+    with mesh_faults.upstream("ratings").stall_body():
+        assert await get(mesh) == (200, None, None)  # headers in time, the body timed out by the route timeout
+    with mesh_faults.upstream("ratings").slow_body(0.2):
+        status, _, body = await get(mesh)
+        assert (status, len(body)) == (200, 1024)
+    with mesh_faults.upstream("ratings").latency(0.15, jitter=0.05):
+        started = time.monotonic()
+        status, _, _ = await get(mesh)
+        assert status == 200 and time.monotonic() - started >= 0.1
+    with mesh_faults.upstream("ratings").latency(0.6):
+        assert (await get(mesh))[:2] == (504, "UT")  # the latency counts against the route timeout
+    assert mesh_faults.stats_delta("ratings")["upstream_rq_timeout"] == 2
+
+
+@pytest.mark.mesh_config(STRICT)
+async def test_route_faults_narrowed_by_match_and_subset(mesh, mesh_service, mesh_faults):
+    await mesh_service("ratings")
+    by_path = mesh_faults.abort("ratings", 404, match={"path_prefix": "/private", "method": "GET"})
+    other_subset = mesh_faults.abort("ratings", 500, subset="v9", optional=True)
+    assert (await get(mesh, "/private/1"))[:2] == (404, "FI")
+    assert (await get(mesh, "/public/1"))[:2] == (200, None)
+    assert (by_path.seen, by_path.injected) == (1, 1)
+    assert other_subset.seen == 0
+    delayed = mesh_faults.delay("ratings", 0.6)  # before routing: not counted in the 400 ms route timeout
+    assert (await get(mesh))[:2] == (200, None)
+    assert delayed.injected == 1
+    assert mesh_faults.stats_delta("ratings")["fault_delays_injected"] == 1
+
+
+@pytest.mark.mesh_config(STRICT)
+async def test_on_narrows_the_faults_to_one_mesh(mesh, mesh_service, mesh_faults, mesh_config, tmp_path):
+    await mesh_service("ratings")
+    other = meshlib.Mesh.from_files(*mesh.status()["paths"])
+    async with other:
+        mesh_faults.on(other)
+        mesh_faults.abort("ratings", 503)
+        assert (await get(mesh))[:2] == (200, None)
+        assert (await get(other))[:2] == (503, "FI")
+
+
+def test_consul_agent(consul_agent):
+    import json
+    import urllib.request
+
+    consul_agent.emulator.add_service("web", 8080)
+    with urllib.request.urlopen(consul_agent.url + "/v1/health/service/web") as resp:
+        assert [e["Service"]["Service"] for e in json.load(resp)] == ["web"]
+'''
+
+
+def test_upstream_faults_behave_like_broken_hosts(pytester: pytest.Pytester) -> None:
+    _project(pytester, "strict")
+    pytester.makepyfile(test_upstream=UPSTREAM_BEHAVIOURS)
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=8)
+
+
+CONTROL_PLANE = '''
+import json
+import os
+
+import pytest
+
+import meshlib
+
+MESH = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 127.0.0.1, ports: {grpc: 19999}}]
+"""
+
+
+@pytest.mark.asyncio
+@pytest.mark.mesh_config(MESH)
+async def test_control_plane_serves_the_config(mesh_control_plane):
+    bootstrap = json.loads(os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"])
+    assert bootstrap["xds_servers"][0]["server_uri"] == mesh_control_plane.address
+    async with meshlib.Mesh.from_xds(mesh_control_plane.address, node_id="test-client") as mesh:
+        assert "outbound|9080||ratings.default.svc.cluster.local" in mesh.snapshot.clusters
+
+
+def test_bootstrap_is_gone_after_the_control_plane(pytester_was_here=None):
+    import os
+    assert "GRPC_XDS_BOOTSTRAP_CONFIG" not in os.environ
+'''
+
+
+def test_control_plane_fixture(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRPC_XDS_BOOTSTRAP_CONFIG", raising=False)
+    _project(pytester, "strict")
+    pytester.makepyfile(test_cp=CONTROL_PLANE)
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
