@@ -73,7 +73,6 @@ def node_service_json(service: ServiceRecord) -> dict[str, Any]:
     out.update({
         "Proxy": _proxy_defaults(),
         "Connect": {},
-        "PeerName": "",
         "CreateIndex": service.create_index,
         "ModifyIndex": service.modify_index,
     })
@@ -121,7 +120,6 @@ def catalog_service_json(node: NodeRecord, service: ServiceRecord) -> dict[str, 
         "ServiceName": service.name,
         "ServiceTags": list(service.tags),
         "ServiceAddress": service.address,
-        "ServiceTaggedAddresses": {k: dict(v) for k, v in service.tagged_addresses.items()} or None,
         "ServiceWeights": dict(service.weights),
         "ServiceMeta": dict(service.meta),
         "ServicePort": service.port,
@@ -129,8 +127,9 @@ def catalog_service_json(node: NodeRecord, service: ServiceRecord) -> dict[str, 
         "ServiceEnableTagOverride": service.enable_tag_override,
         "ServiceProxy": _proxy_defaults(),
         "ServiceConnect": {},
-        "ServicePeerName": "",
     }
+    if service.tagged_addresses:
+        out["ServiceTaggedAddresses"] = {k: dict(v) for k, v in service.tagged_addresses.items()}
     if service.locality:
         out["ServiceLocality"] = dict(service.locality)
     out["CreateIndex"] = service.create_index

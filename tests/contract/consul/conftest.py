@@ -9,8 +9,9 @@ this is e.g. ``consul agent -dev`` (``CONSUL_HTTP_ADDR=127.0.0.1:8500``).
 
 With ``CONSUL_RECORD_GOLDEN=1`` as well, tests save what the real agent
 answered under ``tests/contract/consul/golden/`` (``target.record(name, body)``);
-``test_golden_shapes.py`` then checks the emulator's answers against those
-recordings key by key on every later run.
+on every later run against the emulator, the same ``record`` call checks the
+emulator's answer against that recording key by key (``shapes.py``).
+``test_golden_shapes.py`` does the same with Consul's documented samples.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 
 from meshlib.testing.consul import consul_emulator_in_thread
 from meshlib.testing.consul.fixtures import ThreadedEmulator
+from tests.contract.consul.shapes import shape_problems
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR", "")
@@ -65,10 +67,18 @@ class ConsulTarget:
         return self.emulator
 
     def record(self, name: str, body: Any) -> None:
-        """Save a real agent's answer as a golden fixture (only with CONSUL_RECORD_GOLDEN=1)."""
-        if self.is_real and os.environ.get("CONSUL_RECORD_GOLDEN") == "1":
-            GOLDEN_DIR.mkdir(exist_ok=True)
-            (GOLDEN_DIR / f"{name}.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        """Real agent + CONSUL_RECORD_GOLDEN=1: save ``body`` as ``golden/<name>.json``.
+
+        Emulator: when that recording exists, the emulator's ``body`` must have every key it has.
+        """
+        golden = GOLDEN_DIR / f"{name}.json"
+        if self.is_real:
+            if os.environ.get("CONSUL_RECORD_GOLDEN") == "1":
+                GOLDEN_DIR.mkdir(exist_ok=True)
+                golden.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        elif golden.exists():
+            problems = shape_problems(json.loads(golden.read_text()), body)
+            assert problems == [], f"emulator answer differs from the real agent's ({golden.name}): {problems}"
 
     def deregister_later(self, kind: str, name: str) -> None:
         self.cleanups.append((kind, name))
