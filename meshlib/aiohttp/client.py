@@ -35,8 +35,8 @@ from yarl import URL
 from meshlib.aiohttp.body_deadline import guard_body
 from meshlib.aiohttp.connector import set_connect_timeout, set_peer_check, tls_failure
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
-from meshlib.aiohttp.mirror import MirrorSender
-from meshlib.config.model import Endpoint, HeaderOps
+from meshlib.aiohttp.mirror import MirrorSender, ShadowTls
+from meshlib.config.model import Endpoint, HeaderOps, MeshSnapshot
 from meshlib.decision import Action, decide
 from meshlib.errors import MeshError
 from meshlib.request import RequestView
@@ -182,7 +182,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                 if mirrors:
                     mirror_sender.send(
                         req, mirrors, balancers=state.balancers, stats=mesh.host_stats, rng=rng, now=mesh.clock(),
-                        path=path, query=query,
+                        path=path, query=query, tls_of=lambda name: _mirror_tls(mesh, state.snapshot, name),
                     )
             pool = cluster.policy.connection_pool
             if pool.max_requests_per_connection == 1:
@@ -255,6 +255,14 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                 _observed(observation, req, response)
 
     return meshlib_client_middleware
+
+
+def _mirror_tls(mesh: Mesh, snapshot: MeshSnapshot, cluster_name: str) -> ShadowTls | None:
+    """A mirror cluster's TLS (None: plaintext); raises MeshError when it cannot be honoured."""
+    cluster = snapshot.clusters.get(cluster_name)
+    if cluster is None or cluster.policy.tls.mode == "DISABLE":
+        return None
+    return mesh.upstream_tls().for_cluster(cluster), mesh._runtimes.runtimes[cluster.name].counters
 
 
 def _observe(req: ClientRequest, telemetry: Telemetry) -> Observation:

@@ -6,6 +6,8 @@ invisible to the caller. The copy is sent with ``middlewares=()`` so it is
 not routed (or mirrored) again. Bodies given as bytes, text, JSON or forms are
 copied; a streaming body can be read only once, so such a request is mirrored
 without its body — a documented difference from Envoy, which buffers it.
+A mirror cluster with DestinationRule ``tls`` gets its shadow over TLS, with
+the same peer check as the primary request, or no shadow at all.
 """
 
 from __future__ import annotations
@@ -13,16 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientRequest, ClientTimeout, hdrs
+from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse, ClientTimeout, hdrs
 from multidict import CIMultiDict
 from yarl import URL
 
+from meshlib.aiohttp.connector import set_peer_check
 from meshlib.balancing import ClusterBalancer, PickContext
 from meshlib.config.model import Mirror
+from meshlib.errors import MeshError
 from meshlib.host_stats import HostStatsTable
 from meshlib.routing import shadow_authority
+
+if TYPE_CHECKING:
+    from meshlib.security.tls_client import UpstreamTls
+
+# A TLS mirror cluster: its client settings and the counters its TLS failures go to.
+ShadowTls = tuple["UpstreamTls", dict[str, int]]
+_TLS_SCHEMES = {"http": "https", "ws": "wss"}
 
 log = logging.getLogger("meshlib.mirror")
 
@@ -49,6 +61,7 @@ class MirrorSender:
         now: float,
         path: str,
         query: str,
+        tls_of: Callable[[str], ShadowTls | None] | None = None,
     ) -> None:
         body = _replayable_body(req)
         authority = req.headers.get(hdrs.HOST, req.url.raw_authority)
@@ -60,18 +73,42 @@ class MirrorSender:
             headers = CIMultiDict(req.headers)
             headers[hdrs.HOST] = shadow_authority(authority)
             headers.popall(hdrs.CONTENT_LENGTH, None)
+            scheme = req.url.scheme
+            tls: ShadowTls | None = None
+            if tls_of is not None:
+                try:
+                    tls = tls_of(mirror.cluster)  # the mirror cluster's DestinationRule tls
+                except MeshError as exc:
+                    log.debug("mirror to %s skipped: %s", mirror.cluster, exc)
+                    continue  # its TLS cannot be honoured: no shadow rather than a plaintext one
+                if tls is not None:
+                    scheme = _TLS_SCHEMES.get(scheme, scheme)
             url = URL.build(
-                scheme=req.url.scheme, host=endpoint.address, port=endpoint.port, path=path,
+                scheme=scheme, host=endpoint.address, port=endpoint.port, path=path,
                 query_string=query, encoded=True,
             )
-            task = asyncio.get_running_loop().create_task(self._shadow(req, url, headers, body))
+            task = asyncio.get_running_loop().create_task(self._shadow(req, url, headers, body, tls))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _shadow(self, req: ClientRequest, url: URL, headers: CIMultiDict[str], body: bytes | None) -> None:
+    async def _shadow(
+        self, req: ClientRequest, url: URL, headers: CIMultiDict[str], body: bytes | None, tls: ShadowTls | None
+    ) -> None:
+        extra: dict[str, Any] = {}
+        middlewares: tuple[ClientMiddlewareType, ...] = ()
+        if tls is not None:
+            upstream, counters = tls
+            extra = {"ssl": upstream.context, "server_hostname": upstream.server_hostname or req.url.host}
+
+            def check_peer(shadow: ClientRequest, handler: ClientHandlerType) -> Awaitable[ClientResponse]:
+                set_peer_check(shadow, upstream.expectation, counters)
+                return handler(shadow)
+
+            middlewares = (check_peer,)
         try:
             async with req.session.request(
-                req.method, url, headers=headers, data=body, middlewares=(), timeout=_SHADOW_TIMEOUT
+                req.method, url, headers=headers, data=body, middlewares=middlewares, timeout=_SHADOW_TIMEOUT,
+                **extra,
             ) as resp:
                 await resp.read()
         except Exception as exc:  # a shadow's failure never reaches the caller

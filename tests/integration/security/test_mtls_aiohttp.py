@@ -11,6 +11,7 @@ import pytest_asyncio
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
 from meshlib.security.bundle import StaticCertificateSource
 from meshlib.security.ca import MeshCA
+from tests.conftest import BackendFactory
 from tests.integration.security.mtls_setup import (
     IdentityServer,
     client_yaml,
@@ -154,3 +155,47 @@ async def test_permissive_server_accepts_both(ca: MeshCA, tmp_path: Path) -> Non
     finally:
         await tls_server.stop()
         await plain_server.stop()
+
+
+async def test_mirror_to_a_tls_cluster_goes_over_mtls(
+    ca: MeshCA, strict_server: IdentityServer, backend: BackendFactory, tmp_path: Path
+) -> None:
+    primary = await backend("primary")
+    mirror_yaml = f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ratings, namespace: default}}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {primary.port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: ratings, namespace: default}}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{{destination: {{host: ratings}}}}]
+    mirror: {{host: reviews}}
+    mirrorPercentage: {{value: 100}}
+"""
+    text = client_yaml(strict_server.port, "{mode: ISTIO_MUTUAL}") + "---\n" + mirror_yaml
+    client = mesh_with(tmp_path / "client.yaml", text, svid(ca, "productpage"))
+    async with client, client.session() as http:
+        async with http.get("http://ratings:9080/r") as resp:
+            assert resp.status == 200
+        assert client._mirrors is not None
+        await client._mirrors.drain()
+    # The shadow reached the STRICT server over mTLS, with the workload's identity.
+    assert strict_server.seen == ["spiffe://cluster.local/ns/default/sa/productpage"]
+    # Without a workload certificate the mirror cluster's TLS cannot be honoured: no shadow at all.
+    bare = mesh_with(tmp_path / "bare.yaml", text)
+    async with bare, bare.session() as http:
+        async with http.get("http://ratings:9080/r") as resp:
+            assert resp.status == 200
+        assert bare._mirrors is not None
+        await bare._mirrors.drain()
+    assert len(strict_server.seen) == 1
+    assert primary.hits == 2
