@@ -79,3 +79,15 @@ def test_parse_never_raises_anything_but_invalid_spiffe_id(text: str) -> None:
     except InvalidSpiffeId:
         return
     assert str(sid).lower().startswith("spiffe://")
+
+
+def test_docstring_examples_of_identity_modules() -> None:
+    import doctest
+
+    import meshlib.security.node_identity
+    import meshlib.security.spiffe
+    import meshlib.tracing.url_redaction
+
+    for module in (meshlib.security.spiffe, meshlib.security.node_identity, meshlib.tracing.url_redaction):
+        result = doctest.testmod(module)
+        assert result.attempted >= 1 and result.failed == 0, module.__name__
