@@ -83,7 +83,7 @@ def peer_identity(auth_context: Mapping[str, Sequence[bytes]]) -> SpiffeId | Non
     None when the call is not over TLS, the peer sent no certificate, or its certificate does
     not carry exactly one valid ``spiffe://`` URI SAN.
     """
-    if (auth_context.get("transport_security_type") or [b""])[0] != b"ssl":
+    if (auth_context.get("transport_security_type") or [b""])[0] not in (b"ssl", b"tls"):  # grpcio names vary
         return None
     uris = list(auth_context.get("peer_uri") or ())
     if not uris:  # older grpcio: only the SAN list
