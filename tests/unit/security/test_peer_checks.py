@@ -68,8 +68,8 @@ def test_istio_sni_and_context_cache_follows_rotation() -> None:
 def test_unavailable_settings_are_errors() -> None:
     with pytest.raises(TlsUnavailable, match="no workload certificate"):
         UpstreamTlsContexts(lambda: None).for_cluster(cluster(ClientTls(mode="ISTIO_MUTUAL")))
+    empty = StaticCertificateSource()
     with pytest.raises(TlsUnavailable, match="no certificate has been set"):
-        empty = StaticCertificateSource()
         UpstreamTlsContexts(lambda: empty).for_cluster(cluster(ClientTls(mode="ISTIO_MUTUAL")))
     with pytest.raises(TlsUnavailable, match="cannot load TLS files"):
         UpstreamTlsContexts(lambda: None).for_cluster(cluster(ClientTls(mode="SIMPLE", ca_certificates="/nope.pem")))
