@@ -18,7 +18,7 @@ panic threshold, so they never take traffic; meshlib simply leaves them out.
 The address is ``Service.Address``, else ``Node.Address``. For another
 datacenter's instances the WAN address is preferred (``Service.TaggedAddresses
 .wan``, then ``Node.TaggedAddresses.wan``), as Consul does across datacenters;
-tagged-address keys are matched case-insensitively. Locality comes from
+tagged-address keys are read as written or in lower case. Locality comes from
 ``Service.Locality``, else ``Node.Locality`` (Region/Zone). Labels are the
 ``Service.Meta`` pairs plus ``consul.tag/<tag>: "true"`` per tag, so Istio
 overlay subsets can select on them.
@@ -45,7 +45,8 @@ MAX_LABEL_KEY = 128
 MAX_LABEL_VALUE = 256
 MAX_INSTANCES = 100_000
 TAG_LABEL_PREFIX = "consul.tag/"
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+_IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +111,9 @@ def _object(value: Any) -> Mapping[str, Any]:
 
 
 def _get(mapping: Mapping[str, Any], key: str) -> Any:
-    """Exact key, then case-insensitive (doc samples write some keys in lower case)."""
-    if key in mapping:
-        return mapping[key]
-    folded = key.lower()
-    for name, value in mapping.items():
-        if isinstance(name, str) and name.lower() == folded:
-            return value
-    return None
+    """The key as Consul writes it, else in lower case (health.mdx's samples write some keys so)."""
+    value = mapping.get(key)
+    return mapping.get(key.lower()) if value is None else value
 
 
 def _instance(entry: Any, remote: bool) -> Instance | None:
@@ -196,11 +192,15 @@ def _address(svc: Mapping[str, Any], node: Mapping[str, Any], remote: bool) -> t
 
 
 def _valid_host(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return bool(_HOSTNAME.match(value))
-    return True
+    if _IPV4.fullmatch(value):
+        return all(int(octet) <= 255 for octet in value.split("."))
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            return False
+        return True
+    return bool(_HOSTNAME.fullmatch(value))
 
 
 def _labels(svc: Mapping[str, Any]) -> Labels:

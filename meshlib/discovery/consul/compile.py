@@ -53,8 +53,9 @@ from meshlib.discovery.consul.catalog import Instance, parse_instances
 from meshlib.discovery.consul.chain import ChainError, compile_chain, compile_resolver
 from meshlib.discovery.consul.chain_types import CompiledChain, Target
 from meshlib.discovery.consul.entries import parse_entries
-from meshlib.discovery.consul.entry_types import ConfigEntries
+from meshlib.discovery.consul.entry_types import CONFIG_KINDS, ConfigEntries
 from meshlib.discovery.consul.fields import problem
+from meshlib.discovery.consul.memo import IdentityCache
 from meshlib.discovery.consul.overlay import OverlayInput, apply_overlay
 from meshlib.discovery.consul.state import ConsulState
 from meshlib.discovery.consul.to_model import (
@@ -67,6 +68,37 @@ from meshlib.discovery.consul.to_model import (
 from meshlib.errors import ConfigProblem
 
 MAX_PORTS_PER_SERVICE = 8
+
+
+class _ChainMemo:
+    """The last compile's parsed entries and chains, per datacenter, while the entry lists are the same objects."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[tuple[object, ...], tuple[ConfigEntries, list[ConfigProblem],
+                                                               dict[str, CompiledChain]]]] = {}
+
+    def get(self, datacenter: str, sources: tuple[object, ...]) -> tuple[
+            ConfigEntries, list[ConfigProblem], dict[str, CompiledChain]] | None:
+        item = self._items.get(datacenter)
+        if item is None or len(item[0]) != len(sources):
+            return None
+        if any(a is not b for a, b in zip(item[0], sources, strict=True)):
+            return None
+        return item[1]
+
+    def put(self, datacenter: str, sources: tuple[object, ...],
+            value: tuple[ConfigEntries, list[ConfigProblem], dict[str, CompiledChain]]) -> None:
+        if len(self._items) > 64:
+            self._items.clear()
+        self._items[datacenter] = (sources, value)
+
+
+_LAST_CHAINS = _ChainMemo()
+_INSTANCES: IdentityCache[tuple[list[Instance], list[ConfigProblem]]] = IdentityCache()
+
+
+def _entry_names(entries: ConfigEntries) -> set[str]:
+    return set(entries.routers) | set(entries.splitters) | set(entries.resolvers)
 _PORT_PROTOCOLS = {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC"}
 
 
@@ -103,11 +135,7 @@ class _Build:
     reported_filters: set[str] = field(default_factory=set)
 
     def run(self) -> tuple[MeshSnapshot, list[ConfigProblem]]:
-        entries, entry_problems = parse_entries(self.state.config_entries)
-        self.problems.extend(entry_problems)
-        names = sorted(set(self.state.services) | set(entries.routers) | set(entries.splitters)
-                       | set(entries.resolvers))
-        chains, entries = self._chains(names, entries)
+        chains, entries = self._chains_cached()
         services: dict[str, Service] = {}
         routes: dict[tuple[str, int], tuple[Route, ...]] = {}
         subsets: dict[str, tuple[str, ...]] = {}
@@ -144,6 +172,31 @@ class _Build:
         return self._snapshot(services, routes, extra_services, extra_vhosts), self.problems
 
     # ------------------------------------------------------------------ chains
+
+    def _chains_cached(self) -> tuple[dict[str, CompiledChain], ConfigEntries]:
+        """Chains depend on the config entries only: reuse them while those lists are the same objects."""
+        sources = tuple(self.state.config_entries.get(kind) for kind in CONFIG_KINDS)
+        names_seen = set(self.state.services)
+        hit = _LAST_CHAINS.get(self.state.datacenter, sources)
+        if hit is not None:
+            entries, problems, known = hit
+            chains = {n: known[n] for n in sorted(names_seen | set(known)) if n in known}
+            try:
+                for name in sorted(names_seen - set(known)):
+                    chains[name] = compile_chain(name, entries, datacenter=self.state.datacenter)
+            except ChainError:
+                pass  # a new service breaks an entry: compile everything afresh below
+            else:
+                self.problems.extend(problems)
+                _LAST_CHAINS.put(self.state.datacenter, sources, (entries, problems, chains))
+                return {n: chains[n] for n in sorted(chains) if n in names_seen or n in _entry_names(entries)}, entries
+        before = len(self.problems)
+        parsed, entry_problems = parse_entries(self.state.config_entries)
+        self.problems.extend(entry_problems)
+        names = sorted(names_seen | _entry_names(parsed))
+        chains, entries = self._chains(names, parsed)
+        _LAST_CHAINS.put(self.state.datacenter, sources, (entries, list(self.problems[before:]), chains))
+        return chains, entries
 
     def _chains(self, names: list[str], entries: ConfigEntries) -> tuple[dict[str, CompiledChain], ConfigEntries]:
         remaining = list(names)
@@ -188,7 +241,10 @@ class _Build:
             local = datacenter == self.state.datacenter
             raw = self.state.services.get(service, ()) if local else \
                 self.state.remote_services.get(datacenter, {}).get(service, ())
-            found, problems = parse_instances(service, raw, remote=not local)
+            parsed = _INSTANCES.get((key, local), raw)
+            if parsed is None:
+                parsed = _INSTANCES.put((key, local), raw, parse_instances(service, raw, remote=not local))
+            found, problems = parsed
             self.problems.extend(problems)
             self.instances[key] = found
         return found

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshlib.discovery.consul.memo import IdentityCache
+
 
 @dataclass(frozen=True)
 class ConsulState:
@@ -48,7 +50,28 @@ class ConsulState:
     def version(self) -> str:
         """A deterministic version: every replica reading the same Consul state computes the same one.
 
-        Raft indexes (``CreateIndex``/``ModifyIndex``) are part of the hash, so a
-        write that changes nothing else still gives a new version.
+        A SHA-256 over the datacenter and the canonical JSON digest of each
+        service's entries and each kind's config entries, in name order (the
+        digests of unchanged lists are reused between calls). Raft indexes
+        (``CreateIndex``/``ModifyIndex``) are part of the hash, so a write that
+        changes nothing else still gives a new version.
         """
-        return "consul-" + hashlib.sha256(self.canonical_json()).hexdigest()[:16]
+        outer = hashlib.sha256(b"consul-state-v1\0" + self.datacenter.encode())
+        parts: list[tuple[str, str, Sequence[Any]]] = [("s", n, e) for n, e in self.services.items()]
+        parts += [("c", k, e) for k, e in self.config_entries.items()]
+        parts += [(f"r:{dc}", n, e) for dc, svcs in self.remote_services.items() for n, e in svcs.items()]
+        for group, name, entries in sorted(parts, key=lambda p: (p[0], p[1])):
+            outer.update(f"\0{group}\0{name}\0".encode())
+            outer.update(_digest((group, name), entries).encode())
+        return "consul-" + outer.hexdigest()[:16]
+
+
+_DIGESTS: IdentityCache[str] = IdentityCache()
+
+
+def _digest(key: tuple[str, str], entries: Sequence[Any]) -> str:
+    cached = _DIGESTS.get(key, entries)
+    if cached is not None:
+        return cached
+    text = json.dumps(list(entries), sort_keys=True, separators=(",", ":"), default=str)
+    return _DIGESTS.put(key, entries, hashlib.sha256(text.encode()).hexdigest())

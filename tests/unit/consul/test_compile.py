@@ -13,8 +13,8 @@ from meshlib.host_stats import HostStatsTable
 
 from .consul_data import ask, build, health_entry, messages, state
 
-HTTP = {"Kind": "service-defaults", "Name": "web", "Protocol": "http"}
-SUBSETS = {"Kind": "service-resolver", "Name": "web", "Subsets": {
+HTTP: dict[str, Any] = {"Kind": "service-defaults", "Name": "web", "Protocol": "http"}
+SUBSETS: dict[str, Any] = {"Kind": "service-resolver", "Name": "web", "Subsets": {
     "v1": {"Filter": "Service.Meta.version == v1"}, "v2": {"Filter": "Service.Meta.version == v2"}}}
 WEB = [health_entry("web", "10.0.0.1", 8080, meta={"version": "v1"}),
        health_entry("web", "10.0.0.2", 8080, meta={"version": "v2"}),
@@ -216,3 +216,29 @@ def test_version_is_deterministic_and_tracks_changes() -> None:
     v1 = compile_consul(one, build(one)[0].snapshot.workload)[0].version
     assert v1 == one.version() == compile_consul(same, build(same)[0].snapshot.workload)[0].version
     assert v1 != other.version()
+
+
+def test_recompiles_reuse_unchanged_lists_but_see_every_change() -> None:
+    from meshlib.config.model import WorkloadIdentity
+    from meshlib.discovery.consul.state import ConsulState
+
+    web = list(WEB)
+    entries: dict[str, list[dict[str, Any]]] = {"service-defaults": [HTTP], "service-resolver": [SUBSETS]}
+    first = ConsulState("dc1", {"web": web, "admin": list(ADMIN)}, entries)
+    snap1, _ = compile_consul(first, WorkloadIdentity())
+    # One instance goes critical: a new list for "web" only, the same config-entry lists.
+    flipped = [health_entry("web", "10.0.0.1", 8080, meta={"version": "v1"}, checks=("critical",)), *web[1:]]
+    second = ConsulState("dc1", {"web": flipped, "admin": first.services["admin"]}, entries)
+    snap2, _ = compile_consul(second, WorkloadIdentity())
+    assert snap1.version != snap2.version
+    assert sorted(e.address for e in snap2.clusters["outbound|80||web.service.consul"].endpoints) == [
+        "10.0.0.2", "10.0.0.3"]
+    # A new config-entry list is seen too.
+    splitter = {"Kind": "service-splitter", "Name": "web", "Splits": [{"Weight": 100, "ServiceSubset": "v2"}]}
+    third = ConsulState("dc1", second.services, {**entries, "service-splitter": [splitter]})
+    snap3, problems = compile_consul(third, WorkloadIdentity())
+    assert problems == []
+    vhost = next(v for v in snap3.route_configs["80"].virtual_hosts if v.name == "web.service.consul:80")
+    route = vhost.routes[0]
+    assert route.destinations[0].cluster == "outbound|80|v2|web.service.consul"
+    assert compile_consul(second, WorkloadIdentity())[0].version == snap2.version
