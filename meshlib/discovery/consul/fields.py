@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from meshlib.errors import ConfigProblem
@@ -30,13 +31,28 @@ _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|h|m|s)")
 
 
+@dataclass(frozen=True, slots=True)
+class ConsulProblem(ConfigProblem):
+    """A :class:`ConfigProblem` about a Consul object: ``kind`` is the config-entry kind (or ``health``),
+    ``name`` the entry or service name, ``file`` is ``consul``; it renders as
+    ``consul <kind>/<name>: <field>: <message>``."""
+
+    def __str__(self) -> str:
+        parts = [f"{self.file} {self.kind}/{self.name}"]
+        if self.field:
+            parts.append(self.field)
+        parts.append(f"warning: {self.message}" if self.is_warning else self.message)
+        return ": ".join(parts)
+
+
 def problem(kind: str, name: str, field: str, message: str) -> ConfigProblem:
     """A problem rendered as ``consul <kind>/<name>: <field>: <message>``.
 
-    >>> str(problem("service-splitter", "web", "Splits", "no splits configured"))
-    'consul service-splitter/web: Splits: no splits configured'
+    >>> p = problem("service-splitter", "web", "Splits", "no splits configured")
+    >>> str(p), p.kind, p.name
+    ('consul service-splitter/web: Splits: no splits configured', 'service-splitter', 'web')
     """
-    return ConfigProblem(file=f"consul {kind}/{name}", line=0, kind="", name="", field=field, message=message)
+    return ConsulProblem(file="consul", line=0, kind=kind, name=name, field=field, message=message)
 
 
 def normalize_key(key: str) -> str:
