@@ -8,6 +8,7 @@
     meshlib ca issue --ca ca-int/ --spiffe-id spiffe://cluster.local/ns/default/sa/reviews \\
         --dns reviews.default.svc.cluster.local --ttl 24h --out certs/reviews/
     meshlib ca issue --ca ca/ --namespace default --service-account reviews --out certs/reviews/
+    meshlib ca token --spiffe-id spiffe://cluster.local/ns/default/sa/reviews --tokens tokens.txt --out reviews.token
 
 ``init`` writes Istio's ``cacerts`` layout (``ca-cert.pem``, ``ca-key.pem`` mode 0600,
 ``cert-chain.pem``, ``root-cert.pem``); ``issue`` writes ``cert-chain.pem`` (leaf + intermediates),
@@ -60,6 +61,13 @@ def add_ca_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     issue.add_argument("--ttl", default="24h", help="certificate lifetime (default 24h)")
     issue.add_argument("--out", required=True, metavar="DIR", help="output dir: cert-chain.pem, key.pem, root-cert.pem")
     issue.set_defaults(run=run_ca_issue)
+
+    token = ca_sub.add_parser("token", help="create a bootstrap token for one identity (for --ca-tokens)")
+    token.add_argument("--spiffe-id", required=True, help="the identity the token proves")
+    token.add_argument("--dns", action="append", default=[], help="a DNS SAN the holder may ask for (repeatable)")
+    token.add_argument("--tokens", required=True, metavar="FILE", help="the control plane's tokens file (appended)")
+    token.add_argument("--out", required=True, metavar="FILE", help="the workload's token file (written 0600)")
+    token.set_defaults(run=run_ca_token)
 
 
 def run_ca_init(args: argparse.Namespace) -> int:
@@ -125,6 +133,35 @@ def run_ca_issue(args: argparse.Namespace) -> int:
         print(f"meshlib ca issue: {exc.strerror}: {exc.filename}", file=sys.stderr)
         return 1
     print(f"meshlib ca issue: {spiffe_id} in {out} (valid until {bundle.not_after.isoformat()})")
+    return 0
+
+
+def run_ca_token(args: argparse.Namespace) -> int:
+    """``meshlib ca token``: a random token, appended to the tokens file and written for the workload."""
+    import secrets
+
+    from meshlib.security.ca import write_private_file
+    from meshlib.security.errors import InvalidSpiffeId
+    from meshlib.security.spiffe import SpiffeId
+
+    try:
+        spiffe_id = SpiffeId.parse(args.spiffe_id)
+    except InvalidSpiffeId as exc:
+        print(f"meshlib ca token: {exc}", file=sys.stderr)
+        return 1
+    token = secrets.token_urlsafe(32)
+    line = " ".join([str(spiffe_id), token, *args.dns]) + "\n"
+    try:
+        tokens = Path(args.tokens)
+        if not tokens.exists():
+            write_private_file(tokens, b"# <spiffe-id> <token> [dns-name ...]  (meshlib control-plane --ca-tokens)\n")
+        with tokens.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+        write_private_file(Path(args.out), token.encode() + b"\n")
+    except OSError as exc:
+        print(f"meshlib ca token: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 1
+    print(f"meshlib ca token: token for {spiffe_id} in {args.out}, registered in {args.tokens}")
     return 0
 
 

@@ -101,3 +101,35 @@ def test_parse_ttl() -> None:
     assert parse_ttl("30d") == timedelta(days=30)
     with pytest.raises(ValueError, match="invalid duration"):
         parse_ttl("soon")
+
+
+def test_token_is_registered_and_written_private(tmp_path: Path) -> None:
+    from meshlib.security.ca_service import BootstrapTokens
+
+    tokens, out = tmp_path / "tokens", tmp_path / "reviews.token"
+    spiffe_id = "spiffe://cluster.local/ns/default/sa/reviews"
+    assert (
+        main(
+            [
+                "ca",
+                "token",
+                "--spiffe-id",
+                spiffe_id,
+                "--dns",
+                "reviews.default.svc",
+                "--tokens",
+                str(tokens),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert main(["ca", "token", "--spiffe-id", spiffe_id, "--tokens", str(tokens), "--out", str(tmp_path / "2")]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600 and tokens.stat().st_mode & 0o777 == 0o600
+    registered = BootstrapTokens.from_file(tokens)
+    assert len(registered) == 2
+    entry = registered.lookup(out.read_text().strip())
+    assert entry is not None and str(entry.spiffe_id) == spiffe_id
+    assert entry.dns_names == frozenset({"reviews.default.svc"})
+    assert main(["ca", "token", "--spiffe-id", "spiffe://x/a//b", "--tokens", str(tokens), "--out", str(out)]) == 1
