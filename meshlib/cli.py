@@ -209,6 +209,10 @@ def _status(args: argparse.Namespace) -> int:
         print(f"\nconfig edit rejected ({len(errors)} error(s)); version {version} stays in force:")
         for error in errors:
             print(f"  {error}")
+    if status.get("security"):
+        from meshlib.security.cli import render_security_status
+
+        print(render_security_status(status), end="")
     return 0
 
 

@@ -240,3 +240,20 @@ def secure_bootstrap_from_args(args: argparse.Namespace, **kwargs: Any) -> dict[
         if not (Path(args.certs) / name).is_file():
             raise ValueError(f"--certs {args.certs}: {name} is missing (write it with `meshlib ca issue --out DIR`)")
     return secure_bootstrap(args.xds, args.node_id, args.certs, refresh_interval=args.refresh_interval, **kwargs)
+
+
+def render_security_status(status: dict[str, Any]) -> str:
+    """The ``security`` / ``ca`` part of a control plane's ``/status`` for ``meshlib status``."""
+    security = status.get("security") or {}
+    lines = [
+        f"\nsecurity: {security.get('mode')} (trust domain {security.get('trust_domain')}); "
+        f"{security.get('denied_total', 0)} xDS stream(s) refused"
+    ]
+    for denial in (security.get("denied") or [])[-5:]:
+        lines.append(f"  refused {denial.get('peer')}: {denial.get('reason')}")
+    ca = status.get("ca")
+    if ca:
+        lines.append(f"CA: {ca.get('issued', 0)} certificate(s) issued, {ca.get('refused', 0)} refused")
+        for refusal in (ca.get("recent_refusals") or [])[-5:]:
+            lines.append(f"  refused {refusal.get('peer')}: {refusal.get('reason')}")
+    return "\n".join(lines) + "\n"

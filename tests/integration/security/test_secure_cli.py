@@ -103,6 +103,11 @@ async def test_issue_bootstrap_and_connect(
         status = await response.json()
     assert status["security"]["mode"] == "mtls" and status["security"]["denied_total"] == 0
     assert status["ca"]["bootstrap_tokens"] == 1
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["status", "--control-plane", secure_plane.status]) == 0
+    shown = capsys.readouterr().out
+    assert "security: mtls (trust domain cluster.local); 0 xDS stream(s) refused" in shown
+    assert "CA: 0 certificate(s) issued, 0 refused" in shown
 
 
 @pytest.mark.asyncio
