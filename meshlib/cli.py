@@ -22,7 +22,7 @@
 
 Without a path, ``validate``, ``explain`` and ``admin`` use the embedded default mesh. A command that
 needs an optional extra (``control-plane``: ``xds``) says which in one line instead of a traceback.
-``meshlib ca init|issue ...``            a mesh CA and SPIFFE X.509-SVIDs (see meshlib/security/cli.py)
+``meshlib ca init|issue|token ...``      a mesh CA, SPIFFE X.509-SVIDs, bootstrap tokens (meshlib/security/cli.py)
 ``meshlib consul-dev [--port 8500] [--load FILE]``
                                          the in-memory Consul emulator (HTTP API) in the foreground
 """
