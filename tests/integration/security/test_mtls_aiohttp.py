@@ -199,3 +199,24 @@ spec:
         await bare._mirrors.drain()
     assert len(strict_server.seen) == 1
     assert primary.hits == 2
+
+
+async def test_mesh_fed_by_xds_executes_istio_mutual(ca: MeshCA, strict_server: IdentityServer, tmp_path: Path) -> None:
+    """DestinationRule tls travels control plane → CDS transport_socket → meshlib's xDS client → TLS on the wire."""
+    from meshlib.config import load_snapshot
+    from meshlib.controlplane import ControlPlane
+    from meshlib.mesh import Mesh
+    from meshlib.xds import ClientKind, encode_resources
+
+    config = tmp_path / "client.yaml"
+    config.write_text(client_yaml(strict_server.port, "{mode: ISTIO_MUTUAL}",
+                                  service_account="spiffe://cluster.local/ns/default/sa/reviews"))
+    async with ControlPlane(port=0, debounce_after=0.0) as plane:
+        plane.set_resources(ClientKind.MESHLIB, encode_resources(load_snapshot([config]), ClientKind.MESHLIB))
+        mesh = Mesh.from_xds(f"127.0.0.1:{plane.port}", node_id="tls-client")
+        mesh.use_certificates(StaticCertificateSource(svid(ca, "productpage")))
+        async with mesh, mesh.session() as http, http.get(URL) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["peer"] == "spiffe://cluster.local/ns/default/sa/productpage"
+        tls = mesh.snapshot.clusters["outbound|9080||reviews.default.svc.cluster.local"].policy.tls
+    assert (tls.mode, tls.subject_alt_names) == ("ISTIO_MUTUAL", ("spiffe://cluster.local/ns/default/sa/reviews",))
