@@ -48,13 +48,14 @@ def is_cluster_local(fqdn: str) -> bool:
 
 
 def host_matches(pattern: str, host: str) -> bool:
-    """Istio host matching: exact, ``*`` (everything) or ``*.suffix`` (one or more labels)."""
+    """Istio host matching: exact, ``*`` (everything) or ``*suffix`` (``*.example.com``; the
+    partial wildcard ``*example.com`` is Envoy's plain suffix match)."""
     if pattern == host:
         return True
     if pattern == "*":
         return True
-    if pattern.startswith("*."):
-        if host.startswith("*."):
+    if pattern.startswith("*"):
+        if host.startswith("*"):
             # A wildcard service is covered by an equal or broader wildcard.
             return host[1:].endswith(pattern[1:])
         return host.endswith(pattern[1:])
@@ -67,14 +68,25 @@ def host_problem(host: str, *, allow_star: bool = True) -> str | None:
         return "host must not be empty"
     if host == "*":
         return None if allow_star else f'invalid host "{host}"'
-    name = host[2:] if host.startswith("*.") else host
     if len(host) > 255:
         return f'invalid host "{host}": longer than 255 characters'
-    if is_ip(name):
+    if is_ip(host):
         return None
-    for label in name.lower().split("."):
+    labels = host.lower().split(".")
+    if labels[-1] == "" and len(labels) > 1:
+        labels.pop()  # "istio.io." (a rooted name) is allowed
+    first = labels[0]
+    if first.startswith("*"):
+        # Istio's wildcard label: "*", or "*" / "*-" followed by a DNS label ("*.x", "*x.com", "*-x.com").
+        rest = first[2:] if first.startswith("*-") else first[1:]
+        if rest and not _LABEL.match(rest):
+            return f'invalid host "{host}"'
+        labels = labels[1:]
+    for label in labels:
         if not _LABEL.match(label):
             return f'invalid host "{host}"'
+    if labels and labels[-1].isdigit():
+        return f'invalid host "{host}": the top-level label cannot be all-numeric'
     return None
 
 

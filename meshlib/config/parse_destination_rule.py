@@ -7,6 +7,7 @@ import re
 from meshlib.config.annotations import rate_limit_annotation
 from meshlib.config.fields import Fields, Sink, item_fields
 from meshlib.config.hosts import host_problem
+from meshlib.config.istio_checks import export_to_problems
 from meshlib.config.istio_types import DestinationRuleSpec, Meta, PolicyParts, SubsetSpec
 from meshlib.config.model import Labels, LbKind
 from meshlib.config.parse_traffic_policy import POLICY_FIELDS, parse_traffic_policy
@@ -21,8 +22,9 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 def parse_destination_rule(sink: Sink, meta: Meta, spec: Fields) -> DestinationRuleSpec:
     """Validate one DestinationRule ``spec``; problems go to ``sink``."""
-    host = spec.string("host", required=True) or ""
-    if host:
+    host_value = spec.string("host", required=True)
+    host = host_value or ""
+    if host_value is not None:
         problem = host_problem(host)
         if problem:
             spec.error("host", problem)
@@ -52,11 +54,23 @@ def parse_destination_rule(sink: Sink, meta: Meta, spec: Fields) -> DestinationR
         names.add(name)
         subsets.append(SubsetSpec(name, Labels(labels), sub_policy, node.line))
 
-    spec.string_list("exportTo")
+    export_to = spec.string_list("exportTo") or []
+    for problem in export_to_problems(export_to, meta.namespace, service_entry=False):
+        spec.error("exportTo", problem)
     selector_labels: Labels | None = None
     selector = spec.mapping("workloadSelector", ("matchLabels",))
     if selector is not None:
-        selector_labels = Labels(selector.labels("matchLabels") or {})
+        labels = selector.labels("matchLabels") or {}
+        selector_labels = Labels(labels)
+        if not labels:
+            selector.warn(None, "workload selector specified without labels")
+        for key, value in labels.items():
+            if "*" in key or "*" in value:
+                selector.error("matchLabels", f'wildcard is not supported in selector: "{key}={value}"')
+        if export_to and set(export_to) - {".", meta.namespace}:
+            spec.error(
+                "exportTo", "destination rule with workload selector cannot have exportTo beyond current namespace"
+            )
 
     lb_override = None
     annotations = dict(meta.annotations)

@@ -11,6 +11,15 @@ import binascii
 
 from meshlib.config.fields import Fields, Sink, item_fields
 from meshlib.config.hosts import host_problem
+from meshlib.config.istio_checks import (
+    CORS_METHODS,
+    cors_header_problem,
+    gateway_name_problem,
+    header_name_problem,
+    header_operation_problem,
+    header_value_problem,
+    is_dns_label,
+)
 from meshlib.config.istio_types import DestinationRef
 from meshlib.config.model import (
     CorsPolicy,
@@ -47,14 +56,22 @@ MATCH_FIELDS = frozenset(
 STRING_MATCH_KINDS = ("exact", "prefix", "regex")
 DESTINATION_FIELDS = frozenset({"host", "subset", "port"})
 REDIRECT_CODES = (301, 302, 303, 307, 308)
+DIRECT_RESPONSE_MAX_BYTES = 1024 * 1024
+DIRECT_RESPONSE_WARN_BYTES = 100 * 1024
 MS = 0.001
 
 
 # --------------------------------------------------------------------------- matches
 
 
-def string_match(sink: Sink, path: str, node: Node, *, allow_present: bool) -> StringMatch | None:
-    """An Istio StringMatch: exactly one of exact/prefix/regex (``{}`` = present where allowed)."""
+def string_match(
+    sink: Sink, path: str, node: Node, *, allow_present: bool, allow_empty_prefix: bool = False
+) -> StringMatch | None:
+    """An Istio StringMatch: exactly one of exact/prefix/regex (``{}`` = present where allowed).
+
+    As Istio (and Envoy's StringMatcher) require, a ``prefix`` may be empty only
+    for ``uri``, and a ``regex`` never.
+    """
     fields = item_fields(sink, path, node, STRING_MATCH_KINDS)
     if fields is None:
         return None
@@ -67,6 +84,12 @@ def string_match(sink: Sink, path: str, node: Node, *, allow_present: bool) -> S
     kind = kinds[0]
     value = fields.string(kind)
     if value is None:
+        return None
+    if kind == "regex" and not value:
+        fields.error(kind, "regex string match should not be empty")
+        return None
+    if kind == "prefix" and not value and not allow_empty_prefix:
+        fields.error(kind, "prefix string match should not be empty")
         return None
     if kind == "regex" and not check_regex(fields, kind, value):
         return None
@@ -90,6 +113,11 @@ def _named_matches(
         if not name:
             sink.error(node.line, path, "name must not be empty")
             continue
+        if key != "queryParams":
+            problem = header_name_problem(name)
+            if problem:
+                sink.error(node.line, path, problem)
+                continue
         match = string_match(sink, path, node, allow_present=allow_present)
         if match is not None:
             # Header names are case-insensitive; the request view lower-cases them too.
@@ -102,13 +130,20 @@ def route_match(sink: Sink, match: Fields) -> RouteMatch:
 
     def single(key: str) -> StringMatch | None:
         node = match.get(key)
-        return string_match(sink, match.at(key), node, allow_present=False) if node is not None else None
+        if node is None:
+            return None
+        return string_match(sink, match.at(key), node, allow_present=False, allow_empty_prefix=key == "uri")
 
     ignore_case = bool(match.boolean("ignoreUriCase"))
     uri = single("uri")
     if uri is not None and ignore_case and uri.kind in ("exact", "prefix"):
         uri = StringMatch(uri.kind, uri.value, ignore_case=True)
     match.string("statPrefix")
+    source_namespace = match.string("sourceNamespace") or ""
+    if source_namespace and not is_dns_label(source_namespace):
+        match.error("sourceNamespace", f"sourceNamespace match {source_namespace} is invalid")
+    gateways = match.string_list("gateways") or []
+    check_gateway_names(match, "gateways", gateways)
     return RouteMatch(
         name=match.string("name") or "",
         uri=uri,
@@ -120,9 +155,27 @@ def route_match(sink: Sink, match: Fields) -> RouteMatch:
         query_params=_named_matches(sink, match, "queryParams", allow_present=True),
         port=match.integer("port", 1, 65535),
         source_labels=Labels(match.labels("sourceLabels") or {}),
-        source_namespace=match.string("sourceNamespace") or "",
-        gateways=tuple(match.string_list("gateways") or ()),
+        source_namespace=source_namespace,
+        gateways=tuple(gateways),
     )
+
+
+def check_gateway_names(fields: Fields, key: str, names: list[str]) -> None:
+    """Istio ``validateGatewayNames``; the legacy ``name.namespace`` form is a warning."""
+    for i, name in enumerate(names):
+        at = f"{fields.at(key)}[{i}]"
+        line = fields.line(key)
+        if name == "mesh":
+            continue
+        if "/" not in name and "." in name:
+            first, _, rest = name.partition(".")
+            fields.sink.warn(
+                line, at, f'using legacy gatewayName format "{name}"; prefer the <namespace>/<name> format: '
+                f'"{rest.split(".")[0]}/{first}"'
+            )
+        problem = gateway_name_problem(name)
+        if problem:
+            fields.sink.error(line, at, problem)
 
 
 # --------------------------------------------------------------------------- destinations
@@ -147,14 +200,26 @@ def destination(sink: Sink, parent: Fields, key: str) -> DestinationRef | None:
     return DestinationRef(host.lower(), subset, port, dest.line("host"), dest.path, dest.line("subset"))
 
 
-def header_ops(ops: Fields | None) -> HeaderOps:
-    """``{set, add, remove}`` for requests or responses."""
+def header_ops(ops: Fields | None, *, request: bool = True) -> HeaderOps:
+    """``{set, add, remove}`` for requests or responses, with Istio's header name and value rules."""
     if ops is None:
         return HeaderOps()
+    values: dict[str, dict[str, str]] = {}
+    for key in ("set", "add"):
+        values[key] = ops.string_map(key) or {}
+        for name, value in values[key].items():
+            problem = header_operation_problem(name, request_set=request) or header_value_problem(value)
+            if problem:
+                ops.sink.error(ops.line(key), f'{ops.at(key)}["{name}"]', problem)
+    removed = ops.string_list("remove") or []
+    for i, name in enumerate(removed):
+        problem = header_operation_problem(name, request_set=False)
+        if problem:
+            ops.sink.error(ops.line("remove"), f"{ops.at('remove')}[{i}]", problem)
     return HeaderOps(
-        set=tuple((k.lower(), v) for k, v in (ops.string_map("set") or {}).items()),
-        add=tuple((k.lower(), v) for k, v in (ops.string_map("add") or {}).items()),
-        remove=tuple(k.lower() for k in ops.string_list("remove") or ()),
+        set=tuple((k.lower(), v) for k, v in values["set"].items()),
+        add=tuple((k.lower(), v) for k, v in values["add"].items()),
+        remove=tuple(k.lower() for k in removed),
     )
 
 
@@ -166,7 +231,7 @@ def header_policy(parent: Fields, key: str = "headers") -> HeaderPolicy | None:
     ops_fields = ("set", "add", "remove")
     return HeaderPolicy(
         request=header_ops(headers.mapping("request", ops_fields)),
-        response=header_ops(headers.mapping("response", ops_fields)),
+        response=header_ops(headers.mapping("response", ops_fields), request=False),
     )
 
 
@@ -185,9 +250,15 @@ def rewrite(rule: Fields) -> Rewrite | None:
     if regex is not None:
         pattern = regex.string("match", required=True)
         replacement = regex.string("rewrite", required=True)
-        if pattern is not None and replacement is not None and check_regex(regex, "match", pattern):
+        if (pattern is not None and not pattern) or (replacement is not None and not replacement):
+            regex.error(None, "UriRegexRewrite requires both Rewrite and Match fields to be specified")
+        elif pattern is not None and replacement is not None and check_regex(regex, "match", pattern):
             uri_regex = (pattern, replacement)
-    return Rewrite(uri=fields.string("uri"), authority=fields.string("authority"), uri_regex=uri_regex)
+    uri = fields.string("uri")
+    authority = fields.string("authority")
+    if not uri and not authority and regex is None:
+        fields.error(None, "rewrite must specify at least one of uri, uriRegexRewrite, or authority")
+    return Rewrite(uri=uri, authority=authority, uri_regex=uri_regex)
 
 
 def redirect(rule: Fields) -> Redirect | None:
@@ -197,17 +268,20 @@ def redirect(rule: Fields) -> Redirect | None:
         return None
     if fields.has("port") and fields.has("derivePort"):
         fields.error(None, "port and derivePort cannot both be set")
-    if not any(fields.has(k) for k in ("uri", "authority", "port", "derivePort", "scheme")):
+    uri, authority, scheme = fields.string("uri"), fields.string("authority"), fields.string("scheme")
+    if not (uri or authority or scheme or fields.has("port") or fields.has("derivePort")):
         fields.error(None, "must set at least one of uri, authority, scheme, port, derivePort")
+    if scheme and scheme not in ("http", "https"):
+        fields.error("scheme", 'invalid redirect scheme, must be "http" or "https"')
     code = fields.integer("redirectCode")
     if code is not None and code not in REDIRECT_CODES:
         fields.error("redirectCode", "must be one of 301, 302, 303, 307, 308")
         code = None
     derive = fields.enum("derivePort", ("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"))
     return Redirect(
-        uri=fields.string("uri"),
-        authority=fields.string("authority"),
-        scheme=fields.string("scheme"),
+        uri=uri,
+        authority=authority,
+        scheme=scheme,
         port=fields.integer("port", 1, 65535),
         derive_port=derive or "",  # type: ignore[arg-type]
         code=code or 301,
@@ -234,6 +308,10 @@ def direct_response(rule: Fields) -> DirectResponse | None:
                 body = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
                 content.error("bytes", "invalid base64")
+        if len(body) > DIRECT_RESPONSE_MAX_BYTES:
+            content.error(None, "large direct_responses may impact control plane performance, must be less than 1MB")
+        elif len(body) > DIRECT_RESPONSE_WARN_BYTES:
+            content.warn(None, "large direct_responses may impact control plane performance")
     return DirectResponse(status, body) if status is not None else None
 
 
@@ -254,17 +332,35 @@ def cors_policy(rule: Fields) -> CorsPolicy | None:
     )
     if fields is None:
         return None
-    origins = [StringMatch("exact", o) for o in fields.string_list("allowOrigin") or ()]
+    legacy = fields.string_list("allowOrigin")
+    if legacy is not None:
+        fields.warn("allowOrigin", 'using deprecated setting "allowOrigin", use "allowOrigins" instead')
+    origins = [StringMatch("exact", o) for o in legacy or ()]
     for path, node in fields.items("allowOrigins"):
         match = string_match(fields.sink, path, node, allow_present=False)
         if match is not None:
+            if not match.value:
+                fields.sink.error(node.line, path, "'' is not a valid match type for CORS allow origins")
+                continue
             origins.append(match)
     fields.enum("unmatchedPreflights", ("UNSPECIFIED", "FORWARD", "IGNORE"))
+    methods = fields.string_list("allowMethods") or []
+    for i, method in enumerate(methods):
+        if method not in CORS_METHODS:
+            fields.sink.error(fields.line("allowMethods"), f"{fields.at('allowMethods')}[{i}]",
+                              f'"{method}" is not a supported HTTP method')
+    header_lists: dict[str, list[str]] = {}
+    for key in ("allowHeaders", "exposeHeaders"):
+        header_lists[key] = fields.string_list(key) or []
+        for i, name in enumerate(header_lists[key]):
+            problem = cors_header_problem(name)
+            if problem:
+                fields.sink.error(fields.line(key), f"{fields.at(key)}[{i}]", problem)
     return CorsPolicy(
         allow_origins=tuple(origins),
-        allow_methods=tuple(fields.string_list("allowMethods") or ()),
-        allow_headers=tuple(fields.string_list("allowHeaders") or ()),
-        expose_headers=tuple(fields.string_list("exposeHeaders") or ()),
+        allow_methods=tuple(methods),
+        allow_headers=tuple(header_lists["allowHeaders"]),
+        expose_headers=tuple(header_lists["exposeHeaders"]),
         max_age_s=fields.duration("maxAge", precision_s=1),  # Istio: seconds precision
         allow_credentials=fields.boolean("allowCredentials"),
     )

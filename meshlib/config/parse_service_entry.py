@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from meshlib.config.fields import Fields, Sink, item_fields
 from meshlib.config.hosts import host_problem, is_ip, is_ip_or_cidr, resolve_host
+from meshlib.config.istio_checks import export_to_problems, is_dns_label, partial_wildcard_problem
 from meshlib.config.istio_types import Meta, ServiceEntrySpec, WorkloadEndpoint
 from meshlib.config.model import Labels, Locality, ServicePort
 
@@ -22,7 +23,9 @@ SPEC_FIELDS = frozenset(
 )
 PORT_FIELDS = frozenset({"number", "protocol", "name", "targetPort"})
 ENDPOINT_FIELDS = frozenset({"address", "ports", "labels", "network", "locality", "weight", "serviceAccount"})
-RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
+# DYNAMIC_DNS (newer Istio): resolve each request's own host; in-process that is what NONE does.
+RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS")
+_HTTP_OR_TLS = frozenset({"HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "TLS"})
 LOCATIONS = ("MESH_EXTERNAL", "MESH_INTERNAL")
 # Istio's protocol names; matched case-insensitively as Istio does.
 PROTOCOLS = frozenset(
@@ -45,20 +48,46 @@ def parse_service_entry(sink: Sink, meta: Meta, spec: Fields) -> ServiceEntrySpe
         if problem:
             sink.error(node.line, path, problem)
             continue
+        partial = partial_wildcard_problem(node.scalar)
+        if partial:
+            sink.warn(node.line, path, f"{partial} (matched as a plain suffix)")
         hosts.append((resolve_host(node.scalar, meta.namespace), node.line))
 
+    cidr = False
     for path, node in spec.items("addresses"):
         if node.kind != "scalar" or not isinstance(node.scalar, str) or not is_ip_or_cidr(node.scalar):
             sink.error(node.line, path, f'invalid address "{node.scalar}" (expected an IP or CIDR)')
+        else:
+            cidr = cidr or "/" in node.scalar
 
     ports = _ports(sink, spec)
     resolution = spec.enum("resolution", RESOLUTIONS) or "NONE"
+    if cidr and resolution not in ("NONE", "STATIC"):
+        spec.error("addresses", "CIDR addresses are allowed only for NONE/STATIC resolution types")
+    if resolution != "NONE" and len(hosts) > 1:
+        # Istio: plain TCP cannot tell several hosts apart (an unset protocol counts as not HTTP).
+        declared = [item.mapping.get("protocol") for _, item in spec.items("ports") if item.kind == "map"]
+        for protocol in declared:
+            name = protocol.scalar if protocol is not None and isinstance(protocol.scalar, str) else ""
+            if name.upper() not in _HTTP_OR_TLS:
+                spec.error("ports", "multiple hosts provided with non-HTTP, non-TLS ports")
+                break
     location = spec.enum("location", LOCATIONS) or "MESH_EXTERNAL"
-    spec.string_list("exportTo")
+    for problem in export_to_problems(spec.string_list("exportTo") or [], meta.namespace, service_entry=True):
+        spec.error("exportTo", problem)
     subject_alt_names = tuple(spec.string_list("subjectAltNames") or ())
     selector = spec.mapping("workloadSelector", ("labels",))
     if selector is not None:
-        selector.labels("labels")
+        selector_labels = selector.labels("labels") or {}
+        if not selector_labels:
+            selector.warn(
+                None, "service entry: workload selector specified without labels, will be applied to all services"
+            )
+        for key, value in selector_labels.items():
+            if "*" in key or "*" in value:
+                selector.error("labels", f'wildcard is not supported in selector: "{key}={value}"')
+        if resolution == "NONE":
+            spec.warn("workloadSelector", "workloadSelector should not be set when resolution mode is NONE")
     if spec.has("workloadSelector") and spec.has("endpoints"):
         spec.error("workloadSelector", "workloadSelector and endpoints cannot both be set")
 
@@ -76,6 +105,8 @@ def parse_service_entry(sink: Sink, meta: Meta, spec: Fields) -> ServiceEntrySpe
 
     if resolution == "NONE" and endpoints:
         spec.error("endpoints", "no endpoints should be provided for resolution NONE")
+    if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
+        spec.error("endpoints", "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN")
     if has_unix and len(ports) != 1:
         spec.error("ports", "exactly 1 service port is required for unix endpoints")
     if resolution in ("DNS", "DNS_ROUND_ROBIN") and not spec.has("endpoints"):
@@ -100,7 +131,9 @@ def _ports(sink: Sink, spec: Fields) -> list[ServicePort]:
         if port is None:
             continue
         number = port.integer("number", 1, 65535, required=True)
-        name = port.string("name") or ""
+        name = port.string("name", required=True) or ""
+        if port.has("name") and not is_dns_label(name):
+            port.error("name", f'invalid port name "{name}" (must be a DNS-1123 label)')
         protocol = port.string("protocol")
         target = port.integer("targetPort", 1, 65535)
         if protocol is not None and protocol.upper() not in PROTOCOLS:

@@ -70,6 +70,7 @@ HTTP_FIELDS = frozenset(
 )
 OUTLIER_FIELDS = frozenset(
     {
+        "consecutiveErrors",  # deprecated; accepted with a warning
         "splitExternalLocalOriginErrors",
         "consecutiveLocalOriginFailures",
         "consecutiveGatewayErrors",
@@ -97,6 +98,9 @@ MS = 0.001
 def parse_traffic_policy(sink: Sink, policy: Fields, *, port_level: bool = False) -> PolicyParts:
     """Validate a TrafficPolicy (or, with ``port_level``, a PortTrafficPolicy)."""
     lb = _load_balancer(sink, policy.mapping("loadBalancer", LB_FIELDS))
+    if policy.ok and not policy.node.mapping:
+        what = "port traffic policy" if port_level else "traffic policy"
+        policy.error(None, f"{what} must have at least one field")
     pool = _connection_pool(policy.mapping("connectionPool", ("tcp", "http")))
     outlier = _outlier(policy.mapping("outlierDetection", OUTLIER_FIELDS))
     tls_fields = policy.mapping("tls", TLS_FIELDS)
@@ -104,6 +108,8 @@ def parse_traffic_policy(sink: Sink, policy: Fields, *, port_level: bool = False
     if port_level:
         return PolicyParts(lb, pool, outlier, tls)
 
+    if policy.has("tunnel") and policy.has("proxyProtocol"):
+        policy.error(None, "tunnel and proxyProtocol must not be set together")
     tunnel = policy.mapping("tunnel", ("protocol", "targetHost", "targetPort"))
     if tunnel is not None:
         tunnel.enum("protocol", ("CONNECT", "POST"))
@@ -181,7 +187,9 @@ def _consistent_hash(hashing: Fields) -> LbPolicy | None:
             if attr is not None:
                 attr.string("name", required=True)
                 attr.string("value")
-        if name is not None:
+        if name == "":
+            cookie.error("name", "name required for HttpCookie")
+        elif name is not None:
             hashes.append(HashPolicy("cookie", name, cookie_ttl_s=ttl, cookie_path=path))
     if hashing.boolean("useSourceIp"):
         hashes.append(HashPolicy("source_ip"))
@@ -193,9 +201,17 @@ def _consistent_hash(hashing: Fields) -> LbPolicy | None:
         hashing.error(None, "ringHash and maglev cannot both be set")
     if hashing.has("minimumRingSize") and (hashing.has("ringHash") or hashing.has("maglev")):
         hashing.error("minimumRingSize", "cannot be combined with ringHash or maglev")
+    elif hashing.has("minimumRingSize"):
+        hashing.warn(
+            "minimumRingSize",
+            "consistent hash MinimumRingSize is deprecated, use ConsistentHashLB's RingHash configuration instead",
+        )
     maglev = hashing.mapping("maglev", ("tableSize",))
     if maglev is not None:
         size = maglev.integer("tableSize", 0, MAX_MAGLEV_TABLE)
+        if size == 0 or not maglev.has("tableSize"):
+            maglev.error("tableSize" if maglev.has("tableSize") else None, "tableSize must be set for maglev")
+            size = None
         if size and not is_prime(size):
             maglev.error("tableSize", f"{size} is not a prime number")
             size = None
@@ -264,8 +280,8 @@ def _warmup(lb: Fields) -> Warmup | None:
             warmup.require("duration")
         minimum = warmup.number("minimumPercent", 0, 100)
         aggression = warmup.number("aggression", 0, None)
-        if aggression == 0:
-            warmup.error("aggression", "must be greater than 0")
+        if aggression is not None and aggression < 1:
+            warmup.error("aggression", "aggression should be greater than or equal to 1")
             aggression = None
         if duration is None:
             return None
@@ -277,6 +293,8 @@ def _warmup(lb: Fields) -> Warmup | None:
 def _connection_pool(pool: Fields | None) -> ConnectionPool | None:
     if pool is None:
         return None
+    if pool.ok and not pool.node.mapping:
+        pool.error(None, "connection pool must have at least one field")
     defaults = ConnectionPool()
     values: dict[str, object] = {}
     tcp = pool.mapping("tcp", TCP_FIELDS)
@@ -314,6 +332,8 @@ def _connection_pool(pool: Fields | None) -> ConnectionPool | None:
             values["h2_upgrade_policy"] = upgrade
         if http.boolean("useClientProtocol"):
             values["use_client_protocol"] = True
+            if upgrade == "UPGRADE":
+                http.error("useClientProtocol", "use client protocol must not be true when H2UpgradePolicy is UPGRADE")
         streams = http.integer("maxConcurrentStreams", 0, INT32_MAX)
         if streams:
             values["max_concurrent_streams"] = streams
@@ -348,8 +368,23 @@ def _outlier(outlier: Fields | None) -> OutlierSetting | None:
     base = OutlierDetection()
     consecutive_5xx = outlier.integer("consecutive5xxErrors", 0, None)
     gateway = outlier.integer("consecutiveGatewayErrors", 0, None)
+    legacy = outlier.integer("consecutiveErrors", 0, None)
+    if legacy is not None:
+        outlier.warn(
+            "consecutiveErrors",
+            "outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or "
+            "consecutive5xxErrors instead",
+        )
+        if legacy and gateway is None:
+            gateway = legacy  # istiod reads the deprecated field as consecutive gateway errors
     local = outlier.integer("consecutiveLocalOriginFailures", 0, None)
     split = bool(outlier.boolean("splitExternalLocalOriginErrors"))
+    if local and not split:
+        outlier.error(
+            "consecutiveLocalOriginFailures",
+            "outlier detection consecutive local origin failures is specified, but split external local "
+            "origin errors is set to false",
+        )
     interval = outlier.duration("interval", minimum_s=MS)
     base_ejection = outlier.duration("baseEjectionTime", minimum_s=MS)
     max_percent = outlier.integer("maxEjectionPercent", 0, 100)

@@ -6,11 +6,14 @@ compiled: meshlib routes HTTP calls only.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meshlib.config import parse_http_policies as policies
 from meshlib.config import parse_http_route as h
 from meshlib.config.annotations import rate_limit_annotation
 from meshlib.config.fields import Fields, Sink, item_fields
-from meshlib.config.hosts import host_problem
+from meshlib.config.hosts import host_matches, host_problem
+from meshlib.config.istio_checks import export_to_problems
 from meshlib.config.istio_types import (
     HttpRuleSpec,
     Meta,
@@ -18,7 +21,7 @@ from meshlib.config.istio_types import (
     RouteDestinationSpec,
     VirtualServiceSpec,
 )
-from meshlib.config.model import HeaderPolicy
+from meshlib.config.model import HeaderPolicy, RouteMatch
 from meshlib.config.yaml_nodes import Node
 
 SPEC_FIELDS = frozenset({"hosts", "gateways", "http", "tls", "tcp", "exportTo"})
@@ -51,10 +54,15 @@ TCP_MATCH_FIELDS = frozenset(
     {"destinationSubnets", "port", "sourceSubnet", "sourceLabels", "gateways", "sourceNamespace"}
 )
 ACTIONS = ("route", "redirect", "directResponse", "delegate")
+INT32_MAX = 2**31 - 1
 
 
 def parse_virtual_service(sink: Sink, meta: Meta, spec: Fields) -> VirtualServiceSpec:
     """Validate one VirtualService ``spec``; problems go to ``sink``."""
+    gateways = spec.string_list("gateways") or []
+    h.check_gateway_names(spec, "gateways", gateways)
+    # Istio: no gateways means the mesh; listing gateways without "mesh" binds only to them.
+    applies_to_mesh = not gateways or "mesh" in gateways
     hosts: list[tuple[str, int]] = []
     for path, node in spec.items("hosts"):
         if node.kind != "scalar" or not isinstance(node.scalar, str):
@@ -64,16 +72,30 @@ def parse_virtual_service(sink: Sink, meta: Meta, spec: Fields) -> VirtualServic
         if problem:
             sink.error(node.line, path, problem)
             continue
+        if node.scalar == "*" and applies_to_mesh:
+            sink.error(node.line, path, "wildcard host * is not allowed for virtual services bound to the mesh gateway")
+            continue
         hosts.append((node.scalar.lower(), node.line))
-    gateways = spec.string_list("gateways") or []
-    spec.string_list("exportTo")
+    for i, (host, line) in enumerate(hosts):
+        for other, _ in hosts[i + 1 :]:
+            if host_matches(host, other) or host_matches(other, host):
+                sink.error(line, spec.at("hosts"), f"duplicate hosts in virtual service: {host} & {other}")
+    for problem in export_to_problems(spec.string_list("exportTo") or [], meta.namespace, service_entry=False):
+        spec.error("exportTo", problem)
+    if not any(spec.items(key) for key in ("http", "tcp", "tls")):
+        spec.error(None, "http, tcp or tls must be provided in virtual service")
     rules = [_http_rule(sink, index, path, node) for index, (path, node) in enumerate(spec.items("http"))]
+    _unreachable_rules(sink, [r for r in rules if r is not None])
     for path, node in spec.items("tls"):
         _l4_route(sink, path, node, TLS_MATCH_FIELDS, tls=True)
     for path, node in spec.items("tcp"):
         _l4_route(sink, path, node, TCP_MATCH_FIELDS, tls=False)
-    if not hosts and not spec.has("hosts") and gateways:
-        spec.error("gateways", "a delegate VirtualService (no hosts) must not set gateways")
+    if not hosts and not spec.has("hosts"):
+        if gateways:
+            spec.error("gateways", "a delegate VirtualService (no hosts) must not set gateways")
+        for key in ("tls", "tcp"):
+            if spec.has(key):
+                spec.error(key, f"delegate virtual service must have no {key} route specified")
     return VirtualServiceSpec(
         meta, tuple(hosts), tuple(gateways), tuple(r for r in rules if r is not None),
         rate_limit_annotation(sink, meta),
@@ -87,8 +109,14 @@ def _http_rule(sink: Sink, index: int, path: str, node: Node) -> HttpRuleSpec | 
     actions = [a for a in ACTIONS if rule.has(a)]
     if len(actions) != 1:
         rule.error(None, "must set exactly one of route, redirect, directResponse, delegate")
-    if rule.has("rewrite") and rule.has("redirect"):
-        rule.error("rewrite", "rewrite cannot be used together with redirect")
+    for local in ("redirect", "directResponse"):
+        if rule.has(local):
+            if rule.has("rewrite"):
+                rule.error("rewrite", f"rewrite cannot be used together with {local}")
+            if rule.has("fault"):
+                rule.error("fault", f"fault cannot be used together with {local}")
+    if rule.has("mirrorPercent"):
+        rule.warn("mirrorPercent", 'using deprecated setting "mirrorPercent", use "mirrorPercentage" instead')
 
     matches = []
     for match_path, match_node in rule.items("match"):
@@ -107,6 +135,13 @@ def _http_rule(sink: Sink, index: int, path: str, node: Node) -> HttpRuleSpec | 
 
     timeout = rule.duration("timeout")
     retry, ignore_previous = policies.retries(rule)
+    rewrite = h.rewrite(rule)
+    headers = h.header_policy(rule)
+    if rewrite is not None and rewrite.authority and headers is not None:
+        for name, value in (*headers.request.set, *headers.request.add):
+            if name in ("host", ":authority"):
+                rule.error("headers", f'authority header cannot be set multiple times: have "{rewrite.authority}", '
+                           f'attempting to set "{value}"')
     return HttpRuleSpec(
         index=index,
         name=rule.string("name") or "",
@@ -117,7 +152,7 @@ def _http_rule(sink: Sink, index: int, path: str, node: Node) -> HttpRuleSpec | 
         redirect=h.redirect(rule),
         direct_response=h.direct_response(rule),
         delegate=delegate,
-        rewrite=h.rewrite(rule),
+        rewrite=rewrite,
         timeout_s=timeout or None,  # "0s" disables the timeout, as in Istio
         has_timeout=timeout is not None,
         retry=retry,
@@ -126,8 +161,29 @@ def _http_rule(sink: Sink, index: int, path: str, node: Node) -> HttpRuleSpec | 
         fault=policies.fault(rule),
         mirrors=_mirrors(sink, rule),
         cors=h.cors_policy(rule),
-        headers=h.header_policy(rule),
+        headers=headers,
     )
+
+
+def _unreachable_rules(sink: Sink, rules: list[HttpRuleSpec]) -> None:
+    """Istio's VirtualServiceUnreachableRule warnings: rules after a catch-all, or whose matches repeat."""
+    catch_all: HttpRuleSpec | None = None
+    seen: set[RouteMatch] = set()
+    for rule in rules:
+        label = f'"{rule.name}"' if rule.name else f"#{rule.index}"
+        if catch_all is not None:
+            reason = "route without matches defined before"
+            if not rule.matches:
+                reason = "only the last rule can have no matches"
+            sink.warn(rule.line, rule.path, f"virtualService rule {label} not used ({reason})")
+            continue
+        if not rule.matches:
+            catch_all = rule
+            continue
+        unnamed = [replace(m, name="") for m in rule.matches]
+        if all(m in seen for m in unnamed):
+            sink.warn(rule.line, rule.path, f"virtualService rule {label} not used (all matches used by prior rules)")
+        seen.update(unnamed)
 
 
 def _route_destinations(sink: Sink, rule: Fields) -> tuple[RouteDestinationSpec, ...]:
@@ -138,16 +194,20 @@ def _route_destinations(sink: Sink, rule: Fields) -> tuple[RouteDestinationSpec,
         if entry is None:
             continue
         dest = h.destination(sink, entry, "destination")
-        weight = entry.integer("weight", 0, 100)
+        # Istio: weights are relative (any non-negative int32; the sum need not be 100).
+        weight = entry.integer("weight", 0, None)
+        if weight is not None and weight > INT32_MAX:
+            entry.error("weight", f"must be at most {INT32_MAX} (int32)")
+            continue
         if weight is None and entry.has("weight"):
             continue  # reported; leave it out of the total check
-        if weight is None:
-            # Istio: a lone destination takes all traffic; unweighted peers get 0.
+        if weight is None or len(items) == 1:
+            # Istio: a lone destination takes all traffic (its weight is ignored); unweighted peers get 0.
             weight = 100 if len(items) == 1 else 0
         headers = h.header_policy(entry) or HeaderPolicy()
         if dest is not None:
             parsed.append(RouteDestinationSpec(dest, weight, headers))
-    if parsed and len(parsed) == len(items) and sum(d.weight for d in parsed) == 0:
+    if len(items) > 1 and len(parsed) == len(items) and sum(d.weight for d in parsed) == 0:
         rule.error("route", "total destination weight is 0")
     return tuple(parsed)
 

@@ -96,7 +96,8 @@ def build_registry(
                 fqdn=fqdn,
                 namespace=entry.meta.namespace,
                 ports=entry.ports,
-                resolution=entry.resolution,  # type: ignore[arg-type]
+                # DYNAMIC_DNS resolves each request's own host, which is what NONE (passthrough) does here.
+                resolution="NONE" if entry.resolution == "DYNAMIC_DNS" else entry.resolution,  # type: ignore[arg-type]
                 location=entry.location,  # type: ignore[arg-type]
                 subject_alt_names=entry.subject_alt_names,
             )

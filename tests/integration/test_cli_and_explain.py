@@ -75,11 +75,11 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         "  http:\n"
         "  - route:\n"
         "    - destination: {host: reviews}\n"
-        "      weight: 120\n"
+        "      weight: -20\n"
         "      wieght: 3\n"
     )
     capsys.readouterr()
     assert main(["validate", str(bad)]) == 1
     out = capsys.readouterr().out
-    assert f"{bad}:9: VirtualService default/reviews: spec.http[0].route[0].weight: must be between 0 and 100" in out
+    assert f"{bad}:9: VirtualService default/reviews: spec.http[0].route[0].weight: must be at least 0" in out
     assert f"{bad}:10: VirtualService default/reviews: spec.http[0].route[0].wieght: unknown field" in out

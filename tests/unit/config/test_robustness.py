@@ -115,7 +115,7 @@ def _check(text: str) -> None:
 
 def test_the_full_document_is_valid() -> None:
     resources, problems = parse_file("full.yaml", FULL)
-    assert problems == []
+    assert [p for p in problems if not p.is_warning] == []
     snap = compile_snapshot(resources)
     assert snap.clusters
 
