@@ -194,6 +194,33 @@ async def test_grpc_reset_and_blackhole(mesh, mesh_service, mesh_faults):
                 await call(b"hi", timeout=0.3)
             assert failure.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         assert await call(b"ok") == b"echo:ok"
+
+
+@pytest.mark.parametrize(("action", "code"), [
+    ("refuse", "UNAVAILABLE"), ("malformed", "UNAVAILABLE"), ("stall_body", "DEADLINE_EXCEEDED"),
+])
+async def test_grpc_broken_hosts(mesh, mesh_service, mesh_faults, action, code):
+    await mesh_service("ratings", grpc={"/test.Echo/Call": echo})
+    getattr(mesh_faults.upstream("ratings"), action)()
+    async with mesh.grpc_channel("ratings.default.svc.cluster.local:9080") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await channel.unary_unary("/test.Echo/Call")(b"hi", timeout=0.5)
+    assert failure.value.code().name == code
+    assert len(mesh_faults.attempts("ratings")) >= 1
+
+
+async def test_grpc_status_by_name_and_latency(mesh, mesh_service, mesh_faults):
+    await mesh_service("ratings", grpc={"/test.Echo/Call": echo})
+    mesh_faults.upstream("ratings").status(grpc_status=8, times=1)  # RESOURCE_EXHAUSTED: not in retryOn
+    async with mesh.grpc_channel("ratings.default.svc.cluster.local:9080") as channel:
+        call = channel.unary_unary("/test.Echo/Call")
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await call(b"hi")
+        assert failure.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        with mesh_faults.upstream("ratings").latency(0.5):
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await call(b"hi", timeout=0.2)
+        assert failure.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
 '''
 
 
@@ -202,10 +229,11 @@ def test_faults_act_on_grpc_channels(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", mesh=MESH_YAML.replace('"5xx,reset,connect-failure"', '"unavailable,reset"'))
     pytester.makepyfile(test_grpc=GRPC_TESTS)
     result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=6)
 
 
 def test_the_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
+    _project(pytester, "strict")
     pytester.makepyfile(test_off=SYNC_TESTS)
     result = pytester.runpytest("-p", "no:meshlib", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
@@ -213,6 +241,7 @@ def test_the_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
 
 
 def test_bad_marker_arguments_fail_clearly(pytester: pytest.Pytester) -> None:
+    _project(pytester, "strict")
     pytester.makepyfile('''
 import pytest
 
@@ -374,3 +403,87 @@ def test_control_plane_fixture(pytester: pytest.Pytester, monkeypatch: pytest.Mo
     pytester.makepyfile(test_cp=CONTROL_PLANE)
     result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+LOOPS = """
+import asyncio
+import pytest
+from aiohttp import web
+
+import meshlib
+
+YAML = \'\'\'
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: PORT}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc]
+  http:
+  - route: [{destination: {host: svc}}]
+    retries: {attempts: 2, retryOn: reset}
+\'\'\'
+
+
+async def ok(request):
+    return web.Response(text="ok")
+
+
+async def scenario(mesh_faults, tmp_path):
+    runner = web.AppRunner(web.Application())
+    runner.app.router.add_get("/", ok)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    path = tmp_path / "mesh.yaml"
+    path.write_text(YAML.replace("PORT", str(runner.addresses[0][1])))
+    mesh = meshlib.Mesh.from_files(path)  # built after the controller: still covered
+    mesh_faults.upstream("svc").reset(times=1)
+    try:
+        async with mesh, mesh.session() as http:
+            async with http.get("http://svc:9080/") as resp:
+                assert await resp.text() == "ok"
+    finally:
+        await runner.cleanup()
+    assert [a.flag for a in mesh_faults.attempts("svc")] == ["UC", "-"]
+
+
+@pytest.fixture
+def premade(tmp_path):
+    (tmp_path / "first.yaml").write_text(YAML.replace("PORT", "1"))
+    return meshlib.Mesh.from_files(tmp_path / "first.yaml")
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_module_loop(mesh_faults, tmp_path):
+    await scenario(mesh_faults, tmp_path)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_session_loop(mesh_faults, tmp_path):
+    await scenario(mesh_faults, tmp_path)
+
+
+def test_sync_test_running_its_own_loop(mesh_faults, tmp_path):
+    asyncio.run(scenario(mesh_faults, tmp_path))
+
+
+def test_mesh_built_before_the_controller(premade, mesh_faults):
+    assert premade._faults is mesh_faults
+"""
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_any_loop_scope_and_meshes_built_anyhow(pytester: pytest.Pytester, mode: str) -> None:
+    _project(pytester, mode)
+    pytester.makepyfile(test_loops=LOOPS)
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
