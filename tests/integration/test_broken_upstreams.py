@@ -97,11 +97,10 @@ async def test_a_body_that_stalls_after_the_headers_is_timed_out(tmp_path: Path,
 async def test_a_read_started_after_the_deadline_raises_the_timeout(tmp_path: Path) -> None:
     async with raw_upstream("stall", stall_after_headers) as stall:
         mesh = make_mesh(tmp_path, mesh_yaml({"stall": stall.port}, vs_rule="    timeout: 200ms"))
-        async with mesh, mesh.session() as http:
-            async with http.get("http://svc:9080/") as resp:
-                await asyncio.sleep(0.4)  # the deadline passes while nobody reads
-                with pytest.raises(aiohttp.ServerTimeoutError):
-                    await resp.read()
+        async with mesh, mesh.session() as http, http.get("http://svc:9080/") as resp:
+            await asyncio.sleep(0.4)  # the deadline passes while nobody reads
+            with pytest.raises(aiohttp.ServerTimeoutError):
+                await resp.read()
 
 
 async def test_a_body_read_in_time_disarms_the_deadline(tmp_path: Path) -> None:
