@@ -4,7 +4,9 @@ For each cluster whose policy has TLS, :meth:`UpstreamTlsContexts.for_cluster`
 returns an :class:`UpstreamTls` — the context, the SNI to send and the peer
 identities to accept — built once and cached until the configuration or the
 workload certificate changes (the :class:`CertificateSource` subscription
-clears the cache on rotation; new connections then present the new SVID).
+clears the cache on rotation; new connections then present the new SVID) or,
+for file-based settings, the files change on disk (looked at every
+``recheck_files_s``, 5 s; files that do not load keep the previous context).
 
 Per mode, as a sidecar would do it:
 
@@ -30,11 +32,14 @@ request gets a local 503 saying why, never a plaintext connection.
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from meshlib.config.model import ClientTls, Cluster
 from meshlib.errors import MeshError
@@ -43,6 +48,8 @@ from meshlib.security.errors import SecurityError
 from meshlib.security.tls_contexts import ISTIO_ALPN, PeerExpectation, client_context
 
 MAX_CACHED = 4096  # cluster settings; bounded like every cache on the request path
+T = TypeVar("T")
+log = logging.getLogger("meshlib.tls")
 
 
 class TlsUnavailable(MeshError):
@@ -58,6 +65,36 @@ class UpstreamTls:
     expectation: PeerExpectation | None  # checked after the handshake; None: ssl checked the host name
 
 
+class FileStamps:
+    """What the files of a file-based setting looked like when its context was built (Kubernetes secret
+    mounts swap a symlink: ``stat`` follows it, so a swap changes the inode)."""
+
+    __slots__ = ("files", "next_check", "stamps")
+
+    def __init__(self, files: tuple[str, ...], next_check: float) -> None:
+        self.files = files
+        self.next_check = next_check
+        self.stamps = self._stat()
+
+    @classmethod
+    def of(cls, tls: ClientTls, next_check: float) -> FileStamps | None:
+        files = tuple(f for f in (tls.ca_certificates, tls.client_certificate, tls.private_key, tls.ca_crl) if f)
+        return cls(files, next_check) if files else None
+
+    def changed(self) -> bool:
+        return self._stat() != self.stamps
+
+    def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for name in self.files:
+            try:
+                info = os.stat(name)
+                out.append((info.st_ino, info.st_size, info.st_mtime_ns))
+            except OSError:
+                out.append((0, 0, 0))
+        return tuple(out)
+
+
 class UpstreamTlsContexts:
     """The per-cluster TLS contexts of one mesh, rebuilt on certificate rotation.
 
@@ -65,12 +102,20 @@ class UpstreamTlsContexts:
     may be called at any time.
     """
 
-    def __init__(self, certificates: Callable[[], CertificateSource | None]) -> None:
+    def __init__(
+        self,
+        certificates: Callable[[], CertificateSource | None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        recheck_files_s: float = 5.0,
+    ) -> None:
         self._certificates = certificates
-        self._cache: dict[str, tuple[ClientTls, UpstreamTls]] = {}
-        self._grpc: dict[str, tuple[ClientTls, GrpcTls]] = {}
+        self._cache: dict[str, tuple[ClientTls, UpstreamTls, FileStamps | None]] = {}
+        self._grpc: dict[str, tuple[ClientTls, GrpcTls, FileStamps | None]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._subscribed_to: CertificateSource | None = None
+        self._clock = clock
+        self._recheck_files_s = recheck_files_s
         self.generation = 0  # bumped on every rotation (tests and stats read it)
 
     def for_cluster(self, cluster: Cluster) -> UpstreamTls:
@@ -78,27 +123,53 @@ class UpstreamTlsContexts:
         tls = cluster.policy.tls
         cached = self._cache.get(cluster.name)
         if cached is not None and (cached[0] is tls or cached[0] == tls):
-            return cached[1]
-        built = self._build(cluster, tls)
-        if len(self._cache) >= MAX_CACHED:
-            self._cache.clear()
-        self._cache[cluster.name] = (tls, built)
-        return built
+            stamps = cached[2]
+            if stamps is None or not self._files_changed(cluster, stamps):
+                return cached[1]
+        return self._store(self._cache, cluster, tls, self._build)
 
     def for_grpc_cluster(self, cluster: Cluster) -> GrpcTls:
         """The cluster's TLS settings as gRPC channel credentials; raises :class:`TlsUnavailable`."""
         tls = cluster.policy.tls
         cached = self._grpc.get(cluster.name)
         if cached is not None and (cached[0] is tls or cached[0] == tls):
-            return cached[1]
+            stamps = cached[2]
+            if stamps is None or not self._files_changed(cluster, stamps):
+                return cached[1]
+        return self._store(self._grpc, cluster, tls, self._build_grpc)
+
+    def _store(
+        self, cache: dict[str, tuple[ClientTls, T, FileStamps | None]], cluster: Cluster, tls: ClientTls,
+        build: Callable[[Cluster, ClientTls], T],
+    ) -> T:
+        stamps = FileStamps.of(tls, self._clock() + self._recheck_files_s)
+        try:
+            built = build(cluster, tls)
+        except TlsUnavailable:
+            previous = cache.get(cluster.name)
+            if previous is None or previous[0] != tls:
+                raise
+            # The files changed but do not load (yet): keep the context built from the previous ones.
+            log.warning("cluster %s: new TLS files do not load; keeping the previous ones", cluster.name)
+            return previous[1]
+        if len(cache) >= MAX_CACHED:
+            cache.clear()
+        cache[cluster.name] = (tls, built, stamps)
+        return built
+
+    def _files_changed(self, cluster: Cluster, stamps: FileStamps) -> bool:
+        """Whether the settings' files changed on disk (looked at once per ``recheck_files_s``)."""
+        now = self._clock()
+        if now < stamps.next_check:
+            return False
+        stamps.next_check = now + self._recheck_files_s
+        return stamps.changed()
+
+    def _build_grpc(self, cluster: Cluster, tls: ClientTls) -> GrpcTls:
         source = self._certificates()
         if tls.mode == "ISTIO_MUTUAL" and source is not None:
             self._follow(source)
-        built = grpc_tls(cluster, tls, source)
-        if len(self._grpc) >= MAX_CACHED:
-            self._grpc.clear()
-        self._grpc[cluster.name] = (tls, built)
-        return built
+        return grpc_tls(cluster, tls, source)
 
     def rotated(self, bundle: CertBundle | None = None) -> None:
         """Drop every context: the next connection of each cluster uses the current certificate."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from meshlib.config.model import ClientTls, Cluster, Endpoint, TrafficPolicy
@@ -79,3 +82,32 @@ def test_unavailable_settings_are_errors() -> None:
     uri_only = cluster(ClientTls(mode="ISTIO_MUTUAL", subject_alt_names=(REVIEWS,)))
     with pytest.raises(TlsUnavailable, match="grpcio cannot verify URI subjectAltNames"):
         grpc_tls(uri_only, uri_only.policy.tls, None)
+
+
+def test_file_based_contexts_follow_the_files(tmp_path: Path) -> None:
+    ca = MeshCA.create_root("cluster.local")
+    bundle = ca.issue_bundle(SpiffeId.for_workload("default", "productpage"))
+    files = {"c": tmp_path / "c.pem", "k": tmp_path / "k.pem", "ca": tmp_path / "ca.pem"}
+    files["c"].write_bytes(bundle.cert_chain_pem)
+    files["k"].write_bytes(bundle.private_key_pem)
+    files["ca"].write_bytes(bundle.trust_bundle_pem)
+    now = [100.0]
+    contexts = UpstreamTlsContexts(lambda: None, clock=lambda: now[0], recheck_files_s=5.0)
+    mutual = cluster(ClientTls(mode="MUTUAL", client_certificate=str(files["c"]), private_key=str(files["k"]),
+                               ca_certificates=str(files["ca"])))
+    first = contexts.for_cluster(mutual)
+    renewed = ca.issue_bundle(SpiffeId.for_workload("default", "productpage"))
+    # A Kubernetes-style swap: new files renamed over the old ones.
+    for name, data in (("c", renewed.cert_chain_pem), ("k", renewed.private_key_pem)):
+        staging = tmp_path / f"{name}.new"
+        staging.write_bytes(data)
+        os.replace(staging, files[name])
+    now[0] += 1.0
+    assert contexts.for_cluster(mutual) is first  # not looked at before recheck_files_s
+    now[0] += 5.0
+    second = contexts.for_cluster(mutual)
+    assert second is not first
+    # Files that do not load: the previous context stays (and is retried later).
+    files["k"].write_bytes(b"garbage")
+    now[0] += 6.0
+    assert contexts.for_cluster(mutual) is second
