@@ -57,6 +57,8 @@ from meshlib.discovery.consul.fields import Fields, as_duration, as_object, as_s
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_TRUST_DOMAIN = "11111111-2222-3333-4444-555555555555.consul"
 MAX_REDIRECTS = 64
+MAX_SPLITTER_DEPTH = 64
+MAX_FLAT_SPLITS = 1024
 
 
 class ChainError(Exception):
@@ -123,6 +125,8 @@ class _Compiler:
     targets: dict[str, Target] = field(default_factory=dict)
     retained: set[str] = field(default_factory=set)
     blame: tuple[str, str, str] = ("", "", "")  # the entry being expanded, for errors
+    used: set[tuple[str, str]] = field(default_factory=set)  # (kind, name) of every entry consulted
+    splitter_depth: int = 0
 
     def compile(self) -> CompiledChain:
         if self.override_protocol:
@@ -155,11 +159,14 @@ class _Compiler:
             nodes=MappingProxyType(dict(self.nodes)),
             targets=MappingProxyType({k: v for k, v in self.targets.items() if k in self.retained}),
             customization_hash=digest,
+            entries_used=frozenset(self.used),
         )
 
     # ------------------------------------------------------------------ protocol
 
     def _record_protocol(self, service: str) -> None:
+        self.used.add(("service-defaults", service))
+        self.used.add(("proxy-defaults", "global"))
         protocol = self.entries.protocol(service)
         if not self.protocol:
             self.protocol = protocol
@@ -174,6 +181,7 @@ class _Compiler:
 
     def _assemble(self) -> str:
         router = self.entries.routers.get(self.service)
+        self.used.add(("service-router", self.service))
         if router is not None and self.disable_advanced_routing:
             router = None
             self.customized.add("protocol")
@@ -207,11 +215,15 @@ class _Compiler:
         if known is not None:
             return known
         splitter = self.entries.splitters.get(service)
+        self.used.add(("service-splitter", service))
         if splitter is not None and self.disable_advanced_routing:
             splitter = None
             self.customized.add("protocol")
         if splitter is None:
             return None
+        if self.splitter_depth >= MAX_SPLITTER_DEPTH:
+            raise ChainError(f"splitters nested deeper than {MAX_SPLITTER_DEPTH} levels", "service-splitter",
+                             service, "Splits")
         placeholder = Node("splitter", service, entry=f"service-splitter/{service}")
         self.splitter_nodes[service] = placeholder  # recorded before recursing: loops end here
         self.nodes[placeholder.key] = placeholder
@@ -222,7 +234,11 @@ class _Compiler:
             target_service = split.service or service
             next_node: Node | None = None
             if target_service != service and not split.service_subset:
-                next_node = self._splitter(target_service)
+                self.splitter_depth += 1
+                try:
+                    next_node = self._splitter(target_service)
+                finally:
+                    self.splitter_depth -= 1
             if next_node is None:
                 key = _TargetKey(target_service, split.service_subset, split.namespace or self.namespace,
                                  self.datacenter)
@@ -258,6 +274,7 @@ class _Compiler:
         return self._new_target(merged)
 
     def _resolver_entry(self, service: str) -> ServiceResolver:
+        self.used.add(("service-resolver", service))
         return self.entries.resolvers.get(service) or ServiceResolver(service)
 
     def _resolver(self, key: _TargetKey, for_failover: bool = False) -> Node:
@@ -336,20 +353,29 @@ class _Compiler:
     # ------------------------------------------------------------------ graph passes
 
     def _detect_cycles(self, start: str) -> None:
-        def visit(key: str, path: list[str]) -> None:
-            if key in path:
-                cycle = [*path, key]
+        """Depth-first search with three colours: a node reached again while on the path is a cycle."""
+        done: set[str] = set()
+        path: list[str] = []
+        on_path: set[str] = set()
+
+        def visit(key: str) -> None:
+            if key in done:
+                return
+            if key in on_path:
                 node = self.nodes[path[-1]]
                 kind, _, name = node.entry.partition("/")
-                raise ChainError(f"detected circular reference: [{' -> '.join(cycle)}]",
+                raise ChainError(f"detected circular reference: [{' -> '.join([*path, key])}]",
                                  kind or "service-splitter", name or node.name, "Splits")
             node = self.nodes[key]
             path.append(key)
+            on_path.add(key)
             for nxt in [r.next_node for r in node.routes] + [s.next_node for s in node.splits]:
-                visit(nxt, path)
+                visit(nxt)
             path.pop()
+            on_path.discard(key)
+            done.add(key)
 
-        visit(start, [])
+        visit(start)
 
     def _flatten_splitters(self) -> None:
         changed = True
@@ -374,6 +400,10 @@ class _Compiler:
                             response_headers=merge_headers(child.response_headers, split.response_headers),
                         ))
                 if touched:
+                    if len(fixed) > MAX_FLAT_SPLITS:
+                        kind, _, name = node.entry.partition("/")
+                        raise ChainError(f"nested splitters flatten to more than {MAX_FLAT_SPLITS} splits",
+                                         kind or "service-splitter", name or node.name, "Splits")
                     self.nodes[key] = replace(node, splits=tuple(fixed))
                     changed = True
 
@@ -450,4 +480,5 @@ def compile_resolver(service: str, subset: str, entries: ConfigEntries, *, datac
         protocol=compiler.protocol or "tcp", start_node=node.key,
         nodes=MappingProxyType(dict(compiler.nodes)),
         targets=MappingProxyType({k: v for k, v in compiler.targets.items() if k in compiler.retained}),
+        entries_used=frozenset(compiler.used),
     )

@@ -95,6 +95,9 @@ class CompiledChain:
     nodes: Mapping[str, Node] = field(default_factory=_empty_map)
     targets: Mapping[str, Target] = field(default_factory=_empty_map)
     customization_hash: str = ""
+    # (kind, name) of every config entry the compiler consulted, present or not (not rendered):
+    # a chain must be compiled again when one of them changes or is dropped.
+    entries_used: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def is_l7(self) -> bool:

@@ -29,7 +29,7 @@ overlay when there is one), so replicas reading the same Consul agree.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -133,6 +133,8 @@ class _Build:
     instances: dict[tuple[str, str], list[Instance]] = field(default_factory=dict)
     clusters: dict[str, Cluster] = field(default_factory=dict)
     reported_filters: set[str] = field(default_factory=set)
+    hosts: dict[str, str] = field(default_factory=dict)  # service name → fqdn
+    names: dict[str, str] = field(default_factory=dict)  # fqdn → service name
 
     def run(self) -> tuple[MeshSnapshot, list[ConfigProblem]]:
         chains, entries = self._chains_cached()
@@ -141,6 +143,8 @@ class _Build:
         subsets: dict[str, tuple[str, ...]] = {}
         for name, chain in chains.items():
             fqdn = host_for(name, "", "")
+            self.hosts[name] = fqdn
+            self.names[fqdn] = name
             ports = self._ports(name)
             protocol = _PORT_PROTOCOLS.get(chain.protocol, "TCP")
             services[fqdn] = Service(
@@ -161,7 +165,7 @@ class _Build:
             self._subset_clusters(chains, entries)
             result = apply_overlay(OverlayInput(
                 overlay=self.overlay, workload=self.workload, services=services, clusters=self.clusters,
-                endpoints={fqdn: self._local_endpoints(fqdn.split(".")[0]) for fqdn in services},
+                endpoints={fqdn: self._local_endpoints(name) for name, fqdn in self.hosts.items()},
                 resolver_subsets=subsets,
             ))
             self.problems.extend(result.problems)
@@ -199,25 +203,24 @@ class _Build:
         return chains, entries
 
     def _chains(self, names: list[str], entries: ConfigEntries) -> tuple[dict[str, CompiledChain], ConfigEntries]:
-        remaining = list(names)
-        for _ in range(len(entries.raw) + len(names) + 1):
-            chains: dict[str, CompiledChain] = {}
-            failure: tuple[str, ChainError] | None = None
-            for name in remaining:
-                try:
-                    chains[name] = compile_chain(name, entries, datacenter=self.state.datacenter)
-                except ChainError as exc:
-                    failure = (name, exc)
-                    break
-            if failure is None:
-                return chains, entries
-            name, error = failure
-            self.problems.append(problem(error.kind, error.name, error.field, error.message))
-            if (error.kind, error.name) in entries.raw:
-                entries = entries.without(error.kind, error.name)  # drop the entry, keep everything else
-            else:
-                remaining.remove(name)
-        return {}, entries  # unreachable: every pass removes an entry or a name
+        """Every chain; an entry that breaks one is dropped, and the chains that consulted it compiled again."""
+        chains: dict[str, CompiledChain] = {}
+        queue = deque(names)
+        while queue:
+            name = queue.popleft()
+            try:
+                chains[name] = compile_chain(name, entries, datacenter=self.state.datacenter)
+            except ChainError as error:
+                self.problems.append(problem(error.kind, error.name, error.field, error.message))
+                key = (error.kind, error.name)
+                if key not in entries.raw:
+                    continue  # nothing to drop: this service has no chain
+                entries = entries.without(*key)  # drop the entry, keep everything else
+                stale = [n for n, chain in chains.items() if key in chain.entries_used]
+                for other in stale:
+                    del chains[other]
+                queue.extendleft([name, *stale][::-1])
+        return dict(sorted(chains.items())), entries
 
     def _subset_clusters(self, chains: dict[str, CompiledChain], entries: ConfigEntries) -> None:
         """Clusters for every resolver subset, so overlay routes may name subsets Consul's chains do not use."""
@@ -311,7 +314,7 @@ class _Build:
     ) -> MeshSnapshot:
         by_port: dict[int, list[VirtualHost]] = {}
         for fqdn, service in services.items():
-            name = fqdn.split(".")[0]
+            name = self.names[fqdn]
             for service_port in service.ports:
                 number = service_port.number
                 vhost = VirtualHost(f"{fqdn}:{number}", _domains(name, self.state.datacenter, number),
