@@ -337,6 +337,8 @@ class UpstreamRunner(Generic[R]):
                         classified = _PER_TRY_TIMEOUT
                     elif classified.kind is OutcomeKind.CONNECT_FAILURE:
                         counters["upstream_cx_connect_fail"] += 1  # every failed connection, as Envoy counts
+                    elif classified.kind is OutcomeKind.PROTOCOL_ERROR:
+                        counters["upstream_cx_protocol_error"] += 1  # likewise every garbled response
                     outcome = classified
                 finally:
                     if try_timer is not None:
@@ -417,8 +419,6 @@ def _finish(counters: dict[str, int], response: R | None, outcome: Outcome) -> R
         return response
     if outcome.kind is OutcomeKind.RESET:
         counters["upstream_rq_rx_reset"] += 1
-    elif outcome.kind is OutcomeKind.PROTOCOL_ERROR:
-        counters["upstream_cx_protocol_error"] += 1
     reply = _LOCAL_ERRORS.get(outcome.kind, _LOCAL_ERRORS[OutcomeKind.CONNECT_FAILURE])
     counters[STATUS_COUNTERS[reply.status // 100]] += 1
     return reply

@@ -129,7 +129,8 @@ async def test_a_garbage_response_is_503_upe_and_retried_as_a_reset(tmp_path: Pa
             stats = mesh.stats()["clusters"][CLUSTER]
     assert bad.hits >= 1
     assert stats["upstream_rq_retry"] == bad.hits
-    assert stats["upstream_cx_protocol_error"] == 0  # every protocol error was retried away
+    assert stats["upstream_cx_protocol_error"] == bad.hits  # each one counted, though retried away
+    assert stats["upstream_rq_5xx"] == 0
 
 
 async def test_a_garbage_response_without_retries_is_answered_503_upe(tmp_path: Path) -> None:
