@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshlib.config.fields import Fields
+from meshlib.config.istio_checks import RETRY_STATUS_CODES
 from meshlib.config.model import ISTIO_DEFAULT_RETRY, FaultPolicy, RetryPolicy
 
 RETRY_FIELDS = frozenset(
@@ -72,8 +73,8 @@ def retries(rule: Fields) -> tuple[RetryPolicy | None, bool | None]:
                 continue
             if token.isdigit():
                 code = int(token)
-                if not 100 <= code <= 599:
-                    fields.error("retryOn", f'"{token}" is not a valid HTTP status code')
+                if code not in RETRY_STATUS_CODES:  # Istio: a status code Go's http.StatusText knows
+                    fields.error("retryOn", f'"{token}" is not a valid retryOn policy')
                 codes.append(code)
             elif token not in RETRY_ON:
                 fields.error("retryOn", f'unknown retry condition "{token}"')
@@ -82,6 +83,8 @@ def retries(rule: Fields) -> tuple[RetryPolicy | None, bool | None]:
         if codes and "retriable-status-codes" not in tokens:
             tokens.append("retriable-status-codes")
         retry_on = tuple(tokens)
+    if attempts == 0 and any(fields.has(k) for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities")):
+        fields.error(None, "http retry policy configured when attempts are set to 0 (disabled)")
     if not attempts:  # attempts 0 (or unset) explicitly disables retries in Istio
         return None, ignore_previous
     base = ISTIO_DEFAULT_RETRY.backoff_base_s if backoff is None else backoff
@@ -137,7 +140,11 @@ def _fault_percent(fields: Fields) -> float:
     if fields.has("percentage") and fields.has("percent"):
         fields.error("percent", "percent and percentage cannot both be set")
     value = fields.percent("percentage")
+    if value is not None and 0 < value < 0.0001:
+        fields.error("percentage", f"percentage {value:g} is neither 0.0, nor in range [0.0001, 100.0]")
+        value = None
     if value is None and "percent" in (fields.node.mapping if fields.ok else {}):
+        fields.warn("percent", 'using deprecated setting "percent", use "percentage" instead')
         legacy = fields.integer("percent", 0, 100)
         value = float(legacy) if legacy is not None else None
     return value or 0.0

@@ -122,7 +122,18 @@ CASES: list[tuple[str, str, tuple[str, str]]] = [
      ("error", "cannot have both public (*) and non-public exportTo values")),
     ("delegate with tcp routes", VS.format(spec="  tcp: [{route: [{destination: {host: reviews}}]}]\n"),
      ("error", "delegate virtual service must have no tcp route specified")),
+    ("retry settings with attempts 0", _http(f"{ROUTE}\nretries: {{attempts: 0, perTryTimeout: 1s}}"),
+     ("error", "http retry policy configured when attempts are set to 0 (disabled)")),
+    ("retryOn status code Go does not know", _http(f"{ROUTE}\nretries: {{attempts: 2, retryOn: '599'}}"),
+     ("error", '"599" is not a valid retryOn policy')),
+    ("fault percentage below 0.0001", _http(f"{ROUTE}\nfault: {{abort: {{httpStatus: 500, percentage: {{value: 0.00001}}}}}}"),
+     ("error", "is neither 0.0, nor in range [0.0001, 100.0]")),
+    ("deprecated fault percent", _http(f"{ROUTE}\nfault: {{delay: {{fixedDelay: 1s, percent: 5}}}}"),
+     ("warning", 'using deprecated setting "percent"')),
     # ---- DestinationRule
+    ("TLS insecure with a CA", DR.format(spec="  host: reviews\n  trafficPolicy: {tls: {mode: SIMPLE, "
+                                         "insecureSkipVerify: true, caCertificates: /ca.pem}}\n"),  # was: accepted
+     ("error", "cannot be set when insecureSkipVerify is true")),
     ("empty DR host", DR.format(spec="  host: ''\n"), ("error", "host must not be empty")),  # was: accepted
     ("empty traffic policy", DR.format(spec="  host: reviews\n  trafficPolicy: {}\n"),
      ("error", "traffic policy must have at least one field")),
