@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -437,7 +438,9 @@ class MeshChannel:
             path = decision.path
         pool = self._pool
         tls: GrpcTls | None = None
+        tls_reasons: list[str | None] | None = None  # TLS failures' reasons, for the local reply (TLS only)
         if cluster.policy.tls.mode != "DISABLE":  # DestinationRule tls: a TLS channel, never plaintext
+            tls_reasons = []
             try:
                 tls = self._mesh.upstream_tls().for_grpc_cluster(cluster)
             except MeshError as exc:  # TlsUnavailable: no certificate, a setting grpcio cannot honour
@@ -460,6 +463,13 @@ class MeshChannel:
             try:
                 result = await attempt_fn(lease, path, metadata, timeout_hint_s)
                 return result
+            except _ConnectFailure as failure:
+                if tls_reasons is not None:  # a TLS failure: counted, and its reason kept for the local reply
+                    from meshlib.security.grpc_failures import count_grpc_tls_failure
+
+                    counters = self._mesh._runtimes.runtimes[cluster.name].counters
+                    tls_reasons.append(count_grpc_tls_failure(failure.error.details() or "", counters))
+                raise
             finally:
                 if result is None or result.lease is None:
                     pool.release(lease)  # streams keep theirs until the stream ends
@@ -475,6 +485,8 @@ class MeshChannel:
             report=observation,
         )
         if isinstance(result, LocalReply):
+            if tls_reasons and tls_reasons[-1] is not None and result.flag == "UF":
+                result = replace(result, body=f"{result.body}, transport failure reason: {tls_reasons[-1]}")
             raise _reply_error(result)
         if result.error is not None:
             raise result.error

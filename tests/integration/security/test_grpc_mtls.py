@@ -22,6 +22,7 @@ pytestmark = pytest.mark.asyncio
 FQDN = "reviews.default.svc.cluster.local"
 METHOD = "/test.Echo/Who"
 CLIENT_ID = "spiffe://cluster.local/ns/default/sa/productpage"
+CLUSTER = f"outbound|50051||{FQDN}"
 
 
 @dataclass
@@ -122,6 +123,16 @@ async def test_grpc_refusals(ca: MeshCA, tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await call(stranger)
         assert error.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "transport failure reason: TLS_error: Tls handshake failed" in (error.value.details() or "")
+        assert stranger.stats()["clusters"][CLUSTER]["ssl.connection_error"] >= 1
+        # A server that is not the name the client verifies (grpcio checks the DNS SAN).
+        wrong_tls = "{mode: ISTIO_MUTUAL, sni: other.example}"
+        wrong_name = mesh_with(tmp_path / "wrong.yaml", grpc_yaml(server.port, wrong_tls), svid(ca, "productpage"))
+        async with wrong_name:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await call(wrong_name)
+        assert "Hostname Verification Check failed" in (error.value.details() or "")
+        assert wrong_name.stats()["clusters"][CLUSTER]["ssl.fail_verify_san"] >= 1
         # A plaintext client never reaches the handler.
         plain = mesh_with(tmp_path / "plain.yaml", grpc_yaml(server.port, "{mode: DISABLE}"))
         async with plain:
