@@ -29,6 +29,7 @@ the primary target's level 0.
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import replace
 
 from meshlib.config.model import (
@@ -141,8 +142,18 @@ def _destinations(chain: CompiledChain, node: Node, local_datacenter: str) -> tu
             continue
         base = target_cluster(chain.targets[inner.resolver.target], local_datacenter)
         headers = HeaderPolicy(_ops(split.request_headers), _ops(split.response_headers))
-        out.append(replace(base, weight=round(split.weight * 100), headers=headers))
+        out.append(replace(base, weight=envoy_weight(split.weight), headers=headers))
     return tuple(out)
+
+
+def _float32(value: float) -> float:
+    result: float = struct.unpack("f", struct.pack("f", value))[0]
+    return result
+
+
+def envoy_weight(weight: float) -> int:
+    """Consul's ``int(split.Weight * 100)``: float32 arithmetic, truncated (33.33 → 3333, 14.29 → 1429)."""
+    return int(_float32(_float32(weight) * 100.0))
 
 
 def _ops(mods: HeaderModifiers | None) -> HeaderOps:
@@ -155,7 +166,7 @@ def _retry(dest: RouteDestination) -> RetryPolicy | None:
     if not dest.has_retry_features:
         return None
     retry_on = list(dest.retry_on)
-    if dest.retry_on_connect_failure:
+    if dest.retry_on_connect_failure and "connect-failure" not in retry_on:
         retry_on.append("connect-failure")
     if dest.retry_on_status_codes:
         retry_on.append("retriable-status-codes")

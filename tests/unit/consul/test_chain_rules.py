@@ -117,3 +117,20 @@ def test_dotted_service_names() -> None:
     assert problems == []
     assert [e.address for e in mesh.snapshot.clusters["outbound|80||api.v1.service.consul"].endpoints] == [
         "10.0.0.9"]
+
+
+@pytest.mark.parametrize(("weight", "expected"), [(90, 9000), (33.33, 3333), (14.29, 1429), (0.01, 1), (99.99, 9999)])
+def test_split_weights_scale_as_consul_does(weight: float, expected: int) -> None:
+    from meshlib.discovery.consul.to_model import envoy_weight
+
+    assert envoy_weight(weight) == expected
+
+
+def test_connect_failure_listed_once_in_retry_on() -> None:
+    router = {"Kind": "service-router", "Name": "web", "Routes": [{"Destination": {
+        "RetryOn": ["connect-failure", "5xx"], "RetryOnConnectFailure": True}}]}
+    mesh, problems = build(state({"web": [health_entry("web", "10.0.0.1", 80)]}, HTTP, router))
+    assert problems == []
+    route = mesh.snapshot.route_configs["80"].virtual_hosts[0].routes[0]
+    assert route.retry is not None
+    assert route.retry.retry_on == ("connect-failure", "5xx")
