@@ -105,6 +105,14 @@ class DecodedCluster:
     has_hash_policies: bool  # hash policies came from metadata (else taken from routes)
 
 
+def _enum_name(enum: Any, value: int) -> str:
+    """An enum value's name, or its number when this proto version does not know it (never raises)."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
+
+
 def decode_cluster(message: Any) -> DecodedCluster:
     where = Where(type_urls.CLUSTER, message.name)
     if not message.name:
@@ -115,7 +123,7 @@ def decode_cluster(message: Any) -> DecodedCluster:
     kind = message.type
     resolution = RESOLUTIONS.get(kind)
     if resolution is None:
-        raise where.error("type", f"unsupported value {_TYPE.Name(kind)}")
+        raise where.error("type", f"unsupported value {_enum_name(_TYPE, kind)}")
     eds_name: str | None = None
     inline = None
     if kind == _TYPE.EDS:
@@ -172,7 +180,7 @@ def _lb_policy(message: Any, where: Where, extras: dict[str, Any], *, passthroug
     elif value in LB_KINDS:
         kind = LB_KINDS[value]
     else:
-        raise where.error("lb_policy", f"unsupported value {_LB.Name(value)}")
+        raise where.error("lb_policy", f"unsupported value {_enum_name(_LB, value)}")
     if passthrough:
         kind = LbKind.PASSTHROUGH
     if extras.get("lb") == LbKind.PEAK_EWMA and kind is LbKind.LEAST_REQUEST:
