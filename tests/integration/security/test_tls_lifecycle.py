@@ -181,3 +181,42 @@ async def test_regression_tls_setting_never_goes_out_in_plaintext(
     assert resp.headers[LOCAL_REPLY_HEADER] == "UF"
     assert "transport failure reason: TLS_error" in text
     assert plaintext.hits == 0  # not one plaintext request reached the backend
+
+
+async def test_ca_crl_refuses_a_revoked_server_certificate(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    ca = MeshCA.create_root("cluster.local")
+    server_bundle = svid(ca, "reviews", dns=("reviews.default.svc.cluster.local",))
+    server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("PERMISSIVE"), server_bundle)
+    server = await IdentityServer(server_mesh).start(server_mesh.server_ssl_context())
+    files = write_bundle(tmp_path / "certs", svid(ca, "productpage"))
+    now = datetime.now(UTC)
+
+    def crl(revoked: list[int]) -> Path:
+        builder = x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+        builder = builder.last_update(now - timedelta(minutes=1)).next_update(now + timedelta(hours=1))
+        for number in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(number).revocation_date(now).build()
+            )
+        path = tmp_path / f"crl-{len(revoked)}.pem"
+        path.write_bytes(builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        return path
+
+    tls = (f"{{mode: SIMPLE, caCertificates: {files['ca']}, caCrl: %s, "
+           f"subjectAltNames: [spiffe://cluster.local/ns/default/sa/reviews]}}")
+    try:
+        clean = mesh_with(tmp_path / "clean.yaml", client_yaml(server.port, tls % crl([])))
+        async with clean, clean.session() as http, http.get(URL) as resp:
+            assert resp.status == 200
+        revoked = mesh_with(tmp_path / "revoked.yaml",
+                            client_yaml(server.port, tls % crl([serial(server_bundle.cert_chain_pem)])))
+        async with revoked, revoked.session() as http, http.get(URL) as resp:
+            text = await resp.text()
+        assert resp.status == 503
+        assert "certificate revoked" in text, text
+    finally:
+        await server.stop()
