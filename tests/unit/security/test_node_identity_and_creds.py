@@ -96,7 +96,8 @@ def test_unreadable_tls_file_is_an_error_not_plaintext(tmp_path: Path) -> None:
         creds.grpc_credentials()
 
 
-def test_workload_api_is_refused_with_advice() -> None:
-    with pytest.raises(WorkloadApiNotSupported, match="use FileCertificateSource") as info:
-        WorkloadApiCertificateSource("/run/spire/agent.sock")
+def test_workload_api_without_a_socket_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPIFFE_ENDPOINT_SOCKET", raising=False)
+    with pytest.raises(WorkloadApiNotSupported, match="set SPIFFE_ENDPOINT_SOCKET") as info:
+        WorkloadApiCertificateSource()
     assert isinstance(info.value, MeshError)
