@@ -5,6 +5,9 @@
   :class:`CertificateSource` protocol (current bundle + rotation notifications).
 - :mod:`meshlib.security.ca` — :class:`MeshCA`: root / intermediate CAs, X.509-SVIDs from a CSR or key.
 - :mod:`meshlib.security.verify` — :func:`verify_svid`: chain + SPIFFE leaf checks, clear errors.
+- certificate sources: :class:`FileCertificateSource` (watched files), :class:`LocalCaCertificateSource`
+  (an in-process CA); with the ``grpc`` extra ``meshlib.security.ca_client.CaClientCertificateSource``
+  (the control plane's CA) and ``meshlib.security.workload_api.WorkloadApiCertificateSource``.
 
 Example::
 
@@ -26,6 +29,8 @@ from meshlib.security.errors import (
     NoCertificateYet,
     SecurityError,
 )
+from meshlib.security.file_source import FileCertificateSource
+from meshlib.security.local_source import LocalCaCertificateSource
 from meshlib.security.spiffe import SpiffeId
 from meshlib.security.verify import verify_svid
 
@@ -34,9 +39,11 @@ __all__ = [
     "CertificateExpired",
     "CertificateInvalid",
     "CertificateSource",
+    "FileCertificateSource",
     "IdentityMismatch",
     "InvalidSpiffeId",
     "IssuanceRefused",
+    "LocalCaCertificateSource",
     "MeshCA",
     "NoCertificateYet",
     "SecurityError",

@@ -47,27 +47,13 @@ from meshlib.security.bundle import CertBundle, CertificateSource, Subscribers, 
 from meshlib.security.ca import DEFAULT_SVID_TTL, Clock, certs_pem, make_csr, new_private_key, private_key_pem, utc_now
 from meshlib.security.ca_proto import METHOD_PATH, IstioCertificateRequest, IstioCertificateResponse
 from meshlib.security.errors import IdentityMismatch, IssuanceRefused, NoCertificateYet, SecurityError
+from meshlib.security.rotation import refresh_time, retry_delay_s
 from meshlib.security.spiffe import SpiffeId
 from meshlib.security.verify import verify_svid
 
 _log = logging.getLogger(__name__)
 
-REFRESH_WINDOW = (0.5, 0.8)  # renew between 50 % and 80 % of the lifetime
-RETRY_INITIAL_S = 1.0
-RETRY_MAX_S = 60.0
 MAX_TOKEN_BYTES = 64 * 1024
-
-
-def refresh_time(bundle: CertBundle, rng: random.Random, window: tuple[float, float] = REFRESH_WINDOW) -> datetime:
-    """When to renew ``bundle``: a uniformly random point of ``window`` (fractions of its lifetime)."""
-    lifetime = bundle.not_after - bundle.not_before
-    return bundle.not_before + lifetime * rng.uniform(*window)
-
-
-def retry_delay_s(failures: int, rng: random.Random) -> float:
-    """Capped exponential backoff with full jitter after ``failures`` consecutive failures (≥ 1)."""
-    ceiling = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** min(failures - 1, 16))
-    return rng.uniform(ceiling / 2, ceiling)
 
 
 class CaClientCertificateSource:

@@ -24,8 +24,8 @@ from types import TracebackType
 
 from meshlib.security.bundle import CertBundle, Subscribers
 from meshlib.security.ca import DEFAULT_SVID_TTL, MeshCA
-from meshlib.security.ca_client import refresh_time
 from meshlib.security.errors import NoCertificateYet
+from meshlib.security.rotation import refresh_time
 from meshlib.security.spiffe import SpiffeId
 
 _log = logging.getLogger(__name__)

@@ -85,9 +85,16 @@ def test_docstring_examples_of_identity_modules() -> None:
     import doctest
 
     import meshlib.security.node_identity
+    import meshlib.security.rotation
     import meshlib.security.spiffe
     import meshlib.tracing.url_redaction
 
-    for module in (meshlib.security.spiffe, meshlib.security.node_identity, meshlib.tracing.url_redaction):
+    modules = (
+        meshlib.security.spiffe,
+        meshlib.security.node_identity,
+        meshlib.security.rotation,
+        meshlib.tracing.url_redaction,
+    )
+    for module in modules:
         result = doctest.testmod(module)
         assert result.attempted >= 1 and result.failed == 0, module.__name__
