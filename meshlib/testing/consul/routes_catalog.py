@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from meshlib.testing.consul.config_entries import KNOWN_KINDS, ConfigEntryError, decode_entry, validate_entry
-from meshlib.testing.consul.http_query import HttpProblem, QueryOptions, json_response, text_response
+from meshlib.testing.consul.http_query import HttpProblem, json_response, text_response
 from meshlib.testing.consul.registration import SERVICE_SCHEMA, RegistrationError, decode_registration
-from meshlib.testing.consul.render import catalog_service_json, health_entry_json, node_json
+from meshlib.testing.consul.render import catalog_service_json, node_json
 from meshlib.testing.consul.schema import ANY, BOOL, STR, STRMAP, DecodeError, ListOf, Obj, decode
-from meshlib.testing.consul.state import PASSING, STATUS_ORDER, CatalogStore, CheckRecord
+from meshlib.testing.consul.state import STATUS_ORDER, CheckRecord
 
 if TYPE_CHECKING:
     from meshlib.testing.consul.emulator import ConsulEmulator
@@ -60,8 +60,6 @@ class CatalogRoutes:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.get("/v1/health/service/{service}", self.health_service),
-            web.get("/v1/health/checks/{service}", self.health_checks),
             web.get("/v1/catalog/services", self.catalog_services),
             web.get("/v1/catalog/service/{service}", self.catalog_service),
             web.get("/v1/catalog/nodes", self.catalog_nodes),
@@ -77,64 +75,6 @@ class CatalogRoutes:
             web.get("/v1/status/leader", self.status_leader),
             web.get("/v1/status/peers", self.status_peers),
         ]
-
-    # -- health ----------------------------------------------------------------------------------------
-
-    def _health_entries(self, store: CatalogStore, name: str, request: web.Request,
-                        options: QueryOptions) -> tuple[list[dict[str, Any]], bool]:
-        passing = False
-        if "passing" in request.query:
-            value = request.query["passing"].lower()
-            if value not in ("", "1", "0", "true", "false", "t", "f"):
-                raise HttpProblem(400, "Invalid value for ?passing")
-            passing = value in ("", "1", "true", "t")
-        tags = request.query.getall("tag", [])
-        node_meta = [item.partition(":") for item in request.query.getall("node-meta", [])]
-        token = self.emu.acl.resolve(options.token)
-        entries, hidden = [], False
-        for service in store.instances(name):
-            node_name = service.node
-            if any(t not in service.tags for t in tags):
-                continue
-            node = store.nodes.get(node_name)
-            if node is None or any(node.meta.get(k) != v for k, _, v in node_meta):
-                continue
-            checks = store.checks_for(node_name, service.service_id)
-            if passing and any(c.status != PASSING for c in checks):
-                continue
-            if not (self.emu.acl.allows(token, "service", name, "read")
-                    and self.emu.acl.allows(token, "node", node_name, "read")):
-                hidden = True
-                continue
-            entries.append(health_entry_json(node, service, checks))
-        return apply_filter(options.filter, entries), hidden
-
-    async def health_service(self, request: web.Request) -> web.Response:
-        name = request.match_info["service"]
-        options, store = self.emu.query_context(request)
-        hidden = False
-
-        def compute() -> tuple[int, Any]:
-            nonlocal hidden
-            body, hidden = self._health_entries(store, name, request, options)
-            return store.service_index(name), body
-
-        index, body = await self.emu.run_query(store, options, [f"service.{name}"], compute)
-        extra = {"X-Consul-Results-Filtered-By-ACLs": "true"} if hidden else None
-        return self.emu.query_response(body, index, options, headers=extra)
-
-    async def health_checks(self, request: web.Request) -> web.Response:
-        name = request.match_info["service"]
-        options, store = self.emu.query_context(request)
-
-        def compute() -> tuple[int, Any]:
-            from meshlib.testing.consul.render import check_json
-
-            checks = [check_json(c) for c in store.checks.values() if c.service_name == name]
-            return store.service_index(name), apply_filter(options.filter, checks)
-
-        index, body = await self.emu.run_query(store, options, [f"service.{name}"], compute)
-        return self.emu.query_response(body, index, options)
 
     # -- catalog ---------------------------------------------------------------------------------------
 

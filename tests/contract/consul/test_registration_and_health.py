@@ -247,3 +247,25 @@ async def test_tag_and_filter_query_parameters(consul_target: ConsulTarget, uniq
                             params={"filter": "Service.Meta.version =="}) as resp:
             assert resp.status >= 400
             assert "Failed to create boolean expression evaluator" in await resp.text()
+
+
+@pytest.mark.asyncio
+async def test_health_checks_state_and_node_endpoints(consul_target: ConsulTarget, unique: str) -> None:
+    register(consul_target, unique, f"{unique}-1", 7300, check={"TTL": "60s", "Status": "warning"})
+    client = consul_target.client()
+    node = client.agent.self()["Config"]["NodeName"]
+    async with aiohttp.ClientSession(headers=consul_target.headers) as http:
+        async with http.get(f"{consul_target.url}/v1/health/checks/{unique}") as resp:
+            checks = await resp.json()
+            assert int(resp.headers["X-Consul-Index"]) >= 1
+        assert [(c["CheckID"], c["Status"]) for c in checks] == [(f"service:{unique}-1", "warning")]
+        async with http.get(f"{consul_target.url}/v1/health/state/warning") as resp:
+            warning = {c["CheckID"] for c in await resp.json()}
+        assert f"service:{unique}-1" in warning
+        async with http.get(f"{consul_target.url}/v1/health/state/passing") as resp:
+            assert f"service:{unique}-1" not in {c["CheckID"] for c in await resp.json()}
+        async with http.get(f"{consul_target.url}/v1/health/node/{node}") as resp:
+            on_node = {c["CheckID"] for c in await resp.json()}
+        assert {"serfHealth", f"service:{unique}-1"} <= on_node
+        async with http.get(f"{consul_target.url}/v1/health/state/sideways") as resp:
+            assert resp.status == 400
