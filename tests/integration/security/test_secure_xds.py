@@ -22,6 +22,7 @@ from meshlib.mesh import Mesh
 from meshlib.security import MeshCA, SpiffeId
 from meshlib.security.bootstrap_tls import secure_bootstrap
 from meshlib.security.ca import WORKLOAD_CHAIN_FILE, WORKLOAD_KEY_FILE, WORKLOAD_ROOT_FILE
+from meshlib.security.node_identity import NodeIdRule
 from meshlib.security.plane_security import ControlPlaneSecurity
 from meshlib.xds import ClientKind, encode_resources, grpc_bootstrap
 from meshlib.xds.channel_creds import ChannelCredentialsError
@@ -168,3 +169,37 @@ async def test_missing_certificate_file_fails_the_stream_not_plaintext(
         client = xds_source_of(mesh).client
         assert client.connects == 0
         assert "cannot read" in (client.last_stream_error or "")
+
+
+async def test_plane_with_certificate_files_and_a_node_id_map(
+    mesh_ca: MeshCA, backend: BackendFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--tls-cert/--tls-key/--client-ca`` and ``--node-id-map``: a listed identity gets only its patterns."""
+    web = await backend("web")
+    path = tmp_path / "web.yaml"
+    path.write_text(YAML.format(port=web.port))
+    plane_certs = tmp_path / "plane"
+    plane_certs.mkdir()
+    own = mesh_ca.issue_bundle(SpiffeId.for_workload("istio-system", "cp"), ip_addresses=["127.0.0.1"])
+    (plane_certs / "cert.pem").write_bytes(own.cert_chain_pem)
+    (plane_certs / "key.pem").write_bytes(own.private_key_pem)
+    (plane_certs / "ca.pem").write_bytes(mesh_ca.trust_bundle_pem)
+    node_map = tmp_path / "nodes"
+    node_map.write_text("spiffe://cluster.local/ns/default/sa/reviews  frontend-*\n")
+    security = ControlPlaneSecurity.from_files(
+        plane_certs / "cert.pem", plane_certs / "key.pem", client_ca=plane_certs / "ca.pem"
+    )
+    security.node_rule = NodeIdRule.from_file("cluster.local", node_map)
+    certs = write_svid(mesh_ca, tmp_path / "reviews", SpiffeId.for_workload("default", "reviews"))
+    async with ControlPlane(port=0, debounce_after=0.0, security=security) as plane:
+        plane.set_resources(ClientKind.MESHLIB, encode_resources(load_snapshot([path]), ClientKind.MESHLIB))
+        use_bootstrap(monkeypatch, secure_bootstrap(f"127.0.0.1:{plane.port}", "frontend-7", certs))
+        async with Mesh.from_xds(namespace="default", initial_fetch_timeout_s=WAIT) as mesh:
+            assert xds_source_of(mesh).client.connects == 1
+        # the default rule would allow reviews.default, but the map lists this identity
+        use_bootstrap(monkeypatch, secure_bootstrap(f"127.0.0.1:{plane.port}", "reviews.default", certs))
+        async with Mesh.from_xds(namespace="default", initial_fetch_timeout_s=0.5) as mesh:
+            async with asyncio.timeout(WAIT):
+                await plane.wait_until(lambda _: security_status(plane)["denied_total"] >= 1)
+            assert xds_source_of(mesh).client.connects == 0
+    assert "allowed: frontend-*" in security_status(plane)["denied"][0]["reason"]
