@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -242,8 +242,14 @@ class _Build:
         found = self.instances.get(key)
         if found is None:
             local = datacenter == self.state.datacenter
-            raw = self.state.services.get(service, ()) if local else \
-                self.state.remote_services.get(datacenter, {}).get(service, ())
+            remote = self.state.remote_services.get(datacenter)
+            if local:
+                raw = self.state.services.get(service, ())
+            else:
+                raw = remote.get(service, ()) if isinstance(remote, Mapping) else ()
+            if not isinstance(raw, list | tuple):
+                self.problems.append(problem("health", service, "", "the health entries must be a JSON list"))
+                raw = ()
             parsed = _INSTANCES.get((key, local), raw)
             if parsed is None:
                 parsed = _INSTANCES.put((key, local), raw, parse_instances(service, raw, remote=not local))

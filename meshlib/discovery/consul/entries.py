@@ -78,6 +78,9 @@ def parse_entries(raw: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[Confi
     raw_by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
     for kind in CONFIG_KINDS:
         items = raw.get(kind) or ()
+        if not isinstance(items, list | tuple):
+            problems.append(problem(kind, "*", "", "the config entries must be a JSON list"))
+            continue
         if len(items) > MAX_ENTRIES_PER_KIND:
             problems.append(problem(kind, "*", "", f"more than {MAX_ENTRIES_PER_KIND} entries; the rest are ignored"))
             items = items[:MAX_ENTRIES_PER_KIND]

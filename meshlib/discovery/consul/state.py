@@ -37,13 +37,14 @@ class ConsulState:
         """The state as canonical JSON (sorted keys, no whitespace): equal states give equal bytes."""
         document: dict[str, Any] = {
             "datacenter": self.datacenter,
-            "services": {name: list(entries) for name, entries in self.services.items()},
-            "config_entries": {kind: list(entries) for kind, entries in self.config_entries.items()},
+            "services": {name: _as_json(entries) for name, entries in self.services.items()},
+            "config_entries": {kind: _as_json(entries) for kind, entries in self.config_entries.items()},
         }
         if self.remote_services:  # left out when empty: versions stay as they were without it
             document["remote_services"] = {
-                dc: {name: list(entries) for name, entries in services.items()}
+                dc: {name: _as_json(entries) for name, entries in services.items()}
                 for dc, services in self.remote_services.items()
+                if isinstance(services, Mapping)
             }
         return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -59,7 +60,8 @@ class ConsulState:
         outer = hashlib.sha256(b"consul-state-v1\0" + self.datacenter.encode())
         parts: list[tuple[str, str, Sequence[Any]]] = [("s", n, e) for n, e in self.services.items()]
         parts += [("c", k, e) for k, e in self.config_entries.items()]
-        parts += [(f"r:{dc}", n, e) for dc, svcs in self.remote_services.items() for n, e in svcs.items()]
+        parts += [(f"r:{dc}", n, e) for dc, svcs in self.remote_services.items() if isinstance(svcs, Mapping)
+                  for n, e in svcs.items()]
         for group, name, entries in sorted(parts, key=lambda p: (p[0], p[1])):
             outer.update(f"\0{group}\0{name}\0".encode())
             outer.update(_digest((group, name), entries).encode())
@@ -69,9 +71,14 @@ class ConsulState:
 _DIGESTS: IdentityCache[str] = IdentityCache()
 
 
+def _as_json(entries: Any) -> Any:
+    """A list for JSON (tuples included); anything else as it is (hostile input still hashes)."""
+    return list(entries) if isinstance(entries, list | tuple) else entries
+
+
 def _digest(key: tuple[str, str], entries: Sequence[Any]) -> str:
     cached = _DIGESTS.get(key, entries)
     if cached is not None:
         return cached
-    text = json.dumps(list(entries), sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(_as_json(entries), sort_keys=True, separators=(",", ":"), default=str)
     return _DIGESTS.put(key, entries, hashlib.sha256(text.encode()).hexdigest())
