@@ -18,6 +18,7 @@ from meshlib.config.istio_types import (
     IstioResource,
     ServiceEntrySpec,
     VirtualServiceSpec,
+    WorkloadEntrySpec,
 )
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.config.peer_authentication import PeerAuthenticationSpec
@@ -37,8 +38,8 @@ def reference_problems(
     check_hosts: bool = True,
 ) -> list[ConfigProblem]:
     """Cross-resource problems (undefined subsets, hosts, delegates), in file order."""
-    entries, rules, services = _split(resources)
-    registry = build_registry(entries, rules, workload)
+    entries, rules, services, workload_entries = _split(resources)
+    registry = build_registry(entries, rules, workload, workload_entries)
     problems = check_subsets(services, registry) + check_delegates(services)
     if check_hosts:
         problems += check_destination_hosts(services, registry)
@@ -60,8 +61,8 @@ def compile_snapshot(
     ``check_hosts=False`` skips the "destination host must be a ServiceEntry"
     check, for registries that know services the YAML does not.
     """
-    entries, rules, services = _split(resources)
-    registry = build_registry(entries, rules, workload)
+    entries, rules, services, workload_entries = _split(resources)
+    registry = build_registry(entries, rules, workload, workload_entries)
     problems = [p for p in check_delegates(services) if not p.is_warning]
     if problems:
         problems.sort(key=lambda p: (p.file, p.line))
@@ -84,8 +85,9 @@ def compile_snapshot(
 
 def _split(
     resources: Sequence[IstioResource],
-) -> tuple[list[ServiceEntrySpec], list[DestinationRuleSpec], list[VirtualServiceSpec]]:
+) -> tuple[list[ServiceEntrySpec], list[DestinationRuleSpec], list[VirtualServiceSpec], list[WorkloadEntrySpec]]:
     entries = [r for r in resources if isinstance(r, ServiceEntrySpec)]
     rules = [r for r in resources if isinstance(r, DestinationRuleSpec)]
     services = [r for r in resources if isinstance(r, VirtualServiceSpec)]
-    return entries, rules, services
+    workload_entries = [r for r in resources if isinstance(r, WorkloadEntrySpec)]
+    return entries, rules, services, workload_entries

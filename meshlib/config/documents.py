@@ -33,6 +33,8 @@ from meshlib.config.parse_service_entry import SPEC_FIELDS as SE_FIELDS
 from meshlib.config.parse_service_entry import parse_service_entry
 from meshlib.config.parse_virtual_service import SPEC_FIELDS as VS_FIELDS
 from meshlib.config.parse_virtual_service import parse_virtual_service
+from meshlib.config.parse_workload_entry import SPEC_FIELDS as WE_FIELDS
+from meshlib.config.parse_workload_entry import parse_workload_entry
 from meshlib.config.yaml_nodes import Node, YamlDocument, parse_yaml
 from meshlib.errors import ConfigProblem
 
@@ -43,9 +45,10 @@ KINDS: dict[str, tuple[frozenset[str], ParseSpec]] = {
     "ServiceEntry": (SE_FIELDS, parse_service_entry),
     "DestinationRule": (DR_FIELDS, parse_destination_rule),
     "VirtualService": (VS_FIELDS, parse_virtual_service),
+    "WorkloadEntry": (WE_FIELDS, parse_workload_entry),
 }
 SKIPPED_KINDS = frozenset({"Gateway"})
-UNSUPPORTED_KINDS = frozenset({"Sidecar", "WorkloadEntry"})
+UNSUPPORTED_KINDS = frozenset({"Sidecar"})
 # Proxy-level configuration: accepted, with a warning that meshlib does not apply it.
 IGNORED_KINDS = frozenset({"EnvoyFilter", "ProxyConfig", "WorkloadGroup"})
 MESHLIB_GROUP = "meshlib.io"
@@ -200,10 +203,10 @@ def _metadata(top: Fields, file: str, line: int, kind: str) -> Meta | None:
         meta.error("name", f'invalid name "{name}" (must be a lower-case DNS-1123 subdomain)')
     if not _NAMESPACE.match(namespace):
         meta.error("namespace", f'invalid namespace "{namespace}" (must be a lower-case DNS-1123 label)')
-    meta.labels("labels")
+    labels = meta.labels("labels") or {}
     annotations = meta.string_map("annotations") or {}
     if not meta.ok or name is None:
         return None
     annotations_node = meta.get("annotations")
     lines = tuple((k, v.line) for k, v in annotations_node.mapping.items()) if annotations_node else ()
-    return Meta(file, line, kind, namespace, name, tuple(annotations.items()), lines)
+    return Meta(file, line, kind, namespace, name, tuple(annotations.items()), lines, tuple(labels.items()))

@@ -50,6 +50,7 @@ class Meta:
     name: str
     annotations: tuple[tuple[str, str], ...] = ()
     annotation_lines: tuple[tuple[str, int], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # metadata.labels
 
     def annotation_line(self, key: str) -> int:
         """Line of annotation ``key`` (the document's first line when unknown)."""
@@ -84,6 +85,16 @@ class ServiceEntrySpec:
     location: str
     endpoints: tuple[WorkloadEndpoint, ...]
     subject_alt_names: tuple[str, ...] = ()  # the service's identities (ISTIO_MUTUAL verifies them)
+    # workloadSelector.labels: endpoints come from the WorkloadEntries of the namespace it selects
+    workload_selector: Labels | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadEntrySpec:
+    """A WorkloadEntry: one workload (a VM, a process) that ServiceEntry ``workloadSelector`` can select."""
+
+    meta: Meta
+    endpoint: WorkloadEndpoint  # its labels are spec.labels over metadata.labels
 
 
 # --------------------------------------------------------------------------- DestinationRule
@@ -220,4 +231,5 @@ IstioResource = (
     | AuthorizationPolicySpec
     | PeerAuthenticationSpec
     | EmptyMeshMarker
+    | WorkloadEntrySpec
 )

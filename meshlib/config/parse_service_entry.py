@@ -77,6 +77,7 @@ def parse_service_entry(sink: Sink, meta: Meta, spec: Fields) -> ServiceEntrySpe
         spec.error("exportTo", problem)
     subject_alt_names = tuple(spec.string_list("subjectAltNames") or ())
     selector = spec.mapping("workloadSelector", ("labels",))
+    selector_labels: dict[str, str] | None = None
     if selector is not None:
         selector_labels = selector.labels("labels") or {}
         if not selector_labels:
@@ -118,7 +119,8 @@ def parse_service_entry(sink: Sink, meta: Meta, spec: Fields) -> ServiceEntrySpe
                     f'wildcard host "{host}" needs endpoints with resolution {resolution}',
                 )
     return ServiceEntrySpec(
-        meta, tuple(hosts), tuple(ports), resolution, location, tuple(endpoints), subject_alt_names
+        meta, tuple(hosts), tuple(ports), resolution, location, tuple(endpoints), subject_alt_names,
+        workload_selector=Labels(selector_labels) if selector_labels is not None else None,
     )
 
 
@@ -153,7 +155,16 @@ def _ports(sink: Sink, spec: Fields) -> list[ServicePort]:
     return ports
 
 
-def _endpoint(endpoint: Fields, resolution: str, port_names: set[str]) -> WorkloadEndpoint | None:
+def workload_endpoint(endpoint: Fields, resolution: str, port_names: set[str] | None) -> WorkloadEndpoint | None:
+    """A WorkloadEntry spec (inline in a ServiceEntry, or a WorkloadEntry resource).
+
+    ``resolution`` "" (a standalone WorkloadEntry) accepts an IP or a hostname;
+    ``port_names`` None skips the check that ports name service ports.
+    """
+    return _endpoint(endpoint, resolution, port_names)
+
+
+def _endpoint(endpoint: Fields, resolution: str, port_names: set[str] | None) -> WorkloadEndpoint | None:
     address = endpoint.string("address", required=True)
     labels = endpoint.labels("labels") or {}
     locality = endpoint.string("locality") or ""
@@ -167,7 +178,7 @@ def _endpoint(endpoint: Fields, resolution: str, port_names: set[str]) -> Worklo
             endpoint.sink.error(value.line, path, f"expected integer, got {value.type_name}")
         elif not 1 <= number <= 65535:
             endpoint.sink.error(value.line, path, "must be between 1 and 65535")
-        elif name not in port_names:
+        elif port_names is not None and name not in port_names:
             endpoint.sink.error(value.line, path, f'port name "{name}" is not defined by the service entry')
         else:
             ports.append((name, number))

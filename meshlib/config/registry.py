@@ -13,6 +13,9 @@ Conflicts, resolved the way istiod tolerates them rather than rejected:
   the calling workload's labels.
 - ``exportTo`` and namespace visibility are not modelled: every resource is
   visible to the workload (the common single-team setup).
+- A ServiceEntry with ``workloadSelector`` takes as endpoints the
+  WorkloadEntries of its own namespace whose labels (``spec.labels`` over
+  ``metadata.labels``) the selector selects, in file order, as istiod does.
 
 DestinationRule lookup for a service: the rule whose (resolved) host equals
 the service name, else the most specific wildcard rule that covers it.
@@ -30,6 +33,7 @@ from meshlib.config.istio_types import (
     ServiceEntrySpec,
     SubsetSpec,
     WorkloadEndpoint,
+    WorkloadEntrySpec,
 )
 from meshlib.config.model import LbKind, RateLimitSpec, Service, WorkloadIdentity
 
@@ -85,10 +89,18 @@ def build_registry(
     entries: Sequence[ServiceEntrySpec],
     rules: Sequence[DestinationRuleSpec],
     workload: WorkloadIdentity,
+    workload_entries: Sequence[WorkloadEntrySpec] = (),
 ) -> Registry:
     """Index ServiceEntries and DestinationRules (see the module docstring for conflicts)."""
     registry = Registry()
     for entry in entries:
+        endpoints = entry.endpoints
+        if entry.workload_selector is not None:
+            endpoints = tuple(
+                we.endpoint
+                for we in workload_entries
+                if we.meta.namespace == entry.meta.namespace and we.endpoint.labels.selects(entry.workload_selector)
+            )
         for fqdn, _line in entry.hosts:
             if fqdn in registry.services:
                 continue
@@ -101,7 +113,7 @@ def build_registry(
                 location=entry.location,  # type: ignore[arg-type]
                 subject_alt_names=entry.subject_alt_names,
             )
-            registry.endpoints[fqdn] = entry.endpoints
+            registry.endpoints[fqdn] = endpoints
     registry._wildcard_services = _by_specificity(h for h in registry.services if h.startswith("*"))
 
     for rule in rules:
