@@ -46,7 +46,7 @@ from meshlib.discovery.consul.state import ConsulState
 from meshlib.discovery.consul.watch import BlockingWatch, Sleep, WatchTiming
 from meshlib.errors import ConfigInvalid, ConfigProblem
 
-__all__ = ["CONFIG_KINDS", "ConsulConfigSource", "OverlayFiles", "consul_source_of"]
+__all__ = ["CONFIG_KINDS", "ConsulConfigSource", "OverlayFiles", "consul_source_of", "entry_of"]
 
 log = logging.getLogger("meshlib.consul")
 
@@ -465,9 +465,7 @@ class ConsulConfigSource:
             "services_not_watched": self.dropped_services,
             "state_version": None if self.state is None else self.state.version(),
             "watches": watches,
-            "config_problems": [
-                {"kind": p.kind, "name": p.name, "field": p.field, "message": p.message} for p in self.problems
-            ],
+            "config_problems": [_problem_dict(p) for p in self.problems],
             "overlay": overlay,
             "last_error": errors,
         }
@@ -530,9 +528,30 @@ def _entry_name(entry: Any) -> str:
     return ""
 
 
+def entry_of(problem: ConfigProblem) -> tuple[str, str] | None:
+    """The (kind, name) of the config entry a problem is about, or None.
+
+    The compiler names the entry either in ``kind``/``name`` or, like a file, as
+    ``file="consul <kind>/<name>"``; a ``namespace/`` prefix on the name is dropped.
+    """
+    if problem.kind in CONFIG_KINDS and problem.name:
+        return problem.kind, problem.name.rsplit("/", 1)[-1]
+    where = problem.file
+    if where.startswith("consul "):
+        kind, _, name = where[len("consul ") :].partition("/")
+        if kind in CONFIG_KINDS and name:
+            return kind, name
+    return None
+
+
 def _rejected_entries(problems: Sequence[ConfigProblem]) -> set[tuple[str, str]]:
-    """(kind, name) of every config entry a problem names (``name`` may carry a ``namespace/`` prefix)."""
-    return {(p.kind, p.name.rsplit("/", 1)[-1]) for p in problems if p.kind in CONFIG_KINDS and p.name}
+    """(kind, name) of every config entry a problem names."""
+    return {entry for entry in map(entry_of, problems) if entry is not None}
+
+
+def _problem_dict(problem: ConfigProblem) -> dict[str, str]:
+    kind, name = entry_of(problem) or (problem.kind, problem.name)
+    return {"kind": kind, "name": name, "field": problem.field, "message": problem.message, "text": str(problem)}
 
 
 def _substitute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,11 +14,23 @@ from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator
 
 
+@contextlib.asynccontextmanager
+async def emulator(**options: Any) -> AsyncIterator[ConsulEmulator]:
+    """A started emulator; its parked blocking queries are released before it stops."""
+    async with ConsulEmulator(**options) as started:
+        try:
+            yield started
+        finally:
+            # ConsulEmulator.stop() waits for queries parked in a blocking wait (up to their
+            # `wait`): answering them with an error first lets the test end at once.
+            await started.go_down("error", status=503, body="emulator stopping")
+
+
 @pytest_asyncio.fixture
 async def consul() -> AsyncIterator[ConsulEmulator]:
-    """A Consul emulator on a free loopback port (dc1)."""
-    async with ConsulEmulator(datacenters=("dc2",)) as emulator:
-        yield emulator
+    """A Consul emulator on a free loopback port (dc1, plus dc2 for cross-datacenter tests)."""
+    async with emulator(datacenters=("dc2",)) as started:
+        yield started
 
 
 def url(service: str, path: str = "/") -> str:

@@ -17,7 +17,7 @@ from meshlib.discovery.consul.register import HttpCheck, TtlCheck, register_serv
 from meshlib.grpc import consul_grpc_registration
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator, ManualClock
-from tests.integration.consul.conftest import until, url
+from tests.integration.consul.conftest import emulator, until, url
 from tests.integration.consul.test_consul_live_http import served_by
 
 pytestmark = pytest.mark.asyncio
@@ -54,7 +54,7 @@ def check_status(entry: dict[str, Any]) -> str:
 
 
 async def test_aiohttp_server_registers_keeps_ttl_alive_and_deregisters_on_cleanup() -> None:
-    async with ConsulEmulator(clock=ManualClock()) as consul:
+    async with emulator(clock=ManualClock()) as consul:
         mesh = Mesh.from_consul(consul.address, rng=random.Random(4))
         async with mesh, mesh.session() as http:
             port = free_port()
@@ -98,7 +98,7 @@ async def test_aiohttp_server_registers_keeps_ttl_alive_and_deregisters_on_clean
 
 
 async def test_a_crashed_instance_goes_critical_then_is_reaped() -> None:
-    async with ConsulEmulator(clock=ManualClock()) as consul:
+    async with emulator(clock=ManualClock()) as consul:
         registration = await register_service(
             None, "web", 9999, id="web-crash", address="127.0.0.1",
             check=TtlCheck("10s", deregister_after="1m", heartbeat_s=3600),
@@ -117,7 +117,7 @@ async def test_a_crashed_instance_goes_critical_then_is_reaped() -> None:
 
 
 async def test_http_check_is_run_by_the_agent() -> None:
-    async with ConsulEmulator(check_interval=0.05) as consul:
+    async with emulator(check_interval=0.05) as consul:
         port = free_port()
         app = web.Application()
 
@@ -142,7 +142,7 @@ async def test_http_check_is_run_by_the_agent() -> None:
 
 
 async def test_grpc_server_registration_round_trip() -> None:
-    async with ConsulEmulator() as consul:
+    async with emulator() as consul:
         server = grpc.aio.server()
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()

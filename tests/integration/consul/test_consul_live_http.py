@@ -1,0 +1,163 @@
+"""aiohttp traffic through a Consul-sourced mesh, against the Consul emulator and real loopback backends."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import pytest
+
+from meshlib.discovery.consul.register import TtlCheck
+from meshlib.discovery.consul.source import consul_source_of
+from meshlib.mesh import Mesh
+from meshlib.testing.consul import ConsulEmulator
+from tests.conftest import BackendFactory
+from tests.integration.consul.conftest import until, url
+
+pytestmark = pytest.mark.asyncio
+
+HTTP = {"Kind": "service-defaults", "Name": "web", "Protocol": "http"}
+SUBSETS = {
+    "Kind": "service-resolver",
+    "Name": "web",
+    "DefaultSubset": "v1",
+    "Subsets": {"v1": {"Filter": '"v1" in Service.Tags'}, "v2": {"Filter": '"v2" in Service.Tags'}},
+}
+
+
+async def names(http: aiohttp.ClientSession, n: int, path: str = "/", **headers: str) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    for _ in range(n):
+        async with http.get(url("web", path), headers=headers) as response:
+            assert response.status == 200, await response.text()
+            seen[response.headers["x-backend"]] += 1
+    return seen
+
+
+def served_by(mesh: Mesh, service: str, **headers: str) -> set[str]:
+    decision: dict[str, Any] = mesh.explain("GET", url(service), headers)
+    return {endpoint for found in decision["endpoints"].values() for endpoint in found}
+
+
+async def test_instances_follow_consul_health(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    a, b = await backend("a"), await backend("b")
+    consul.add_service("web", a.port, service_id="web-a")
+    consul.add_service("web", b.port, service_id="web-b")
+    mesh = Mesh.from_consul(consul.address, rng=random.Random(1))
+    async with mesh, mesh.session() as http:
+        assert served_by(mesh, "web") == {a.address, b.address}
+        assert set(await names(http, 20)) == {"a", "b"}
+        consul.set_check_status("web-b", "critical")
+        await until(mesh, lambda: served_by(mesh, "web") == {a.address})
+        assert await names(http, 20) == Counter({"a": 20})
+        consul.set_check_status("web-b", "warning")  # warning = healthy (with the Warning weight)
+        await until(mesh, lambda: served_by(mesh, "web") == {a.address, b.address})
+        consul.remove_service("web-a")
+        await until(mesh, lambda: served_by(mesh, "web") == {b.address})
+        assert await names(http, 5) == Counter({"b": 5})
+
+
+async def test_canary_split_by_service_splitter(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    v1, v2 = await backend("v1"), await backend("v2")
+    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
+    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
+    consul.set_config_entry(HTTP)
+    consul.set_config_entry(SUBSETS)
+    consul.set_config_entry(
+        {"Kind": "service-splitter", "Name": "web",
+         "Splits": [{"Weight": 80, "ServiceSubset": "v1"}, {"Weight": 20, "ServiceSubset": "v2"}]}
+    )
+    mesh = Mesh.from_consul(consul.address, rng=random.Random(7))
+    async with mesh, mesh.session() as http:
+        seen = await names(http, 400)
+        assert 40 <= seen["v2"] <= 130, seen  # 20 % of 400 = 80
+        assert seen["v1"] + seen["v2"] == 400
+        # moving the split moves the traffic, without a restart
+        consul.set_config_entry(
+            {"Kind": "service-splitter", "Name": "web",
+             "Splits": [{"Weight": 0, "ServiceSubset": "v1"}, {"Weight": 100, "ServiceSubset": "v2"}]}
+        )
+        await until(mesh, lambda: mesh.explain("GET", url("web"))["destinations"][0]["weight"] in (0, 100)
+                    and all(d["weight"] in (0, 100) for d in mesh.explain("GET", url("web"))["destinations"]))
+        assert (await names(http, 20))["v2"] == 20
+
+
+async def test_header_route_by_service_router_and_failover_when_subset_goes_critical(
+    consul: ConsulEmulator, backend: BackendFactory
+) -> None:
+    v1, v2 = await backend("v1"), await backend("v2")
+    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
+    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
+    consul.set_config_entry(HTTP)
+    consul.set_config_entry({**SUBSETS, "Failover": {"v2": {"ServiceSubset": "v1"}}})
+    consul.set_config_entry(
+        {"Kind": "service-router", "Name": "web", "Routes": [
+            {"Match": {"HTTP": {"Header": [{"Name": "x-canary", "Exact": "yes"}]}},
+             "Destination": {"ServiceSubset": "v2"}},
+        ]}
+    )
+    mesh = Mesh.from_consul(consul.address, rng=random.Random(3))
+    async with mesh, mesh.session() as http:
+        assert await names(http, 10, **{"x-canary": "yes"}) == Counter({"v2": 10})
+        assert await names(http, 10) == Counter({"v1": 10})
+        consul.set_check_status("web-v2", "critical")
+        await until(mesh, lambda: served_by(mesh, "web", **{"x-canary": "yes"}) == {v1.address}
+                    or v2.address not in served_by(mesh, "web", **{"x-canary": "yes"}))
+        assert await names(http, 10, **{"x-canary": "yes"}) == Counter({"v1": 10})  # failed over, no errors
+        consul.set_check_status("web-v2", "passing")
+        await until(mesh, lambda: v2.address in served_by(mesh, "web", **{"x-canary": "yes"}))
+        assert await names(http, 10, **{"x-canary": "yes"}) == Counter({"v2": 10})
+
+
+async def test_maintenance_mode_drains_an_instance(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    a, b = await backend("a"), await backend("b")
+    mesh = Mesh.from_consul(consul.address, rng=random.Random(5))
+    async with mesh, mesh.session() as http:
+        ra = await mesh.register("web", a.port, id="web-a", address="127.0.0.1", check=TtlCheck("30s"))
+        rb = await mesh.register("web", b.port, id="web-b", address="127.0.0.1", check=TtlCheck("30s"))
+        await until(mesh, lambda: served_by(mesh, "web") == {a.address, b.address})
+        client = consul_source_of(mesh).client
+        await client.api.agent.service.maintenance("web-a", True, "deploying")
+        await until(mesh, lambda: served_by(mesh, "web") == {b.address})
+        assert await names(http, 10) == Counter({"b": 10})
+        await client.api.agent.service.maintenance("web-a", False)
+        await until(mesh, lambda: served_by(mesh, "web") == {a.address, b.address})
+        await ra.deregister()
+        await rb.deregister()
+        await until(mesh, lambda: served_by(mesh, "web") == set())
+
+
+async def test_invalid_entry_is_reported_and_the_rest_keeps_working(
+    consul: ConsulEmulator, backend: BackendFactory
+) -> None:
+    v1, v2 = await backend("v1"), await backend("v2")
+    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
+    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
+    consul.set_config_entry(HTTP)
+    consul.set_config_entry(SUBSETS)
+    good = {"Kind": "service-splitter", "Name": "web",
+            "Splits": [{"Weight": 100, "ServiceSubset": "v2"}]}
+    consul.set_config_entry(good)
+    mesh = Mesh.from_consul(consul.address, rng=random.Random(9))
+    async with mesh, mesh.session() as http:
+        assert await names(http, 5) == Counter({"v2": 5})
+        # An entry Consul's own write path would refuse, stored as an old agent might have kept it.
+        bad = {"Kind": "service-splitter", "Name": "web", "CreateIndex": 0, "ModifyIndex": 0,
+               "Splits": [{"Weight": 60, "ServiceSubset": "v1"}, {"Weight": 10, "ServiceSubset": "v2"}]}
+        consul.local_store.set_config_entry(bad)
+        source = consul_source_of(mesh)
+        await until(mesh, lambda: bool(source.problems))
+        status = mesh.status()
+        problem = status["config_problems"][0]
+        assert (problem["kind"], problem["name"]) == ("service-splitter", "web")
+        assert "100" in problem["message"] or "sum" in problem["message"]
+        assert await names(http, 5) == Counter({"v2": 5})  # the last good splitter stays
+        # health still flows while the bad entry is there
+        consul.set_check_status("web-v2", "critical")
+        await until(mesh, lambda: v2.address not in served_by(mesh, "web"))
+        consul.set_check_status("web-v2", "passing")
+        consul.set_config_entry(good)
+        await until(mesh, lambda: not source.problems)
+        assert mesh.status()["config_problems"] == []
