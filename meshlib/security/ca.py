@@ -25,6 +25,7 @@ On disk (``MeshCA.save`` / ``MeshCA.load``) the layout is Istio's plugged-in CA 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,8 @@ from meshlib.security.bundle import (
 )
 from meshlib.security.errors import CertificateInvalid, IssuanceRefused
 from meshlib.security.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_SVID_TTL = timedelta(hours=24)
 MAX_SVID_TTL = timedelta(days=90)
@@ -318,7 +321,10 @@ class MeshCA:
         """Load a CA written by :meth:`save` (or Istio's ``cacerts`` secret layout)."""
         src = Path(directory)
         try:
-            key = load_private_key((src / CA_KEY_FILE).read_bytes())
+            key_file = src / CA_KEY_FILE
+            if key_file.stat().st_mode & 0o077:
+                _log.warning("%s is readable by other users; the CA key should be mode 0600", key_file)
+            key = load_private_key(key_file.read_bytes())
             chain_file = src / CA_CHAIN_FILE
             if chain_file.exists():
                 chain = load_pem_certificates(chain_file.read_bytes(), str(chain_file))

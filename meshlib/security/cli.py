@@ -58,6 +58,7 @@ def add_ca_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     who.add_argument("--service-account", help="with --namespace: Istio's identity in the CA's trust domain")
     issue.add_argument("--namespace", default="default", help="namespace for --service-account (default default)")
     issue.add_argument("--dns", action="append", default=[], help="a DNS SAN (repeatable; grpcio checks these)")
+    issue.add_argument("--ip", action="append", default=[], help="an IP SAN (repeatable; e.g. a control plane's)")
     issue.add_argument("--ttl", default="24h", help="certificate lifetime (default 24h)")
     issue.add_argument("--out", required=True, metavar="DIR", help="output dir: cert-chain.pem, key.pem, root-cert.pem")
     issue.set_defaults(run=run_ca_issue)
@@ -120,7 +121,7 @@ def run_ca_issue(args: argparse.Namespace) -> int:
             spiffe_id = SpiffeId.parse(args.spiffe_id)
         else:
             spiffe_id = SpiffeId.for_workload(args.namespace, args.service_account, ca.trust_domain)
-        bundle = ca.issue_bundle(spiffe_id, dns_names=args.dns, ttl=parse_ttl(args.ttl))
+        bundle = ca.issue_bundle(spiffe_id, dns_names=args.dns, ip_addresses=args.ip, ttl=parse_ttl(args.ttl))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_private_file(out / WORKLOAD_KEY_FILE, bundle.private_key_pem)

@@ -133,3 +133,34 @@ def test_token_is_registered_and_written_private(tmp_path: Path) -> None:
     assert entry is not None and str(entry.spiffe_id) == spiffe_id
     assert entry.dns_names == frozenset({"reviews.default.svc"})
     assert main(["ca", "token", "--spiffe-id", "spiffe://x/a//b", "--tokens", str(tokens), "--out", str(out)]) == 1
+
+
+def test_issue_with_ip_san_and_a_warning_for_a_readable_ca_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cryptography import x509
+
+    assert main(["ca", "init", "--out", str(tmp_path / "ca")]) == 0
+    (tmp_path / "ca" / "ca-key.pem").chmod(0o644)
+    out = tmp_path / "cp"
+    assert (
+        main(
+            [
+                "ca",
+                "issue",
+                "--ca",
+                str(tmp_path / "ca"),
+                "--spiffe-id",
+                "spiffe://cluster.local/ns/x/sa/cp",
+                "--ip",
+                "127.0.0.1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "readable by other users" in caplog.text
+    leaf = x509.load_pem_x509_certificates((out / "cert-chain.pem").read_bytes())[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
