@@ -36,6 +36,14 @@ def test_explain_example() -> None:
     assert decision["route"]["rule"] == "jason-sees-v2"  # type: ignore[index]
 
 
+@pytest.mark.asyncio
+async def test_workload_identity_example() -> None:
+    result = await _load("workload_identity").main()
+    assert result["status"] == 200
+    assert result["caller"] == "spiffe://cluster.local/ns/default/sa/productpage"
+    assert "PERMISSION_DENIED" in result["refused"]
+
+
 def test_docstring_examples() -> None:
     result = doctest.testmod(meshlib.mesh)
     assert result.attempted >= 1 and result.failed == 0
