@@ -100,6 +100,7 @@ class ConsulEmulator(CatalogControls):
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=request_log_size)
         self.blocked = 0  # blocking queries parked right now
         self._blocked_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._stopping = False
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.host = "127.0.0.1"
@@ -132,6 +133,7 @@ class ConsulEmulator(CatalogControls):
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 = a free port); returns :attr:`address`."""
+        self._stopping = False
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port)
@@ -144,6 +146,8 @@ class ConsulEmulator(CatalogControls):
         return self.address
 
     async def stop(self) -> None:
+        """Stop serving; parked blocking queries are answered at once (with their current data)."""
+        self._stopping = True
         for store in self.stores.values():
             store.wake_all()
         await self.runner.stop()
@@ -210,8 +214,11 @@ class ConsulEmulator(CatalogControls):
     async def run_query(self, store: CatalogStore, options: QueryOptions, topics: list[str],
                         compute: Callable[[], tuple[int, Any]]) -> tuple[int, Any]:
         return await blocking_query(store, options, topics, compute, rng=self.rng,
-                                    stop=lambda: self.faults.refused or self.faults.error_status is not None,
+                                    stop=self._release_parked,
                                     parked=self._note_parked)
+
+    def _release_parked(self) -> bool:
+        return self._stopping or self.faults.refused or self.faults.error_status is not None
 
     def _note_parked(self, delta: int) -> None:
         self.blocked += delta

@@ -1,0 +1,46 @@
+"""Emulator lifecycle: stopping answers parked blocking queries at once; restarting works."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from meshlib.testing.consul import ConsulEmulator
+
+
+@pytest.mark.asyncio
+async def test_stop_answers_parked_blocking_queries_immediately() -> None:
+    consul = ConsulEmulator()
+    await consul.start()
+    consul.add_service("web", 8080)
+    async with aiohttp.ClientSession() as http:
+
+        async def watch() -> int:
+            async with http.get(f"{consul.url}/v1/health/service/web", params={"index": "999", "wait": "60s"}) as r:
+                return r.status
+
+        parked = [asyncio.create_task(watch()) for _ in range(3)]
+        await consul.wait_blocked(3)
+        started = time.monotonic()
+        await consul.stop()
+        assert time.monotonic() - started < 2.0  # not the 60 s wait, nor aiohttp's shutdown timeout
+        assert await asyncio.gather(*parked) == [200, 200, 200]
+    assert consul.blocked == 0
+
+
+@pytest.mark.asyncio
+async def test_restart_on_the_same_port_keeps_state() -> None:
+    consul = ConsulEmulator()
+    await consul.start()
+    port = consul.port
+    consul.add_service("web", 8080)
+    await consul.stop()
+    await consul.start(port=port)
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{consul.url}/v1/catalog/services") as resp:
+            assert await resp.json() == {"web": []}
+    finally:
+        await consul.stop()
