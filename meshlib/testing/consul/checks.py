@@ -3,8 +3,9 @@
 - **TTL**: critical with output ``TTL expired`` once ``TTL`` passes without a
   pass/warn/fail/update call; every such call restarts the timer.
 - **HTTP**: a real request every ``Interval`` (``Method``, ``Header``, ``Body``,
-  ``Timeout``): 2xx → passing, 429 → warning, anything else or no answer →
-  critical (Consul's ``CheckHTTP``); output ``HTTP GET <url>: 200 OK Output: …``.
+  ``Timeout``, ``DisableRedirects``, ``TLSSkipVerify``): 2xx → passing, 429 →
+  warning, anything else or no answer → critical (Consul's ``CheckHTTP``);
+  output ``HTTP GET <url>: 200 OK Output: …``.
 - **TCP**: a connect every ``Interval``: success → passing, else critical.
 - **gRPC**: ``grpc.health.v1.Health/Check`` every ``Interval`` (``GRPC`` is
   ``host:port`` or ``host:port/service``; needs ``grpcio``): ``SERVING`` →
@@ -243,7 +244,9 @@ class CheckRunner:
         try:
             async with self._session.request(
                 spec.method, spec.http, headers=headers, data=spec.body or None,
-                timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=True,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=not spec.definition.get("DisableRedirects"),
+                ssl=not spec.definition.get("TLSSkipVerify"),
             ) as resp:
                 text = (await resp.content.read(OUTPUT_MAX)).decode("utf-8", "replace")
                 line = f"HTTP {spec.method} {spec.http}: {resp.status} {resp.reason} Output: {text}"
