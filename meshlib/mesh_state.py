@@ -25,7 +25,9 @@ class MeshState:
         self, snapshot: MeshSnapshot, *, registry_only: bool = False, root_namespace: str = DEFAULT_ROOT_NAMESPACE
     ) -> None:
         self.snapshot = snapshot
-        self.registry_only = registry_only
+        # A Sidecar's outboundTrafficPolicy for this workload overrides the mesh-wide setting.
+        policy = snapshot.outbound_traffic_policy
+        self.registry_only = policy == "REGISTRY_ONLY" if policy else registry_only
         self.routes = RouteTable.compile(snapshot)
         workload = snapshot.workload
         # Inbound AuthorizationPolicies for this workload; None (nothing to check) when none applies.

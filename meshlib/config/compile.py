@@ -17,6 +17,7 @@ from meshlib.config.istio_types import (
     DestinationRuleSpec,
     IstioResource,
     ServiceEntrySpec,
+    SidecarSpec,
     VirtualServiceSpec,
     WorkloadEntrySpec,
 )
@@ -26,6 +27,7 @@ from meshlib.config.references import check_delegates, check_destination_hosts, 
 from meshlib.config.registry import build_registry
 from meshlib.config.routes import RouteBuilder
 from meshlib.config.security_model import AuthorizationPolicySpec, SecurityPolicies
+from meshlib.config.sidecar_scope import scope_resources, sidecar_for
 from meshlib.errors import ConfigInvalid, ConfigProblem
 
 DEFAULT_WORKLOAD = WorkloadIdentity()
@@ -62,6 +64,8 @@ def compile_snapshot(
     check, for registries that know services the YAML does not.
     """
     entries, rules, services, workload_entries = _split(resources)
+    sidecar = sidecar_for([r for r in resources if isinstance(r, SidecarSpec)], workload)
+    entries, services = scope_resources(sidecar, entries, services)
     registry = build_registry(entries, rules, workload, workload_entries)
     problems = [p for p in check_delegates(services) if not p.is_warning]
     if problems:
@@ -80,6 +84,7 @@ def compile_snapshot(
             authorization=tuple(r for r in resources if isinstance(r, AuthorizationPolicySpec)),
             peer_authentication=tuple(r for r in resources if isinstance(r, PeerAuthenticationSpec)),
         ),
+        outbound_traffic_policy=sidecar.outbound_traffic_policy if sidecar is not None else "",
     )
 
 

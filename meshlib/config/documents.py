@@ -1,7 +1,7 @@
 """One YAML file → validated Istio resources.
 
 Which documents count: ``apiVersion: networking.istio.io/{v1,v1beta1,v1alpha3}``
-with kind ServiceEntry, DestinationRule or VirtualService, and
+with kind ServiceEntry, DestinationRule, VirtualService, WorkloadEntry or Sidecar, and
 ``security.istio.io/{v1,v1beta1}`` AuthorizationPolicy and PeerAuthentication. Documents of other
 API groups (a ConfigMap, a Deployment) are skipped silently so a mesh
 directory can sit next to other manifests. Under ``networking.istio.io``,
@@ -31,6 +31,8 @@ from meshlib.config.parse_peer_authentication import SPEC_FIELDS as PA_FIELDS
 from meshlib.config.parse_peer_authentication import parse_peer_authentication
 from meshlib.config.parse_service_entry import SPEC_FIELDS as SE_FIELDS
 from meshlib.config.parse_service_entry import parse_service_entry
+from meshlib.config.parse_sidecar import SPEC_FIELDS as SIDECAR_FIELDS
+from meshlib.config.parse_sidecar import parse_sidecar
 from meshlib.config.parse_virtual_service import SPEC_FIELDS as VS_FIELDS
 from meshlib.config.parse_virtual_service import parse_virtual_service
 from meshlib.config.parse_workload_entry import SPEC_FIELDS as WE_FIELDS
@@ -46,9 +48,10 @@ KINDS: dict[str, tuple[frozenset[str], ParseSpec]] = {
     "DestinationRule": (DR_FIELDS, parse_destination_rule),
     "VirtualService": (VS_FIELDS, parse_virtual_service),
     "WorkloadEntry": (WE_FIELDS, parse_workload_entry),
+    "Sidecar": (SIDECAR_FIELDS, parse_sidecar),
 }
 SKIPPED_KINDS = frozenset({"Gateway"})
-UNSUPPORTED_KINDS = frozenset({"Sidecar"})
+UNSUPPORTED_KINDS: frozenset[str] = frozenset()
 # Proxy-level configuration: accepted, with a warning that meshlib does not apply it.
 IGNORED_KINDS = frozenset({"EnvoyFilter", "ProxyConfig", "WorkloadGroup"})
 MESHLIB_GROUP = "meshlib.io"

@@ -213,6 +213,17 @@ class VirtualServiceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SidecarSpec:
+    """A Sidecar: what the selected workloads see (egress hosts) and their outbound traffic policy."""
+
+    meta: Meta
+    workload_selector: Labels | None
+    egress_hosts: tuple[tuple[str, str], ...]  # (namespace or "*" / "~", host or "*"), "." already resolved
+    outbound_traffic_policy: str = ""  # "", "ALLOW_ANY" or "REGISTRY_ONLY"
+    has_egress: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class EmptyMeshMarker:
     """``apiVersion: meshlib.io/v1, kind: EmptyMesh``: an empty configuration is intended.
 
@@ -232,4 +243,5 @@ IstioResource = (
     | PeerAuthenticationSpec
     | EmptyMeshMarker
     | WorkloadEntrySpec
+    | SidecarSpec
 )

@@ -523,3 +523,5 @@ class MeshSnapshot:
     listeners: Mapping[str, Listener] = field(default_factory=lambda: MappingProxyType({}))
     workload: WorkloadIdentity = WorkloadIdentity()
     security: SecurityPolicies = NO_SECURITY_POLICIES  # inbound: AuthorizationPolicies (security.istio.io)
+    # A Sidecar's outboundTrafficPolicy.mode for this workload ("" = none: the mesh-wide setting applies)
+    outbound_traffic_policy: str = ""

@@ -145,3 +145,20 @@ spec:
                 assert resp.status == 503
                 assert resp.headers[LOCAL_REPLY_HEADER] == "NC"
     assert v1.requests == []
+
+
+async def test_sidecar_registry_only_refuses_hosts_outside_its_egress(backend: BackendFactory, tmp_path: Path) -> None:
+    v1 = await backend("v1")
+    sidecar = (
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\n"
+        "spec:\n  egress: [{hosts: ['./*']}]\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n"
+    )
+    cfg = write(tmp_path / "mesh.yaml", service_entry("reviews", {"v1": v1}), sidecar)
+    mesh = meshlib.Mesh.from_files(cfg)  # the mesh-wide default is ALLOW_ANY; the Sidecar overrides it
+    async with mesh, mesh.session() as http:
+        async with http.get("http://reviews:9080/") as resp:
+            assert resp.status == 200
+        async with http.get(f"http://127.0.0.1:{v1.port}/direct") as resp:
+            assert resp.status == 502
+            assert resp.headers[LOCAL_REPLY_HEADER] == "NR"
+    assert v1.hits == 1
