@@ -31,9 +31,16 @@ CHAIN_TOPICS = [f"config.{kind}" for kind in (
 
 
 async def read_json(request: web.Request) -> Any:
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
+    if request.content_length is not None and request.content_length > MAX_BODY:
         raise HttpProblem(413, "Request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HttpProblem(413, "Request body too large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return None
     try:
