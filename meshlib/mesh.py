@@ -248,8 +248,11 @@ class Mesh:
             async with mesh, mesh.session() as http:
                 await http.get("http://web.service.consul/")
         """
-        from meshlib.discovery.consul.client import ConsulClient, ConsulSettings
-        from meshlib.discovery.consul.source import ConsulConfigSource
+        from meshlib.extras import require_extra
+
+        with require_extra("consul", "Mesh.from_consul"):
+            from meshlib.discovery.consul.client import ConsulClient, ConsulSettings
+            from meshlib.discovery.consul.source import ConsulConfigSource
 
         workload = WorkloadIdentity(namespace=namespace, labels=Labels(labels), locality=Locality.parse(locality))
         settings = ConsulSettings.resolve(address, token=token, dc=dc)

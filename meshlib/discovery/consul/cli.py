@@ -16,7 +16,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from meshlib.discovery.consul.client import ConsulError
+from meshlib.extras import require_extra
 
 if TYPE_CHECKING:
     from meshlib.controlplane.consul_source import ConsulSnapshotSource
@@ -39,7 +39,10 @@ def _address(args: argparse.Namespace) -> str | None:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    from meshlib.discovery.consul.oneshot import validate_consul
+    # Imported here, not at the top: building the parser must not need the consul extra (base install).
+    with require_extra("consul", "meshlib validate --consul"):
+        from meshlib.discovery.consul.client import ConsulError
+        from meshlib.discovery.consul.oneshot import validate_consul
 
     try:
         state, problems = asyncio.run(validate_consul(_address(args), token=args.consul_token, dc=args.consul_dc))
@@ -57,7 +60,9 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def explain_command(args: argparse.Namespace, headers: dict[str, str]) -> int:
-    from meshlib.discovery.consul.oneshot import explain_consul
+    with require_extra("consul", "meshlib explain --consul"):
+        from meshlib.discovery.consul.client import ConsulError
+        from meshlib.discovery.consul.oneshot import explain_consul
 
     try:
         result = asyncio.run(
@@ -75,7 +80,8 @@ def explain_command(args: argparse.Namespace, headers: dict[str, str]) -> int:
 
 def control_plane_source(args: argparse.Namespace, overlay: list[str]) -> ConsulSnapshotSource:
     """The control plane's Consul source; ``--config`` paths become the Istio overlay."""
-    from meshlib.controlplane.consul_source import ConsulSnapshotSource
+    with require_extra("consul", "meshlib control-plane --consul"):
+        from meshlib.controlplane.consul_source import ConsulSnapshotSource
 
     return ConsulSnapshotSource(
         _address(args), token=args.consul_token, dc=args.consul_dc, overlay=overlay or None,

@@ -103,6 +103,7 @@ async def test_control_plane_names_the_extra_in_one_line() -> None:
         ("meshlib.Mesh.from_files().grpc_channel('reviews:9080')", "grpc"),
         ("meshlib.Mesh.from_files().grpc_server_interceptor()", "grpc"),
         ("__import__('meshlib.grpc').grpc.xds_channel", "xds"),
+        ("meshlib.Mesh.from_consul('127.0.0.1:8500')", "consul"),
     ],
 )
 async def test_api_raises_missing_extra_naming_it(call: str, extra: str) -> None:
@@ -121,3 +122,10 @@ async def test_routing_explain_and_the_demo_work_from_the_base_install() -> None
     code, out, err = await run_base("demo", "--fast", "--scenes", "headers,trace")
     assert code == 0, err
     assert "all 3 claims held across 2 scenes" in out
+
+
+async def test_consul_options_name_the_consul_extra() -> None:
+    code, out, err = await run_base("validate", "--consul", "127.0.0.1:8500")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("meshlib validate: ") and "pip install 'meshlib[consul]'" in err

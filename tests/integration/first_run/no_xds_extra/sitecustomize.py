@@ -1,10 +1,11 @@
-"""Put this directory on PYTHONPATH to run Python as after a base install: the gRPC/protobuf modules of the
-``grpc`` and ``xds`` extras cannot be imported (a meta-path finder refuses them), without uninstalling anything.
+"""Put this directory on PYTHONPATH to run Python as after a base install: the modules of the ``grpc``,
+``xds`` and ``consul`` extras (grpc, protobuf, the xDS protos, py-consul) cannot be imported — a meta-path
+finder refuses them — without uninstalling anything.
 """
 
 import sys
 
-BLOCKED = ("grpc", "grpc_csds", "google.protobuf", "envoy", "xds", "udpa", "validate")
+BLOCKED = ("grpc", "grpc_csds", "google.protobuf", "envoy", "xds", "udpa", "validate", "consul")
 
 
 class _RefuseExtras:
