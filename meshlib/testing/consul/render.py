@@ -173,10 +173,13 @@ def agent_check_json(check: CheckRecord) -> dict[str, Any]:
 
 
 def aggregated_status(checks: list[CheckRecord]) -> str:
-    """Worst status wins: critical > warning > passing (``api.HealthChecks.AggregatedStatus``)."""
-    statuses = {c.status for c in checks}
-    if "critical" in statuses or (statuses and not statuses & {"passing", "warning"}):
-        return "critical"
-    if "warning" in statuses:
-        return "warning"
+    """``api.HealthChecks.AggregatedStatus``: maintenance, then critical > warning > passing."""
+    statuses = set()
+    for check in checks:
+        if check.check_id == "_node_maintenance" or check.check_id.startswith("_service_maintenance:"):
+            return "maintenance"
+        statuses.add(check.status)
+    for status in ("critical", "warning"):
+        if status in statuses:
+            return status
     return "passing"

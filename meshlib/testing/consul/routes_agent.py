@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from meshlib.testing.consul.agent import AgentError
-from meshlib.testing.consul.http_query import HttpProblem, json_response
+from meshlib.testing.consul.http_query import HttpProblem, json_response, text_response
 from meshlib.testing.consul.registration import CHECK_SCHEMA, RegistrationError, build_check, decode_registration
-from meshlib.testing.consul.render import agent_check_json, agent_service_json
+from meshlib.testing.consul.render import agent_check_json, agent_service_json, aggregated_status, check_json
 from meshlib.testing.consul.routes_catalog import apply_filter, read_json
 from meshlib.testing.consul.schema import STR, DecodeError, Obj, decode
 from meshlib.testing.consul.state import CRITICAL, PASSING, STATUS_ORDER, WARNING, CheckRecord
@@ -41,6 +41,8 @@ class AgentRoutes:
             web.put("/v1/agent/check/warn/{check_id}", self.check_warn),
             web.put("/v1/agent/check/fail/{check_id}", self.check_fail),
             web.put("/v1/agent/check/update/{check_id}", self.check_update),
+            web.get("/v1/agent/health/service/id/{service_id}", self.local_health_by_id),
+            web.get("/v1/agent/health/service/name/{name}", self.local_health_by_name),
         ]
 
     def _token(self, request: web.Request) -> Any:
@@ -219,3 +221,51 @@ class AgentRoutes:
         if status not in STATUS_ORDER:
             raise HttpProblem(400, f"Invalid check status: '{status}'")
         return await self._ttl(request, status, data.get("Output") or "")
+
+    # -- local health (GET /v1/agent/health/service/{id,name}/…): 200 passing, 429 warning, 503 otherwise --
+
+    def _local_health(self, service_id: str) -> tuple[int, str, dict[str, Any]]:
+        agent = self.emu.agent
+        record = agent.service(service_id)
+        assert record is not None
+        checks = agent.store.checks_for(agent.node, service_id)
+        status = aggregated_status(checks)
+        code = {"passing": 200, "warning": 429}.get(status, 503)
+        info = {"AggregatedStatus": status, "Service": agent_service_json(record, self.emu.local_dc),
+                "Checks": [check_json(c) for c in checks]}
+        return code, status, info
+
+    @staticmethod
+    def _wants_text(request: web.Request) -> bool:
+        if request.headers.get("Accept", "").startswith("text/plain"):
+            return True
+        return request.query.get("format", "") == "text"
+
+    async def local_health_by_id(self, request: web.Request) -> web.Response:
+        service_id = request.match_info["service_id"]
+        record = self.emu.agent.service(service_id)
+        if record is None:
+            reason = f"ServiceId {service_id} not found"
+            if self._wants_text(request):
+                return text_response(404, reason)
+            return json_response({"AggregatedStatus": "critical", "Service": None, "Checks": None}, status=404)
+        self.emu.acl.require(self._token(request), "service", record.name, "read")
+        code, status, info = self._local_health(service_id)
+        if self._wants_text(request):
+            return text_response(code, status)
+        return json_response(info, status=code)
+
+    async def local_health_by_name(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.emu.acl.require(self._token(request), "service", name, "read")
+        code, status, results = 404, f"ServiceName {name} Not Found", []
+        for record in self.emu.agent.services():
+            if record.name != name:
+                continue
+            one_code, one_status, info = self._local_health(record.service_id)
+            results.append(info)
+            if code == 404 or one_code > code:
+                code, status = one_code, one_status
+        if self._wants_text(request):
+            return text_response(code, status)
+        return json_response(results, status=code)

@@ -269,3 +269,31 @@ async def test_health_checks_state_and_node_endpoints(consul_target: ConsulTarge
         assert {"serfHealth", f"service:{unique}-1"} <= on_node
         async with http.get(f"{consul_target.url}/v1/health/state/sideways") as resp:
             assert resp.status == 400
+
+
+@pytest.mark.asyncio
+async def test_agent_local_health_endpoints(consul_target: ConsulTarget, unique: str) -> None:
+    register(consul_target, unique, f"{unique}-1", 7400, check={"TTL": "60s", "Status": "passing"})
+    register(consul_target, unique, f"{unique}-2", 7401, check={"TTL": "60s", "Status": "warning"})
+    base = f"{consul_target.url}/v1/agent/health/service"
+    async with aiohttp.ClientSession(headers=consul_target.headers) as http:
+        async with http.get(f"{base}/id/{unique}-1") as resp:
+            assert resp.status == 200
+            info = await resp.json()
+        assert info["AggregatedStatus"] == "passing"
+        assert info["Service"]["ID"] == f"{unique}-1"
+        async with http.get(f"{base}/id/{unique}-2", params={"format": "text"}) as resp:
+            assert (resp.status, await resp.text()) == (429, "warning")
+        async with http.get(f"{base}/name/{unique}") as resp:
+            assert resp.status == 429  # the worst instance decides
+            assert sorted(i["Service"]["ID"] for i in await resp.json()) == [f"{unique}-1", f"{unique}-2"]
+        async with http.put(f"{consul_target.url}/v1/agent/service/maintenance/{unique}-1",
+                            params={"enable": "true"}) as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/id/{unique}-1") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["AggregatedStatus"] == "maintenance"
+        async with http.get(f"{base}/id/{unique}-none") as resp:
+            assert resp.status == 404
+        async with http.get(f"{base}/name/{unique}-none", params={"format": "text"}) as resp:
+            assert (resp.status, await resp.text()) == (404, f"ServiceName {unique}-none Not Found")
