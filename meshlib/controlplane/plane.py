@@ -94,7 +94,9 @@ class ControlPlane:
         await server.start()
         self._server = server
         if self._requested_status_port is not None:
-            app = web.Application()
+            from meshlib.admin.host_check import host_check_middleware  # DNS rebinding: trusted Host only
+
+            app = web.Application(middlewares=[host_check_middleware([self._host])])
             app.router.add_get("/status", self._status_handler)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

@@ -62,3 +62,14 @@ async def test_loopback_is_default_and_other_binds_warn(caplog: pytest.LogCaptur
         await server.close()
     assert not [r for r in caplog.records if "reachable from other machines" in r.getMessage()]
     assert server.host == "127.0.0.1"
+
+
+async def test_control_plane_status_checks_host_too() -> None:
+    from meshlib.controlplane import ControlPlane
+
+    async with ControlPlane(port=0, status_port=0) as plane, aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{plane.status_port}/status"
+        async with http.get(url, headers={"Host": "rebind.example"}) as resp:
+            assert resp.status == 421
+        async with http.get(url) as resp:
+            assert resp.status == 200 and "streams" in await resp.json()
