@@ -295,13 +295,13 @@ class ConsulConfigSource:
         deadline = self.clock() + self.initial_sync_timeout_s
         try:
             while True:
-                if self._first.is_set():
+                if self._first.is_set() or self.clock() >= deadline:
                     await self._dirty.wait()
-                else:
+                else:  # wake at the deadline too: then publish whatever has answered
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._dirty.wait(), timeout=max(0.05, deadline - self.clock()))
+                        await asyncio.wait_for(self._dirty.wait(), timeout=deadline - self.clock())
                 self._dirty.clear()
-                if not self._first.is_set() and not self._all_synced() and self.clock() < deadline:
+                if not self._first.is_set() and not self._ready_for_first(deadline):
                     continue
                 await asyncio.sleep(0)  # let answers that arrived together land in one rebuild
                 self._dirty.clear()
@@ -312,18 +312,23 @@ class ConsulConfigSource:
             for path in list(self._tasks):
                 self._stop_watch(path)
 
-    def _all_synced(self) -> bool:
-        return all(watch.synced.is_set() for watch in self.watches.values())
+    def _ready_for_first(self, deadline: float) -> bool:
+        """Every watch answered; or, past the initial deadline, at least one did (publish what there is)."""
+        synced = [watch.synced.is_set() for watch in self.watches.values()]
+        return all(synced) or (self.clock() >= deadline and any(synced))
 
     async def _watch_overlay(self) -> None:
         assert self.overlay is not None
         while True:
             await asyncio.sleep(self.overlay_poll_interval_s)
+            problems_before = self.overlay.problems
             try:
                 if await asyncio.to_thread(self.overlay.reload_if_changed):
                     self._mark_dirty()
             except Exception:  # a filesystem hiccup must not end hot reload
                 log.exception("overlay reload failed")
+            if self.overlay.problems is not problems_before:
+                self._watch_stepped.set()  # status() changed: wake wait_for_status
 
     @property
     def synced(self) -> bool:

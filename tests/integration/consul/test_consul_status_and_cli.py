@@ -1,0 +1,173 @@
+"""``mesh.status()`` for a Consul mesh, ACL tokens, the Istio overlay (hot reload) and the ``--consul`` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from meshlib.mesh import Mesh
+from meshlib.testing.consul import AclToken, ConsulEmulator
+from tests.conftest import BackendFactory
+from tests.integration.consul.conftest import until, until_status, url
+from tests.integration.consul.test_consul_live_http import HTTP, SUBSETS, names, served_by
+
+pytestmark = pytest.mark.asyncio
+
+CONFIG_WATCHES = {f"/v1/config/{kind}" for kind in
+                  ("service-defaults", "proxy-defaults", "service-router", "service-splitter", "service-resolver")}
+
+
+async def test_status_shows_every_watch(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    a = await backend("a")
+    consul.add_service("web", a.port, service_id="web-a")
+    mesh = Mesh.from_consul(consul.address)
+    async with mesh:
+        status = mesh.status()
+        assert (status["source"], status["address"], status["datacenter"]) == ("consul", consul.url, "dc1")
+        assert status["synced"] is True and status["connected"] is True
+        assert status["services"] == 1
+        assert status["version"].startswith("consul-") and status["version"] == status["state_version"]
+        assert status["clusters"] >= 1
+        assert set(status["watches"]) == {"/v1/catalog/services", "/v1/health/service/web", *CONFIG_WATCHES}
+        for path, watch in status["watches"].items():
+            assert watch["path"] == path
+            assert watch["connected"] is True
+            assert watch["last_index"] >= 1
+            assert watch["known_leader"] is True
+            assert isinstance(watch["last_contact_ms"], int)
+            assert watch["last_error"] is None
+            assert watch["updates"] == 1
+        assert status["last_error"] == [] and status["config_problems"] == []
+        json.dumps(status)  # JSON-ready (admin /status, meshlib status)
+        # a second service appears in the catalog: its watch is added
+        consul.add_service("api", a.port, service_id="api-a")
+        await until(mesh, lambda: "/v1/health/service/api" in mesh.status()["watches"]
+                    and served_by(mesh, "api") == {a.address})
+        consul.remove_service("api-a")
+        await until(mesh, lambda: "/v1/health/service/api" not in mesh.status()["watches"])
+
+
+async def test_acl_token_is_sent_and_a_bad_one_is_reported(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    a = await backend("a")
+    consul.add_service("web", a.port, service_id="web-a")
+    consul.enable_acls([AclToken.management_token("s3cret")])
+    mesh = Mesh.from_consul(consul.address, token="s3cret")
+    async with mesh, mesh.session() as http:
+        assert mesh.status()["synced"] is True
+        assert await names(http, 3) == {"a": 3}
+    denied = Mesh.from_consul(consul.address, token="wrong", initial_sync_timeout_s=0.5)
+    async with denied:
+        await until_status(denied, lambda st: any("403" in (w["last_error"] or "") for w in st["watches"].values()))
+        status = denied.status()
+        assert status["synced"] is False
+        assert any("permission denied" in e for e in status["last_error"]), status["last_error"]
+
+
+def overlay_yaml(subset: str) -> str:
+    return f"""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web-overlay, namespace: default}}
+spec:
+  hosts: [web.service.consul]
+  http:
+  - route:
+    - destination: {{host: web.service.consul, subset: {subset}}}
+"""
+
+
+async def test_istio_overlay_wins_for_its_host_and_hot_reloads(
+    consul: ConsulEmulator, backend: BackendFactory, tmp_path: Path
+) -> None:
+    v1, v2 = await backend("v1"), await backend("v2")
+    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
+    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
+    consul.set_config_entry(HTTP)
+    consul.set_config_entry(SUBSETS)  # Consul alone: DefaultSubset v1
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(overlay_yaml("v2"))
+    mesh = Mesh.from_consul(consul.address, overlay=tmp_path, rng=random.Random(1))
+    source_status = mesh.status()
+    assert source_status["overlay"] == {"paths": [str(tmp_path)], "problems": []}
+    async with mesh, mesh.session() as http:
+        assert await names(http, 5) == {"v2": 5}
+        assert mesh.explain("GET", url("web"))["route"]["virtual_service"] == "default/web-overlay"
+        overlay.write_text(overlay_yaml("v1"))
+        await until(mesh, lambda: mesh.explain("GET", url("web"))["destinations"][0]["subset"] == "v1")
+        assert await names(http, 5) == {"v1": 5}
+        overlay.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\n"
+                           "spec: {hosts: [web.service.consul], http: [{route: [{destination: {}}]}]}\n")
+        await until_status(mesh, lambda st: bool(st["overlay"]["problems"]))
+        assert any("overlay.yaml" in p for p in mesh.status()["overlay"]["problems"])
+        assert await names(http, 5) == {"v1": 5}  # the last good overlay stays
+        overlay.unlink()  # no overlay: Consul's routing again
+        await until(mesh, lambda: mesh.explain("GET", url("web"))["route"]["virtual_service"] != "default/web-overlay")
+        assert await names(http, 5) == {"v1": 5}
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshlib.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_validate_and_explain_against_live_consul(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    v1, v2 = await backend("v1"), await backend("v2")
+    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
+    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
+    consul.set_config_entry(HTTP)
+    consul.set_config_entry(SUBSETS)
+    code, out, err = await run_cli("validate", "--consul", consul.address)
+    assert code == 0, err
+    assert "ok: consul dc1: 1 service(s)" in out
+    code, out, err = await run_cli("explain", "--consul", consul.address, "GET", url("web"))
+    assert code == 0, err
+    decision: dict[str, Any] = json.loads(out)
+    assert decision["destinations"][0]["subset"] == "v1"
+    assert decision["endpoints"] and v1.address in next(iter(decision["endpoints"].values()))
+    consul.local_store.set_config_entry({  # stored without Consul's write-time checks
+        "Kind": "service-splitter", "Name": "web", "CreateIndex": 0, "ModifyIndex": 0,
+        "Splits": [{"Weight": 50, "ServiceSubset": "v1"}, {"Weight": 20, "ServiceSubset": "v2"}]})
+    code, out, err = await run_cli("validate", "--consul", consul.address)
+    assert code == 1
+    assert "service-splitter/web" in out and "must be 100" in out, out
+    code, out, err = await run_cli("validate", "--consul", "127.0.0.1:1")
+    assert code == 1 and "cannot reach Consul" in err
+
+
+async def test_control_plane_command_serves_consul(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    a = await backend("a")
+    consul.add_service("web", a.port, service_id="web-a")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshlib.cli", "control-plane", "--consul", consul.address,
+        "--port", "0", "--status-port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            line = (await process.stdout.readline()).decode()
+        assert "ADS on" in line, line
+        status_url = line.split("status on ")[1].strip()
+        async with aiohttp.ClientSession() as http, http.get(status_url) as response:
+            status = await response.json()
+        assert status["config_source"] == "consul"
+        assert status["config_version"].startswith("consul-")
+        assert status["consul"]["connected"] is True
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            await process.wait()
+    assert process.returncode == 0
