@@ -7,6 +7,8 @@ anti-entropy within milliseconds; the emulator has no delay to simulate).
 
 from __future__ import annotations
 
+import ipaddress
+
 from meshlib.testing.consul.checks import CheckRunner
 from meshlib.testing.consul.registration import Registration
 from meshlib.testing.consul.state import (
@@ -53,6 +55,7 @@ class LocalAgent:
         self.ensure_node()
         service = registration.service
         service.node = self.node
+        _default_tagged_addresses(service)
         previous = {c.check_id: c for c in self.store.checks_for(self.node, service.service_id) if c.service_id}
         stored = self.store.set_service(service)
         wanted = set()
@@ -118,3 +121,14 @@ class LocalAgent:
 
     def check(self, check_id: str) -> CheckRecord | None:
         return self.store.checks.get((self.node, check_id))
+
+
+def _default_tagged_addresses(service: ServiceRecord) -> None:
+    """The agent adds ``lan_ipv4``/``wan_ipv4`` (or ``_ipv6``) for a service registered with an IP address."""
+    try:
+        ip = ipaddress.ip_address(service.address)
+    except ValueError:
+        return
+    family = "ipv4" if ip.version == 4 else "ipv6"
+    for kind in ("lan", "wan"):
+        service.tagged_addresses.setdefault(f"{kind}_{family}", {"Address": service.address, "Port": service.port})
