@@ -97,7 +97,7 @@ def test_splitter_diamonds_stay_cheap() -> None:
                 {"Weight": 100, "Service": f"l{i + 1}"}]})
     started = time.perf_counter()
     _, problems = build(state({}, *items))
-    assert time.perf_counter() - started < 5.0
+    assert time.perf_counter() - started < 30.0  # generous: guards against exponential or quadratic blow-ups
     assert any("more than 1024 splits" in m or "nested deeper" in m for m in messages(problems))
 
 
@@ -107,7 +107,7 @@ def test_many_broken_entries_are_dropped_without_quadratic_recompiles() -> None:
         {"Destination": {"ServiceSubset": "missing"}}]} for i in range(300)]
     started = time.perf_counter()
     mesh, problems = build(state(services, HTTP, *routers))
-    assert time.perf_counter() - started < 5.0
+    assert time.perf_counter() - started < 30.0  # generous: guards against exponential or quadratic blow-ups
     assert len(problems) == 300
     assert len(mesh.snapshot.clusters) == 300
 
