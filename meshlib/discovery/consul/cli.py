@@ -51,11 +51,14 @@ def validate_command(args: argparse.Namespace) -> int:
         return 1
     for problem in problems:
         print(problem)
-    if problems:
-        print(f"{len(problems)} error(s)", file=sys.stderr)
+    errors = sum(1 for p in problems if not p.is_warning)
+    warnings = len(problems) - errors
+    if errors or (warnings and getattr(args, "strict", False)):
+        print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
         return 1
     entries = sum(len(items) for items in state.config_entries.values())
-    print(f"ok: consul {state.datacenter}: {len(state.services)} service(s), {entries} config entr(y/ies)")
+    suffix = f" ({warnings} warning(s))" if warnings else ""
+    print(f"ok: consul {state.datacenter}: {len(state.services)} service(s), {entries} config entr(y/ies){suffix}")
     return 0
 
 
