@@ -194,13 +194,18 @@ class _Converter:
 
     def document(self, node: yaml.Node, line: int) -> Node:
         self.document_nodes = 0
+        self.file_nodes += 1
+        # ids are only unique among live objects: the previous document's graph is gone, and its
+        # ids may be reused, so alias detection starts afresh (aliases cannot cross documents).
+        self._seen = set()
         return self.convert(node, line, 0)
 
-    def _count(self, at: int) -> None:
-        self.document_nodes += 1
-        self.file_nodes += 1
+    def _count(self, at: int, values: int) -> None:
+        """Count ``values`` values about to be built (a container and its entries)."""
+        self.document_nodes += values
+        self.file_nodes += values
         if self._alias_depth:
-            self.alias_nodes += 1
+            self.alias_nodes += values
             # Reusing a map on every entry is fine; an alias tree that outgrows the file is a bomb.
             if self.alias_nodes > MAX_ALIAS_NODES + self.file_nodes - self.alias_nodes:
                 raise YamlLimitExceeded(
@@ -214,16 +219,16 @@ class _Converter:
 
     def convert(self, node: yaml.Node, line: int | None = None, depth: int = 0) -> Node:
         at = line if line is not None else node.start_mark.line + 1
-        self._count(at)
-        if isinstance(node, yaml.ScalarNode):
-            if node.tag == _STR_TAG:  # fast path: quoted strings
-                return Node("scalar", at, scalar=node.value)
-            if node.tag == _PLAIN_TAG:
+        # Scalars are counted by their container (one call per container, not per value).
+        if type(node) is yaml.ScalarNode:
+            tag = node.tag
+            if tag == _PLAIN_TAG:
                 value: str = node.value
-                tag = _plain_tag(value)
-                if tag == _STR_TAG:  # most plain values are names, addresses, hosts
+                if value[:1] not in _IMPLICIT:  # most plain values are names, addresses, hosts
                     return Node("scalar", at, scalar=value)
-                node.tag = tag
+                tag = node.tag = _plain_tag(value)
+            if tag == _STR_TAG:
+                return Node("scalar", at, scalar=node.value)
             return Node("scalar", at, scalar=self._scalar(node, at))
         if depth >= MAX_DEPTH:
             raise YamlLimitExceeded(at, f"YAML nested deeper than {MAX_DEPTH} levels")
@@ -238,6 +243,7 @@ class _Converter:
         if alias and not self._alias_depth:
             self._alias_line = at
         self._alias_depth += alias
+        self._count(at, 1 + len(node.value))
         try:
             if isinstance(node, yaml.MappingNode):
                 return self._mapping(node, at, depth)

@@ -122,3 +122,15 @@ def test_plain_scalars_are_typed_like_the_safe_loader() -> None:
         "a": 80, "b": "80", "c": True, "d": 1.5, "e": None, "f": "2001:db8::1", "g": 31, "h": "7",
         "i": float("inf"), "j": "v1", "k": "", "l": "1:2:3:4:5:6:7:8", "m": "10:30",
     }
+
+
+def test_many_documents_without_aliases_are_not_mistaken_for_aliasing() -> None:
+    # Object ids of one document's (freed) nodes are reused by the next document's.
+    text = "---\n".join(
+        f"kind: K\nmetadata: {{name: s{i}}}\nspec:\n  endpoints:\n"
+        + "".join(f"  - {{address: 10.0.{i}.{e}, labels: {{v: v{e % 2}}}}}\n" for e in range(100))
+        for i in range(60)
+    )
+    documents, errors = parse_yaml(text)
+    assert errors == []
+    assert len(documents) == 60
