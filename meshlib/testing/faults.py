@@ -27,6 +27,12 @@ request when no controller is active). Two levels, on aiohttp sessions and on
 
 Draws (``percent``) come from the controller's own seeded RNG, so a failing
 test replays with the same seed (``--mesh-fault-seed``).
+
+As with a real broken host, nothing stops a hang but a timeout: ``blackhole``
+and ``stall_body`` wait until the route or per-try timeout (or the call's
+gRPC deadline) fires, and forever without one. The fault servers speak
+plaintext: on TLS endpoints ``refuse``, ``reset`` and ``blackhole`` act as
+described, the others fail the handshake instead.
 """
 
 from __future__ import annotations
