@@ -56,6 +56,8 @@ class LocalAgent:
         service = registration.service
         service.node = self.node
         _default_tagged_addresses(service)
+        if service.locality is None and self.locality:
+            service.locality = dict(self.locality)  # Consul 1.17+: services inherit the agent's locality
         previous = {c.check_id: c for c in self.store.checks_for(self.node, service.service_id) if c.service_id}
         stored = self.store.set_service(service)
         wanted = set()

@@ -80,6 +80,7 @@ class ConsulEmulator(CatalogControls):
         reap_interval: float = 30.0,
         deregister_minimum: float = 60.0,
         version: str = "1.21.0",
+        locality: dict[str, str] | None = None,
         request_log_size: int = 10000,
     ) -> None:
         self.local_dc = datacenter
@@ -95,6 +96,7 @@ class ConsulEmulator(CatalogControls):
             initial_delay=initial_check_delay, reap_interval=reap_interval, deregister_minimum=deregister_minimum,
         )
         self.agent = LocalAgent(self.local_store, self.runner, node=node, address=node_address)
+        self.agent.locality = dict(locality) if locality else None
         self.agent.ensure_node()
         self.request_counts: collections.Counter[str] = collections.Counter()
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=request_log_size)

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from meshlib.testing.consul import AclToken
-from tests.contract.consul.conftest import ConsulTarget
+from tests.contract.consul.conftest import REAL_AGENT, SKIP_REAL, ConsulTarget
 
 
 async def status_and_text(http: aiohttp.ClientSession, method: str, url: str, **kwargs: object) -> tuple[int, str]:
@@ -210,3 +210,26 @@ async def test_http_control_api(consul_target: ConsulTarget) -> None:
             assert resp.status == 404
         async with http.put(f"{emu.url}/_emulator/latency", params={"seconds": "-4"}) as resp:
             assert resp.status == 400
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(bool(REAL_AGENT), reason=SKIP_REAL)
+async def test_agent_locality_is_inherited_by_registrations() -> None:
+    from meshlib.testing.consul import consul_emulator
+
+    locality = {"Region": "us-east-1", "Zone": "us-east-1a"}
+    async with consul_emulator(set_env=False, locality=locality) as consul, aiohttp.ClientSession() as http:
+        async with http.put(f"{consul.url}/v1/agent/service/register",
+                            json={"Name": "web", "Port": 80, "Address": "127.0.0.1"}) as resp:
+            assert resp.status == 200
+        async with http.put(f"{consul.url}/v1/agent/service/register",
+                            json={"Name": "db", "Port": 5432, "Locality": {"Region": "eu-west-1"}}) as resp:
+            assert resp.status == 200
+        async with http.get(f"{consul.url}/v1/health/service/web") as resp:
+            (entry,) = await resp.json()
+        async with http.get(f"{consul.url}/v1/health/service/db") as resp:
+            (db,) = await resp.json()
+    assert entry["Node"]["Locality"] == locality
+    assert entry["Service"]["Locality"] == locality
+    assert entry["Service"]["TaggedAddresses"]["lan_ipv4"] == {"Address": "127.0.0.1", "Port": 80}
+    assert db["Service"]["Locality"] == {"Region": "eu-west-1"}
