@@ -487,3 +487,12 @@ def test_any_loop_scope_and_meshes_built_anyhow(pytester: pytest.Pytester, mode:
     pytester.makepyfile(test_loops=LOOPS)
     result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
+
+
+def test_without_autoload_the_plugin_is_loaded_by_name(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile(test_sync=SYNC_TESTS)
+    result = pytester.runpytest_subprocess("-p", "meshlib.testing.pytest_plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
