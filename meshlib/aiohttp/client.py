@@ -29,6 +29,7 @@ from aiohttp import (
     ServerDisconnectedError,
     hdrs,
 )
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -80,9 +81,10 @@ def _classify_error(exc: BaseException) -> Outcome | None:
         return _CONNECT_FAILURE  # Envoy counts a connect timeout as a connect failure (UF)
     if isinstance(exc, (ServerDisconnectedError, ClientOSError, ClientConnectionError)):
         return _RESET
-    if type(exc) is ClientResponseError:
-        # Raised by the handler (no response yet): the upstream's bytes are not HTTP — a bad status
-        # line or header. Envoy: 503 UPE, retried as a reset. (Its subclasses are the caller's business.)
+    if isinstance(exc, ClientResponseError) and isinstance(exc.__cause__, HttpProcessingError):
+        # aiohttp's parser refused the upstream's bytes (a bad status line or header) before any
+        # response existed. Envoy: 503 UPE, retried as a reset. (A ClientResponseError an inner
+        # middleware raises itself, e.g. raise_for_status, is the caller's business.)
         return _PROTOCOL_ERROR
     return None
 

@@ -180,3 +180,20 @@ async def test_grpc_deadline_covers_a_reply_stalled_after_its_headers(tmp_path: 
     assert failure.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert 0.25 <= elapsed < 3.0
     assert stats["upstream_rq_timeout"] + stats["upstream_rq_per_try_timeout"] == 1
+
+
+async def test_a_client_response_error_of_an_inner_middleware_is_the_callers(tmp_path: Path) -> None:
+    release = asyncio.Event()
+
+    async def refuse_teapots(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        resp = await handler(req)
+        raise aiohttp.ClientResponseError(resp.request_info, (), status=418, message="no teapots")
+
+    async with http_upstream("ok", "ok", release) as ok:
+        mesh = make_mesh(tmp_path, mesh_yaml({"ok": ok.port}, vs_rule="    retries: {attempts: 2, retryOn: reset}"))
+        async with mesh, mesh.session(middlewares=(refuse_teapots,)) as http:
+            with pytest.raises(aiohttp.ClientResponseError, match="no teapots"):
+                await http.get("http://svc:9080/")
+            stats = mesh.stats()["clusters"][CLUSTER]
+    assert ok.hits == 1  # not retried
+    assert stats["upstream_cx_protocol_error"] == 0
