@@ -219,6 +219,11 @@ class ConsulEmulator(CatalogControls):
                                     stop=self._release_parked,
                                     parked=self._note_parked)
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` began, or while the listener is refused / answering errors."""
+        return self._release_parked()
+
     def _release_parked(self) -> bool:
         return self._stopping or self.faults.refused or self.faults.error_status is not None
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from meshlib.testing.consul.agent import AgentError
-from meshlib.testing.consul.http_query import HttpProblem, json_response, text_response
+from meshlib.testing.consul.http_query import HttpProblem, json_response, parse_query, text_response
 from meshlib.testing.consul.registration import CHECK_SCHEMA, RegistrationError, build_check, decode_registration
 from meshlib.testing.consul.render import agent_check_json, agent_service_json, aggregated_status, check_json
 from meshlib.testing.consul.routes_catalog import apply_filter, read_json
@@ -78,12 +81,36 @@ class AgentRoutes:
         return json_response(services)
 
     async def service(self, request: web.Request) -> web.Response:
+        """One local service, with Consul's hash-based blocking (``?hash=`` + ``wait``)."""
         service_id = request.match_info["service_id"]
         record = self.emu.agent.service(service_id)
         if record is None:
             raise HttpProblem(404, f"unknown service ID: {service_id}")
         self.emu.acl.require(self._token(request), "service", record.name, "read")
-        return json_response(agent_service_json(record, self.emu.local_dc))
+        options = parse_query(request, self.emu.local_dc)
+        store, name = self.emu.local_store, record.name
+
+        def current() -> dict[str, Any] | None:
+            found = self.emu.agent.service(service_id)
+            if found is None:
+                return None
+            body = agent_service_json(found, self.emu.local_dc)
+            digest = hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=8).hexdigest()
+            return {**body, "ContentHash": digest}
+
+        body = current()
+        wanted = request.query.get("hash", "")
+        if wanted and body is not None and body["ContentHash"] == wanted:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + options.wait + self.emu.rng.random() * options.wait / 16
+            while body is not None and body["ContentHash"] == wanted and loop.time() < deadline:
+                await store.wait_for_change([f"service.{name}"], deadline - loop.time())
+                if self.emu.stopping:
+                    break
+                body = current()
+        if body is None:
+            raise HttpProblem(404, f"unknown service ID: {service_id}")
+        return json_response(body, headers={"X-Consul-ContentHash": body["ContentHash"]})
 
     async def checks(self, request: web.Request) -> web.Response:
         token = self._token(request)

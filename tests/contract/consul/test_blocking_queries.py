@@ -117,3 +117,27 @@ async def test_bad_query_parameters(consul_target: ConsulTarget, params: dict[st
         async with http.get(f"{consul_target.url}/v1/health/service/web", params=params) as resp:
             assert resp.status == status
             assert message in await resp.text()
+
+
+@pytest.mark.asyncio
+async def test_agent_service_hash_blocking(consul_target: ConsulTarget, unique: str) -> None:
+    async with aiohttp.ClientSession(headers=consul_target.headers) as http:
+        await register(http, consul_target, {"Name": unique, "Port": 1, "Tags": ["a"]})
+        url = f"{consul_target.url}/v1/agent/service/{unique}"
+        async with http.get(url) as resp:
+            first = await resp.json()
+            content_hash = resp.headers["X-Consul-ContentHash"]
+        assert first["ContentHash"] == content_hash
+        assert (first["Service"], first["Tags"]) == (unique, ["a"])
+
+        async def watch() -> dict[str, object]:
+            async with http.get(url, params={"hash": content_hash, "wait": "20s"}) as resp:
+                return dict(await resp.json())
+
+        blocked = asyncio.create_task(watch())
+        done, _ = await asyncio.wait({blocked}, timeout=0.3)
+        assert not done
+        await register(http, consul_target, {"Name": unique, "Port": 1, "Tags": ["a", "b"]})
+        changed = await asyncio.wait_for(blocked, 10)
+    assert changed["Tags"] == ["a", "b"]
+    assert changed["ContentHash"] != content_hash
