@@ -195,12 +195,16 @@ def _render_mesh_stats(stats: Mapping[str, Any], out: list[str]) -> None:
 
 
 def _render_inbound_rbac(inbound: Mapping[str, Any], fam: _Families) -> None:
-    # Envoy's RBAC filter stats; denials per policy are labelled by configured policy names only (bounded).
-    for stat in ("rbac.allowed", "rbac.denied", "rbac.logged"):
-        number = _number(inbound.get(stat))
+    # Envoy's RBAC filter stats, named as Envoy exports them, once any request was checked (no policy,
+    # no filter, no series); denials per policy are labelled by configured policy names only (bounded).
+    counts = {stat: _number(inbound.get(stat)) for stat in ("rbac.allowed", "rbac.denied", "rbac.logged")}
+    if not any(counts.values()):
+        return
+    for stat, number in counts.items():
         if number is not None:
-            family = "envoy_http_inbound_" + stat.replace(".", "_")
-            fam.add(family, "counter", f"Envoy RBAC filter stat {stat}.", f"{family} {format_value(number)}")
+            family = "envoy_http_" + stat.replace(".", "_")
+            fam.add(family, "counter", f"Envoy RBAC filter stat {stat}.",
+                    f'{family}{{envoy_http_conn_manager_prefix="inbound"}} {format_value(number)}')
     denied: Mapping[str, Any] = inbound.get("denied_by_policy") or {}
     for policy in sorted(denied):
         number = _number(denied[policy])

@@ -144,7 +144,7 @@ async def test_the_peer_certificate_identity_decides(
     assert inbound["rbac.denied"] == 6
     assert inbound["denied_by_policy"] == {"istio-system/no-admin": 2, "(no ALLOW policy matched)": 4}
     scrape = mesh.prometheus_text()
-    assert "envoy_http_inbound_rbac_denied 6" in scrape
+    assert 'envoy_http_rbac_denied{envoy_http_conn_manager_prefix="inbound"} 6' in scrape
     assert 'meshlib_inbound_rbac_denied_by_policy{policy="istio-system/no-admin"} 2' in scrape
 
 
