@@ -86,6 +86,9 @@ _CONNECT_FAILURE = Outcome(OutcomeKind.CONNECT_FAILURE)
 _RESET = Outcome(OutcomeKind.RESET)
 _CONNECT_FAILURE_DETAILS = ("failed to connect", "connection refused", "dns resolution failed", "no route to host")
 _RESET_DETAILS = ("socket closed", "connection reset", "broken pipe", "goaway")
+# The peer is not speaking HTTP/2 (grpc-core's "Failed parsing HTTP/2 …"): Envoy's UPE, retried as a reset.
+_PROTOCOL_ERROR_DETAILS = ("failed parsing http/2",)
+_PROTOCOL_ERROR = Outcome(OutcomeKind.PROTOCOL_ERROR)
 
 
 def http_to_grpc_status(status: int) -> grpc.StatusCode:
@@ -167,6 +170,8 @@ def _failed(error: grpc.aio.AioRpcError, timeout: float | None) -> _Result:
     code = error.code()
     if code is grpc.StatusCode.UNAVAILABLE:
         details = (error.details() or "").lower()
+        if any(marker in details for marker in _PROTOCOL_ERROR_DETAILS):
+            raise _ConnectFailure(_PROTOCOL_ERROR, error)
         if any(marker in details for marker in _CONNECT_FAILURE_DETAILS):
             raise _ConnectFailure(_CONNECT_FAILURE, error)
         if any(marker in details for marker in _RESET_DETAILS):

@@ -196,17 +196,17 @@ async def test_grpc_reset_and_blackhole(mesh, mesh_service, mesh_faults):
         assert await call(b"ok") == b"echo:ok"
 
 
-@pytest.mark.parametrize(("action", "code"), [
-    ("refuse", "UNAVAILABLE"), ("malformed", "UNAVAILABLE"), ("stall_body", "DEADLINE_EXCEEDED"),
+@pytest.mark.parametrize(("action", "code", "flag"), [
+    ("refuse", "UNAVAILABLE", "UF"), ("malformed", "UNAVAILABLE", "UPE"), ("stall_body", "DEADLINE_EXCEEDED", "UT"),
 ])
-async def test_grpc_broken_hosts(mesh, mesh_service, mesh_faults, action, code):
+async def test_grpc_broken_hosts(mesh, mesh_service, mesh_faults, action, code, flag):
     await mesh_service("ratings", grpc={"/test.Echo/Call": echo})
     getattr(mesh_faults.upstream("ratings"), action)()
     async with mesh.grpc_channel("ratings.default.svc.cluster.local:9080") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await channel.unary_unary("/test.Echo/Call")(b"hi", timeout=0.5)
     assert failure.value.code().name == code
-    assert len(mesh_faults.attempts("ratings")) >= 1
+    assert mesh_faults.attempts("ratings")[0].flag == flag
 
 
 async def test_grpc_status_by_name_and_latency(mesh, mesh_service, mesh_faults):
