@@ -14,6 +14,7 @@
 ``DELETE /_emulator/outage``                      end the outage
 ``PUT  /_emulator/snapshot-restore?index=&dc=``   move indexes back, release blocked queries
 ``PUT  /_emulator/latency?seconds=``              delay every ``/v1`` answer
+``PUT  /_emulator/datacenter/{dc}?reachable=``    cut or restore the path to a remote datacenter
 ================================================  =====================================================
 """
 
@@ -64,6 +65,7 @@ class ControlRoutes:
             web.delete("/_emulator/outage", self.end_outage),
             web.put("/_emulator/snapshot-restore", self.snapshot_restore),
             web.put("/_emulator/latency", self.latency),
+            web.put("/_emulator/datacenter/{dc}", self.datacenter),
         ]
 
     async def requests(self, request: web.Request) -> web.Response:
@@ -151,4 +153,14 @@ class ControlRoutes:
 
     async def latency(self, request: web.Request) -> web.Response:
         self.emu.set_latency(_float(request, "seconds"))
+        return json_response(True)
+
+    async def datacenter(self, request: web.Request) -> web.Response:
+        reachable = request.query.get("reachable", "").lower()
+        if reachable not in ("true", "false"):
+            raise HttpProblem(400, "?reachable= wants true or false")
+        try:
+            self.emu.set_datacenter_reachable(request.match_info["dc"], reachable == "true")
+        except ValueError as exc:
+            raise HttpProblem(400, str(exc)) from None
         return json_response(True)

@@ -91,6 +91,7 @@ class ConsulEmulator(CatalogControls):
         self.acl = AclPolicy()
         self.faults = FaultState()
         self.leader_address = "127.0.0.1:8300"
+        self.unreachable_datacenters: set[str] = set()  # answered like a WAN partition: "No path to datacenter"
         self.runner = CheckRunner(
             self.local_store, clock=self.clock, deregister=self._reap, interval_override=check_interval,
             initial_delay=initial_check_delay, reap_interval=reap_interval, deregister_minimum=deregister_minimum,
@@ -172,7 +173,8 @@ class ConsulEmulator(CatalogControls):
     async def _middleware(self, request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         resource = request.match_info.route.resource
-        route = f"{request.method} {resource.canonical if resource is not None else request.path}"
+        # Unmatched paths share one key, so random URLs cannot grow the counter without bound.
+        route = f"{request.method} {resource.canonical if resource is not None else '<unmatched>'}"
         is_api = request.path.startswith("/v1/")
         if is_api:
             self.request_counts[route] += 1
@@ -197,7 +199,7 @@ class ConsulEmulator(CatalogControls):
 
     def store(self, datacenter: str) -> CatalogStore:
         store = self.stores.get(datacenter)
-        if store is None:
+        if store is None or datacenter in self.unreachable_datacenters:
             raise HttpProblem(500, "No path to datacenter")
         return store
 
@@ -306,6 +308,15 @@ class ConsulEmulator(CatalogControls):
             yield
         finally:
             await self.come_back()
+
+    def set_datacenter_reachable(self, datacenter: str, reachable: bool) -> None:
+        """Cut (or restore) the path to a remote datacenter: ``?dc=`` queries answer 500 ``No path to datacenter``."""
+        if datacenter == self.local_dc:
+            raise ValueError("the local datacenter is always reachable; use go_down() for an outage")
+        if reachable:
+            self.unreachable_datacenters.discard(datacenter)
+        else:
+            self.unreachable_datacenters.add(datacenter)
 
     def set_latency(self, seconds: float) -> None:
         """Delay every ``/v1`` answer by ``seconds``."""

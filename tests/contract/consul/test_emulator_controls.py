@@ -233,3 +233,20 @@ async def test_agent_locality_is_inherited_by_registrations() -> None:
     assert entry["Service"]["Locality"] == locality
     assert entry["Service"]["TaggedAddresses"]["lan_ipv4"] == {"Address": "127.0.0.1", "Port": 80}
     assert db["Service"]["Locality"] == {"Region": "eu-west-1"}
+
+
+@pytest.mark.asyncio
+async def test_a_remote_datacenter_can_become_unreachable(consul_target: ConsulTarget) -> None:
+    emu = consul_target.emu()
+    emu.call(emu.emulator.add_service, "web", 8080, datacenter="dc2")
+    async with aiohttp.ClientSession() as http:
+        assert (await status_and_text(http, "GET", f"{emu.url}/v1/health/service/web", params={"dc": "dc2"}))[0] == 200
+        async with http.put(f"{emu.url}/_emulator/datacenter/dc2", params={"reachable": "false"}) as resp:
+            assert resp.status == 200
+        assert await status_and_text(http, "GET", f"{emu.url}/v1/health/service/web", params={"dc": "dc2"}) == (
+            500, "No path to datacenter")
+        assert (await status_and_text(http, "GET", f"{emu.url}/v1/health/service/web"))[0] == 200  # dc1 fine
+        emu.call(emu.emulator.set_datacenter_reachable, "dc2", True)
+        assert (await status_and_text(http, "GET", f"{emu.url}/v1/health/service/web", params={"dc": "dc2"}))[0] == 200
+        async with http.put(f"{emu.url}/_emulator/datacenter/dc1", params={"reachable": "false"}) as resp:
+            assert resp.status == 400
