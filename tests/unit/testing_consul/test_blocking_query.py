@@ -38,7 +38,9 @@ async def test_index_zero_and_a_newer_index_never_block() -> None:
         tx.touch("services")
     started = time.monotonic()
     assert (await blocking_query(store, options(0, 60), ["services"], compute_from(store), rng=FixedRandom(0)))[0] == 1
-    assert (await blocking_query(store, options(0, 60), ["services"], compute_from(store), rng=FixedRandom(0)))[0] == 1
+    with store.txn() as tx:
+        tx.touch("services")
+    assert (await blocking_query(store, options(1, 60), ["services"], compute_from(store), rng=FixedRandom(0)))[0] == 2
     assert time.monotonic() - started < 1
 
 
