@@ -442,8 +442,10 @@ class ConsulConfigSource:
             used = ConsulState(state.datacenter, state.services, entries, state.remote_services)
             snapshot, more = compiler(used, self.workload, overlay=overlay)
             problems = problems + [p for p in more if p not in problems]
-            rejected |= _rejected_entries(more)
+            rejected = _rejected_entries(more)  # what the state actually used still gets rejected for
         self.state = used
+        # Everything the used state holds and the compiler took — including the last accepted
+        # versions put back in place of rejected edits, so they survive later rebuilds too.
         self._accepted = {
             (kind, _entry_name(entry)): entry
             for kind, items in used.config_entries.items()

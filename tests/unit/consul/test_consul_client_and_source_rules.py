@@ -10,7 +10,7 @@ import pytest
 
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.discovery.consul.client import ConsulClient, ConsulError, ConsulSettings, _wait_seconds
-from meshlib.discovery.consul.source import ConsulConfigSource, _remote_targets
+from meshlib.discovery.consul.source import ConsulConfigSource, _remote_targets, entry_of
 from meshlib.discovery.consul.state import ConsulState
 from meshlib.errors import ConfigProblem
 
@@ -115,6 +115,14 @@ async def test_a_rejected_entry_keeps_its_last_accepted_version_and_the_rest_app
     used = compiler.seen[-1]
     assert used.config_entries["service-router"] == [good_web, _router("api", bad=False, marker=2)]
     assert used.services == second.services
+    # later rebuilds (a health change) while the bad edit is still in Consul keep the good version
+    later = ConsulState("dc1", {"web": []}, second.config_entries)
+    _, problems = source.compile(later)
+    assert [p.name for p in problems] == ["web"]
+    assert compiler.seen[-1].config_entries["service-router"] == [good_web, _router("api", bad=False, marker=2)]
+    # the compiler's other way of naming the entry ("consul KIND/NAME" as the file) is understood too
+    assert entry_of(ConfigProblem("consul service-splitter/web", 0, "", "", "Splits", "x")) == (
+        "service-splitter", "web")
     # a new invalid entry that was never accepted is left out
     third = ConsulState("dc1", {}, {"service-router": [_router("new", bad=True, marker=1)]})
     _, problems = source.compile(third)
