@@ -225,11 +225,11 @@ class _Converter:
             if tag == _PLAIN_TAG:
                 value: str = node.value
                 if value[:1] not in _IMPLICIT:  # most plain values are names, addresses, hosts
-                    return Node("scalar", at, scalar=value)
+                    return Node("scalar", at, _NO_MAPPING, _NO_SEQUENCE, value)
                 tag = node.tag = _plain_tag(value)
             if tag == _STR_TAG:
-                return Node("scalar", at, scalar=node.value)
-            return Node("scalar", at, scalar=self._scalar(node, at))
+                return Node("scalar", at, _NO_MAPPING, _NO_SEQUENCE, node.value)
+            return Node("scalar", at, _NO_MAPPING, _NO_SEQUENCE, self._scalar(node, at))
         if depth >= MAX_DEPTH:
             raise YamlLimitExceeded(at, f"YAML nested deeper than {MAX_DEPTH} levels")
         # Aliases can make the graph recursive; a recursive value is never valid config.
@@ -247,7 +247,7 @@ class _Converter:
         try:
             if isinstance(node, yaml.MappingNode):
                 return self._mapping(node, at, depth)
-            return Node("seq", at, sequence=[self.convert(item, None, depth + 1) for item in node.value])
+            return Node("seq", at, _NO_MAPPING, [self.convert(item, None, depth + 1) for item in node.value])
         finally:
             self._open.discard(key)
             self._alias_depth -= alias
@@ -264,15 +264,21 @@ class _Converter:
         return value
 
     def _mapping(self, node: yaml.MappingNode, at: int, depth: int) -> Node:
-        own = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
-        try:
-            self._constructor.flatten_mapping(node)  # resolve "<<" merge keys
-        except ConstructorError as exc:
-            self.errors.append(YamlError(at, f"invalid YAML merge: {exc.problem}"))
-        # flatten_mapping puts merged entries first; YAML lets later ones (and the
-        # mapping's own keys) override them, so only own duplicates are errors.
-        merged = len(node.value) - own
-        out = Node("map", at, mapping={})
+        merged = 0
+        merges = 0
+        for key, _ in node.value:  # a plain loop: most mappings have no merge key and pay one pass
+            if key.tag == _MERGE_TAG:
+                merges += 1
+        if merges:
+            own = len(node.value) - merges
+            try:
+                self._constructor.flatten_mapping(node)  # resolve "<<" merge keys
+            except ConstructorError as exc:
+                self.errors.append(YamlError(at, f"invalid YAML merge: {exc.problem}"))
+            # flatten_mapping puts merged entries first; YAML lets later ones (and the
+            # mapping's own keys) override them, so only own duplicates are errors.
+            merged = len(node.value) - own
+        out = Node("map", at, {}, _NO_SEQUENCE)
         own_keys: set[str] = set()
         for index, (key_node, value_node) in enumerate(node.value):
             key_line = key_node.start_mark.line + 1
