@@ -67,7 +67,9 @@ async def test_hostile_reloads_are_refused_without_stalling_and_a_good_edit_stil
                 assert resp.status == 200, await resp.text()
                 return str((await resp.json())["name"])
 
-        # A timeout at Go's maximum (~292 years) validates and is served without overflow.
+        # A timeout at Go's maximum (~292 years) validates, is explained as a number and is served without overflow.
+        explained = mesh.explain("GET", "http://reviews:9080/")
+        assert explained["timeout_s"] == 2562047 * 3600
         assert await served_by() == "v1"
         # The ReDoS pattern from the issue runs in RE2: no backtracking, no stall.
         started = time.perf_counter()
