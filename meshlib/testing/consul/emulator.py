@@ -9,6 +9,7 @@ import asyncio
 import collections
 import contextlib
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ class ConsulEmulator(CatalogControls):
         self.blocked = 0  # blocking queries parked right now
         self._blocked_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._stopping = False
+        self._ssl: ssl.SSLContext | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.host = "127.0.0.1"
@@ -122,7 +124,8 @@ class ConsulEmulator(CatalogControls):
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        """``http://host:port``, or ``https://`` when started with an SSL context."""
+        return f"{'https' if self._ssl is not None else 'http'}://{self.address}"
 
     def make_app(self) -> web.Application:
         from meshlib.testing.consul.control import ControlRoutes
@@ -134,12 +137,19 @@ class ConsulEmulator(CatalogControls):
         app.add_routes(ControlRoutes(self).routes())
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on ``host:port`` (0 = a free port); returns :attr:`address`."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    ssl_context: ssl.SSLContext | None = None) -> str:
+        """Listen on ``host:port`` (0 = a free port); returns :attr:`address`.
+
+        With ``ssl_context`` (a server context: ``load_cert_chain``, optionally
+        ``verify_mode = CERT_REQUIRED`` for client certificates) it serves HTTPS,
+        as an agent with ``tls { https { … } }`` does.
+        """
         self._stopping = False
+        self._ssl = ssl_context
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port)
+        self._site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await self._site.start()
         server = self._site._server  # the bound port when port=0
         assert server is not None
@@ -294,7 +304,7 @@ class ConsulEmulator(CatalogControls):
     async def come_back(self) -> None:
         """End every outage; a refused listener is re-opened on the same port."""
         if self.faults.refused and self._runner is not None:
-            self._site = web.TCPSite(self._runner, self.host, self.port)
+            self._site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl)
             await self._site.start()
         self.faults.refused = False
         self.faults.leader = True

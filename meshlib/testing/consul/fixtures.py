@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -50,10 +51,11 @@ def _env(address: str, enabled: bool) -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def consul_emulator(*, host: str = "127.0.0.1", port: int = 0, set_env: bool = True,
+                          ssl_context: ssl.SSLContext | None = None,
                           **options: Any) -> AsyncIterator[ConsulEmulator]:
     """A started emulator in this event loop; ``options`` go to :class:`ConsulEmulator`."""
     emulator = ConsulEmulator(**options)
-    await emulator.start(host, port)
+    await emulator.start(host, port, ssl_context=ssl_context)
     try:
         with _env(emulator.address, set_env):
             yield emulator
