@@ -100,6 +100,7 @@ class ThreadedEmulator:
 
 @contextlib.contextmanager
 def consul_emulator_in_thread(*, host: str = "127.0.0.1", port: int = 0, set_env: bool = True,
+                              ssl_context: ssl.SSLContext | None = None,
                               **options: Any) -> Iterator[ThreadedEmulator]:
     """A started emulator in a background thread (see the module docstring)."""
     loop = asyncio.new_event_loop()
@@ -110,7 +111,7 @@ def consul_emulator_in_thread(*, host: str = "127.0.0.1", port: int = 0, set_env
 
     async def start() -> ConsulEmulator:
         emulator = ConsulEmulator(**options)
-        await emulator.start(host, port)
+        await emulator.start(host, port, ssl_context=ssl_context)
         return emulator
 
     emulator = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
