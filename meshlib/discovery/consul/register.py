@@ -185,8 +185,12 @@ class Registration:
         await self.deregister()
 
 
+def _mesh_source(mesh: Mesh | None) -> Any:
+    return getattr(mesh, "_consul_source", None) if mesh is not None else None
+
+
 def _client_for(mesh: Mesh | None) -> tuple[ConsulClient, bool]:
-    source = getattr(mesh, "_consul_source", None) if mesh is not None else None
+    source = _mesh_source(mesh)
     if source is not None:
         client: ConsulClient = source.client
         return client, False
@@ -209,6 +213,8 @@ async def register_service(
     """Register ``name`` at ``port`` with the agent; returns the :class:`Registration` handle.
 
     ``id`` defaults to ``NAME-HOSTNAME-PORT`` (unique per process and port);
+    a registration made through a ``Mesh.from_consul`` mesh's own client is also
+    deregistered when that mesh stops;
     ``address`` to the agent's address; ``check`` to a 10 s :class:`TtlCheck`
     kept alive by this process (``check=None`` still gets that default; pass an
     :class:`HttpCheck` to let the agent poll). ``client`` overrides the Consul
@@ -252,5 +258,8 @@ async def register_service(
         except ConsulError as exc:
             registration.last_heartbeat_error = str(exc)
         registration._start_keepalive(check.interval_s)
+    source = _mesh_source(mesh)
+    if source is not None and client is source.client:
+        source.registrations.append(registration)  # deregistered when the mesh stops
     log.info("consul: registered %s (%s) on port %d", service_id, name, port)
     return registration

@@ -168,6 +168,7 @@ class ConsulConfigSource:
         self.snapshot: MeshSnapshot | None = None
         self.state: ConsulState | None = None
         self.publishes = 0
+        self.registrations: list[Any] = []  # mesh.register handles on this client, deregistered by close()
         self.rebuilds = 0  # rebuild passes (published or not)
         self.dropped_services = 0
         self._generation = 0  # bumped by every real change (watches diff payloads before calling back)
@@ -482,8 +483,16 @@ class ConsulConfigSource:
         }
 
     async def close(self) -> None:
+        """Stop the watches, deregister what ``mesh.register`` registered through this source, close the client."""
         for path in list(self._tasks):
             self._stop_watch(path)
+        registrations, self.registrations = self.registrations, []
+        for registration in registrations:
+            try:
+                async with asyncio.timeout(5.0):
+                    await registration.deregister()
+            except Exception as exc:  # the agent's DeregisterCriticalServiceAfter cleans up what this misses
+                log.warning("consul: deregistering %s on stop failed: %s", registration.service_id, exc)
         await self.client.close()
 
 

@@ -158,3 +158,18 @@ async def test_grpc_server_registration_round_trip() -> None:
         finally:
             await client.close()
             await server.stop(None)
+
+
+async def test_registrations_through_the_mesh_end_with_it() -> None:
+    async with emulator() as consul:
+        mesh = Mesh.from_consul(consul.address)
+        async with mesh:
+            registration = await mesh.register("web", 8081, id="web-m", address="127.0.0.1")
+            assert [e["Service"]["ID"] for e in await health(consul, "web")] == ["web-m"]
+            assert isinstance(registration.check_id, str)
+        assert registration.deregistered
+        assert await health(consul, "web") == []
+        with pytest.raises(ValueError, match="port"):
+            await register_service(mesh, "web", 0)
+        with pytest.raises(ValueError, match="Go duration"):
+            await register_service(mesh, "web", 80, check=TtlCheck("ten seconds"))
