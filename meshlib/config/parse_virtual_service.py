@@ -55,6 +55,7 @@ TCP_MATCH_FIELDS = frozenset(
 )
 ACTIONS = ("route", "redirect", "directResponse", "delegate")
 INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
 
 
 def parse_virtual_service(sink: Sink, meta: Meta, spec: Fields) -> VirtualServiceSpec:
@@ -207,8 +208,11 @@ def _route_destinations(sink: Sink, rule: Fields) -> tuple[RouteDestinationSpec,
         headers = h.header_policy(entry) or HeaderPolicy()
         if dest is not None:
             parsed.append(RouteDestinationSpec(dest, weight, headers))
-    if len(items) > 1 and len(parsed) == len(items) and sum(d.weight for d in parsed) == 0:
+    total = sum(d.weight for d in parsed)
+    if len(items) > 1 and len(parsed) == len(items) and total == 0:
         rule.error("route", "total destination weight is 0")
+    if total > UINT32_MAX:  # Envoy and gRPC clients sum weights in a uint32
+        rule.error("route", f"total destination weight {total} exceeds {UINT32_MAX}")
     return tuple(parsed)
 
 

@@ -48,6 +48,9 @@ CASES: list[tuple[str, str, tuple[str, str]]] = [
     # ---- VirtualService
     ("weights are relative (sum > 100)",  # was: rejected
      _http("route:\n- {destination: {host: reviews}, weight: 300}\n- {destination: {host: reviews}, weight: 900}"), OK),
+    ("weights summing past uint32 (Envoy and gRPC cannot take them)",
+     _http("route:\n" + "".join("- {destination: {host: reviews}, weight: 2147483647}\n" for _ in range(3))),
+     ("error", "total destination weight 6442450941 exceeds 4294967295")),
     ("negative weight", _http("route: [{destination: {host: reviews}, weight: -1}]"), ("error", "must be at least 0")),
     ("total weight 0 over several destinations",
      _http("route:\n- {destination: {host: reviews}, weight: 0}\n- {destination: {host: reviews}, weight: 0}"),
