@@ -112,3 +112,20 @@ async def test_no_leader_keeps_the_last_good_configuration(consul: ConsulEmulato
         assert served_by(mesh, "web") == {a.address}
         await consul.come_back()
         await until_status(mesh, lambda st: st["connected"], 5.0)
+
+
+async def test_index_going_backwards_is_reset_and_later_changes_arrive(
+    consul: ConsulEmulator, backend: BackendFactory
+) -> None:
+    a, b = await backend("a"), await backend("b")
+    consul.add_service("web", a.port, service_id="web-a")
+    consul.add_service("web", b.port, service_id="web-b")
+    mesh = Mesh.from_consul(consul.address, rng=random.Random(4))
+    async with mesh:
+        before = mesh.status()["watches"]["/v1/health/service/web"]["last_index"]
+        await consul.wait_blocked(7)  # every watch parked on its index
+        consul.restore_snapshot(1)  # Consul's indexes move back (snapshot restore): parked queries return
+        await until_status(mesh, lambda st: st["watches"]["/v1/health/service/web"]["last_index"] < before)
+        consul.set_check_status("web-b", "critical")  # a change after the reset must still arrive
+        await until(mesh, lambda: served_by(mesh, "web") == {a.address}, 5.0)
+        assert mesh.status()["connected"] is True
