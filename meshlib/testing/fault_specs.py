@@ -22,6 +22,22 @@ if TYPE_CHECKING:
 MATCH_KEYS = ("path", "path_prefix", "method", "headers")
 UPSTREAM_ACTIONS = ("refuse", "reset", "blackhole", "malformed", "status", "stall_body", "slow_body")
 _PER_MILLION = 10_000  # percent → parts per million, as Istio's FractionalPercent
+_GRPC_CODES = {
+    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9, "ABORTED": 10,
+    "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+
+
+def grpc_code(value: int | str | None) -> int | None:
+    """A gRPC status as its number: ``14``, ``"UNAVAILABLE"`` or ``grpc.StatusCode.UNAVAILABLE``."""
+    if value is None or isinstance(value, int):
+        return value
+    name = getattr(value, "name", value)
+    if str(name).upper() not in _GRPC_CODES:
+        raise ValueError(f"unknown gRPC status {value!r}; one of {sorted(_GRPC_CODES)}")
+    return _GRPC_CODES[str(name).upper()]
 
 
 def host_matches(pattern: str, cluster: Cluster) -> bool:
@@ -188,12 +204,13 @@ class UpstreamFault(Fault):
         """The host answers bytes that are not HTTP (``UPE``; retried as a reset)."""
         return self._act("malformed", times)
 
-    def status(self, status: int = 503, *, grpc_status: int | None = None, times: int | None = None) -> UpstreamFault:
+    def status(self, status: int = 503, *, grpc_status: int | str | None = None,
+               times: int | None = None) -> UpstreamFault:
         """The host answers ``status`` (gRPC: ``grpc_status``, default the status Envoy maps ``status`` to)."""
         if not 200 <= status <= 599:
             raise ValueError(f"mesh fault status must be 200..599, got {status}")
         self.status_code = status
-        self.grpc_status = grpc_status
+        self.grpc_status = grpc_code(grpc_status)
         return self._act("status", times)
 
     def stall_body(self, *, times: int | None = None) -> UpstreamFault:

@@ -44,7 +44,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from meshlib.testing.fault_servers import FaultServers
-from meshlib.testing.fault_specs import Attempt, Fault, RouteFault, UpstreamFault, draw, request_matches
+from meshlib.testing.fault_specs import (
+    Attempt,
+    Fault,
+    RouteFault,
+    UpstreamFault,
+    draw,
+    grpc_code,
+    request_matches,
+)
 
 if TYPE_CHECKING:
     from meshlib.config.model import Endpoint
@@ -55,26 +63,10 @@ if TYPE_CHECKING:
     from meshlib.resilience.injection import AttemptSend
     from meshlib.resilience.outcome import Outcome
 
-__all__ = ["Attempt", "MeshFaults", "RouteFault", "UpstreamFault"]
+__all__ = ["Attempt", "MeshFaults", "RouteFault", "UpstreamFault", "grpc_code"]
 
-_GRPC_CODES = {
-    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9, "ABORTED": 10,
-    "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15,
-    "UNAUTHENTICATED": 16,
-}
 _FLAGS = {"connect_failure": "UF", "reset": "UC", "reset_before_request": "UF", "refused_stream": "UR",
           "per_try_timeout": "UT", "protocol_error": "UPE", "overflow": "UO"}
-
-
-def grpc_code(value: int | str | None) -> int | None:
-    """A gRPC status as its number: ``14``, ``"UNAVAILABLE"`` or ``grpc.StatusCode.UNAVAILABLE``."""
-    if value is None or isinstance(value, int):
-        return value
-    name = getattr(value, "name", value)
-    if str(name).upper() not in _GRPC_CODES:
-        raise ValueError(f"unknown gRPC status {value!r}; one of {sorted(_GRPC_CODES)}")
-    return _GRPC_CODES[str(name).upper()]
 
 
 class MeshFaults:
