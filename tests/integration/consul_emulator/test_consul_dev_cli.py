@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def test_consul_dev_serves_the_preloaded_state_until_sigterm(tmp_path: Path) -> 
          "consul-dev", "--port", "0", "--load", str(preload)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    watchdog = threading.Timer(60, process.kill)  # a hung child ends the reads below instead of the run
+    watchdog.start()
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
@@ -53,6 +56,7 @@ def test_consul_dev_serves_the_preloaded_state_until_sigterm(tmp_path: Path) -> 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()
