@@ -306,7 +306,7 @@ async def test_bodies_stalled_slow_and_latency(mesh, mesh_service, mesh_faults):
     await mesh_service("ratings")
     with mesh_faults.upstream("ratings").stall_body():
         assert await get(mesh) == (200, None, None)  # headers in time, the body timed out by the route timeout
-    with mesh_faults.upstream("ratings").slow_body(0.2):
+    with mesh_faults.upstream("ratings").slow_body(0.1):
         status, _, body = await get(mesh)
         assert (status, len(body)) == (200, 1024)
     with mesh_faults.upstream("ratings").latency(0.15, jitter=0.05):
