@@ -23,6 +23,8 @@ hence an error on read rather than a 504 (docs/differences.md).
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import ClientResponse, ServerTimeoutError
 
 
@@ -41,7 +43,7 @@ class _BodyDeadline:
         self.response = response
         self.counters = counters
         self.counter = counter
-        handle = response._loop.call_at(when, self._expire)
+        handle = asyncio.get_running_loop().call_at(when, self._expire)
         response.content.on_eof(handle.cancel)
 
     def _expire(self) -> None:
