@@ -152,7 +152,7 @@ class MeshServices:
         entry = {
             "apiVersion": "networking.istio.io/v1",
             "kind": "ServiceEntry",
-            "metadata": {"name": f"{name}", "namespace": self.namespace},
+            "metadata": {"name": f"mesh-service-{name}", "namespace": self.namespace},
             "spec": {
                 "hosts": [f"{name}.{self.namespace}.svc.cluster.local"],
                 "location": "MESH_INTERNAL",
