@@ -38,6 +38,8 @@ from meshlib.resilience.cluster_runtime import RuntimeTable
 from meshlib.security.authz_inbound import AuthzStats
 
 if TYPE_CHECKING:
+    import ssl
+
     from aiohttp import web
 
     from meshlib.aiohttp.mirror import MirrorSender
@@ -545,7 +547,7 @@ class Mesh:
 
         return InboundTls.of(self)
 
-    def server_ssl_context(self, port: int | None = None) -> Any:
+    def server_ssl_context(self, port: int | None = None) -> ssl.SSLContext:
         """An ``ssl.SSLContext`` presenting the workload SVID; client certificates required under
         PeerAuthentication STRICT (for ``port``), optional otherwise. Follows rotation::
 
