@@ -25,10 +25,12 @@ async def test_default_chain_is_a_tcp_resolver(consul_target: ConsulTarget, uniq
         _, body = await chain(http, consul_target, unique)
     consul_target.record("discovery_chain_default", body)
     datacenter = body["Datacenter"]
-    target_id = f"{unique}.default.{datacenter}"
+    # "<service>.<namespace>.<dc>" in the docs; Consul 1.11+ inserts the partition before the dc.
+    target_id = body["StartNode"].removeprefix("resolver:")
+    assert target_id.startswith(f"{unique}.default.")
+    assert target_id.endswith(f".{datacenter}")
     assert body["ServiceName"] == unique
     assert body["Protocol"] == "tcp"
-    assert body["StartNode"] == f"resolver:{target_id}"
     node = body["Nodes"][f"resolver:{target_id}"]
     assert node["Type"] == "resolver"
     assert node["Resolver"]["Default"] is True
@@ -61,8 +63,11 @@ async def test_splitter_chain_and_blocking(consul_target: ConsulTarget, unique: 
     assert body["StartNode"] == f"splitter:{unique}"
     splits = body["Nodes"][f"splitter:{unique}"]["Splits"]
     dc = body["Datacenter"]
-    assert [(s["Weight"], s["NextNode"]) for s in splits] == [
-        (90, f"resolver:{a}.default.{dc}"), (10, f"resolver:{b}.default.{dc}")]
+    assert [s["Weight"] for s in splits] == [90, 10]
+    for split, service in zip(splits, (a, b), strict=True):
+        assert split["NextNode"].startswith(f"resolver:{service}.default.")
+        assert split["NextNode"].endswith(f".{dc}")
+        assert body["Nodes"][split["NextNode"]]["Type"] == "resolver"
 
 
 @pytest.mark.asyncio
