@@ -16,6 +16,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from meshlib.errors import ConfigInvalid
 from meshlib.extras import require_extra
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ def explain_command(args: argparse.Namespace, headers: dict[str, str]) -> int:
                 namespace=args.namespace, overlay=args.config,
             )
         )
+    except ConfigInvalid as exc:  # the --config overlay does not validate
+        print(exc, file=sys.stderr)
+        return 1
     except (ConsulError, ValueError) as exc:
         print(f"meshlib explain: {exc}", file=sys.stderr)
         return 1
@@ -86,7 +90,14 @@ def control_plane_source(args: argparse.Namespace, overlay: list[str]) -> Consul
     with require_extra("consul", "meshlib control-plane --consul"):
         from meshlib.controlplane.consul_source import ConsulSnapshotSource
 
-    return ConsulSnapshotSource(
-        _address(args), token=args.consul_token, dc=args.consul_dc, overlay=overlay or None,
-        bind_address=args.bind_address,
-    )
+    try:
+        return ConsulSnapshotSource(
+            _address(args), token=args.consul_token, dc=args.consul_dc, overlay=overlay or None,
+            bind_address=args.bind_address,
+        )
+    except ConfigInvalid as exc:  # the overlay does not validate: every problem, no traceback
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+    except ValueError as exc:  # a malformed address
+        print(f"meshlib control-plane: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
