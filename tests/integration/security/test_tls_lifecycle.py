@@ -220,3 +220,20 @@ async def test_ca_crl_refuses_a_revoked_server_certificate(tmp_path: Path) -> No
         assert "certificate revoked" in text, text
     finally:
         await server.stop()
+
+
+async def test_insecure_skip_verify_accepts_an_untrusted_server(tmp_path: Path) -> None:
+    untrusted = MeshCA.create_root("cluster.local")
+    server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("PERMISSIVE"), svid(untrusted, "reviews"))
+    server = await IdentityServer(server_mesh).start(server_mesh.server_ssl_context())
+    try:
+        # Verifying against the system roots fails; insecureSkipVerify (as in Istio) verifies nothing.
+        strict = mesh_with(tmp_path / "simple.yaml", client_yaml(server.port, "{mode: SIMPLE}"))
+        async with strict, strict.session() as http, http.get(URL) as resp:
+            assert resp.status == 503
+        skip = mesh_with(tmp_path / "skip.yaml", client_yaml(server.port, "{mode: SIMPLE, insecureSkipVerify: true}"))
+        async with skip, skip.session() as http, http.get(URL) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["scheme"] == "https"
+    finally:
+        await server.stop()
