@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,7 @@ class MeshFaults:
         self.servers = FaultServers()
         self._targets: list[Mesh] | None = None  # None: every live mesh
         self._baselines: dict[int, dict[str, dict[str, int]]] = {}
-        self._meshes: list[Any] = []  # weakrefs of the meshes this controller is installed on
+        self._meshes: list[weakref.ref[Mesh]] = []  # the meshes this controller is installed on
         self._active = False
         self.activate()
 
@@ -104,8 +105,6 @@ class MeshFaults:
         self._install(mesh)
 
     def _install(self, mesh: Mesh) -> None:
-        import weakref
-
         if self._targets is not None and not any(mesh is t for t in self._targets):
             return
         if id(mesh) not in self._baselines:
