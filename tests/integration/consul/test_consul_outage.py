@@ -129,3 +129,21 @@ async def test_index_going_backwards_is_reset_and_later_changes_arrive(
         consul.set_check_status("web-b", "critical")  # a change after the reset must still arrive
         await until(mesh, lambda: served_by(mesh, "web") == {a.address}, 5.0)
         assert mesh.status()["connected"] is True
+
+
+async def test_a_hung_consul_times_out_after_connect_plus_wait_plus_jitter(consul: ConsulEmulator) -> None:
+    from meshlib.discovery.consul.client import ConsulClient, ConsulError, ConsulSettings
+
+    consul.add_service("web", 8080, service_id="web-a")
+    client = ConsulClient(ConsulSettings.resolve(consul.address, env={}, connect_timeout_s=0.2))
+    try:
+        first = await client.get("/v1/health/service/web")
+        consul.set_latency(1.5)  # every answer now takes 1.5 s
+        started = time.monotonic()
+        with pytest.raises(ConsulError, match=r"no answer from Consul within 0\.5s"):
+            # blocking: 0.2 s connect + 0.32 s wait + 0.02 s (wait/16) of server jitter allowed
+            await client.get("/v1/health/service/web", index=first.index, wait_s=0.32)
+        assert time.monotonic() - started < 1.4
+    finally:
+        consul.set_latency(0.0)
+        await client.close()
