@@ -272,9 +272,8 @@ class Mesh:
             datacenter=dc,
             stale=stale,
             overlay=overlay_paths or None,
-            rng=random.Random(rng.random()) if rng is not None else None,
-            clock=clock,
-            initial_sync_timeout_s=initial_sync_timeout_s,
+            rng=random.Random(rng.random()) if rng is not None else None,  # watch jitter, reproducible
+            initial_sync_timeout_s=initial_sync_timeout_s,  # watch pacing runs on real time, not ``clock``
         )
         empty = MeshSnapshot(version="", workload=workload)  # until the first sync
         mesh = cls(empty, outbound_traffic_policy=outbound_traffic_policy, rng=rng, clock=clock)
