@@ -281,8 +281,9 @@ class ConsulEmulator(CatalogControls):
         """Start an outage.
 
         - ``"refuse"``: the listener is closed and open connections are dropped (connection refused);
-        - ``"no-leader"``: writes and non-stale reads answer 500 ``No cluster leader``; ``?stale``
+        - ``"no-leader"``: server writes and non-stale reads answer 500 ``No cluster leader``; ``?stale``
           reads still work with ``X-Consul-KnownLeader: false`` and a growing ``X-Consul-LastContact``;
+          the agent API still accepts registrations;
         - ``"error"``: every ``/v1`` request answers ``status`` with ``body``.
         """
         if mode == "refuse":

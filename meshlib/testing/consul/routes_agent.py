@@ -125,7 +125,7 @@ class AgentRoutes:
         return json_response(out)
 
     async def register(self, request: web.Request) -> web.Response:
-        self.emu.check_leader(None)
+        # No leader check: an agent accepts registrations into its local state without one.
         body = await read_json(request)
         try:
             registration = decode_registration(body, node=self.emu.agent.node)

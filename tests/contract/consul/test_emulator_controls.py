@@ -49,8 +49,11 @@ async def test_no_leader_fails_default_reads_and_writes_but_serves_stale_reads(c
     emu.call(emu.emulator.go_down, "no-leader")
     async with aiohttp.ClientSession() as http:
         assert await status_and_text(http, "GET", f"{emu.url}/v1/health/service/web") == (500, "No cluster leader")
-        assert await status_and_text(http, "PUT", f"{emu.url}/v1/agent/service/register",
-                                     json={"Name": "x"}) == (500, "No cluster leader")
+        assert await status_and_text(http, "PUT", f"{emu.url}/v1/config",
+                                     json={"Kind": "service-defaults", "Name": "x"}) == (500, "No cluster leader")
+        # The agent still takes registrations into its local state, as a real agent does.
+        assert (await status_and_text(http, "PUT", f"{emu.url}/v1/agent/service/register",
+                                      json={"Name": "x"}))[0] == 200
         async with http.get(f"{emu.url}/v1/health/service/web", params={"stale": ""}) as resp:
             assert resp.status == 200
             assert resp.headers["X-Consul-KnownLeader"] == "false"
