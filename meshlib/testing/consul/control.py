@@ -9,7 +9,7 @@
 ``PUT  /_emulator/check/{id}?status=&output=``    a check (CheckID) or all checks of a ServiceID
 ``PUT  /_emulator/node/{node}?status=``           the node's ``serfHealth``
 ``PUT  /_emulator/locality/{node}?region=&zone=`` the node's ``Locality``
-``PUT  /_emulator/outage?mode=&status=&body=``    ``no-leader`` or ``error`` (``refuse`` needs
+``PUT  /_emulator/outage?mode=&status=&body=``    ``no-leader``, ``hang`` or ``error`` (``refuse`` needs
                                                   ``seconds=``: the listener comes back by itself)
 ``DELETE /_emulator/outage``                      end the outage
 ``PUT  /_emulator/snapshot-restore?index=&dc=``   move indexes back, release blocked queries

@@ -46,6 +46,7 @@ class FaultState:
     error_status: int | None = None
     error_body: str = ""
     latency: float = 0.0
+    hanging: asyncio.Event | None = None  # set: requests are held (accepted, never answered) until come_back()
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class ConsulEmulator(CatalogControls):
     async def stop(self) -> None:
         """Stop serving; parked blocking queries are answered at once (with their current data)."""
         self._stopping = True
+        if self.faults.hanging is not None:
+            self.faults.hanging.set()
         for store in self.stores.values():
             store.wake_all()
         await self.runner.stop()
@@ -191,6 +194,8 @@ class ConsulEmulator(CatalogControls):
         blocking = "index" in request.query and request.query["index"] not in ("", "0")
         try:
             if is_api:
+                if self.faults.hanging is not None:
+                    await self.faults.hanging.wait()
                 if self.faults.latency:
                     await asyncio.sleep(self.faults.latency)
                 if self.faults.error_status is not None:
@@ -284,6 +289,8 @@ class ConsulEmulator(CatalogControls):
         - ``"no-leader"``: server writes and non-stale reads answer 500 ``No cluster leader``; ``?stale``
           reads still work with ``X-Consul-KnownLeader: false`` and a growing ``X-Consul-LastContact``;
           the agent API still accepts registrations;
+        - ``"hang"``: connections are accepted but ``/v1`` requests get no answer until
+          :meth:`come_back` (a black hole: exercises client timeouts);
         - ``"error"``: every ``/v1`` request answers ``status`` with ``body``.
         """
         if mode == "refuse":
@@ -296,11 +303,13 @@ class ConsulEmulator(CatalogControls):
         elif mode == "no-leader":
             self.faults.leader = False
             self.faults.down_since = time.monotonic()
+        elif mode == "hang":
+            self.faults.hanging = asyncio.Event()
         elif mode == "error":
             self.faults.error_status, self.faults.error_body = status, body or "rpc error making call: EOF"
             self._wake_all()
         else:
-            raise ValueError("mode must be 'refuse', 'no-leader' or 'error'")
+            raise ValueError("mode must be 'refuse', 'no-leader', 'hang' or 'error'")
 
     async def come_back(self) -> None:
         """End every outage; a refused listener is re-opened on the same port."""
@@ -308,6 +317,9 @@ class ConsulEmulator(CatalogControls):
             self._site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl)
             await self._site.start()
         self.faults.refused = False
+        if self.faults.hanging is not None:
+            self.faults.hanging.set()
+            self.faults.hanging = None
         self.faults.leader = True
         self.faults.down_since = None
         self.faults.error_status = None

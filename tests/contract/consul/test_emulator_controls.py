@@ -112,7 +112,7 @@ async def test_latency_and_request_counts_prove_long_polling(consul_target: Cons
             async with http.get(f"{emu.url}/v1/health/service/web", params={"index": index, "wait": "300ms"}) as r:
                 index = r.headers["X-Consul-Index"]
         idle = time.monotonic() - started
-        assert emu.emulator.count("GET /v1/health/service/") == 3
+        assert emu.call(emu.emulator.count, "GET /v1/health/service/") == 3  # read in the emulator's thread
         assert idle >= 0.55  # two of the three calls blocked for their full wait
         emu.call(emu.emulator.set_latency, 0.2)
         started = time.monotonic()
@@ -123,7 +123,7 @@ async def test_latency_and_request_counts_prove_long_polling(consul_target: Cons
             counts = await resp.json()
     assert counts["GET /v1/health/service/{service}"] == 3
     assert counts["GET /v1/catalog/services"] == 1
-    records = list(emu.emulator.requests)
+    records = emu.call(list, emu.emulator.requests)
     assert [r.blocking for r in records[:3]] == [False, True, True]
 
 
@@ -253,3 +253,18 @@ async def test_a_remote_datacenter_can_become_unreachable(consul_target: ConsulT
         assert (await status_and_text(http, "GET", f"{emu.url}/v1/health/service/web", params={"dc": "dc2"}))[0] == 200
         async with http.put(f"{emu.url}/_emulator/datacenter/dc1", params={"reachable": "false"}) as resp:
             assert resp.status == 400
+
+
+@pytest.mark.asyncio
+async def test_hang_holds_requests_until_come_back(consul_target: ConsulTarget) -> None:
+    emu = consul_target.emu()
+    emu.call(emu.emulator.go_down, "hang")
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(TimeoutError):
+            async with http.get(f"{emu.url}/v1/catalog/services", timeout=aiohttp.ClientTimeout(total=0.3)):
+                pass
+        held = asyncio.create_task(status_and_text(http, "GET", f"{emu.url}/v1/catalog/services"))
+        done, _ = await asyncio.wait({held}, timeout=0.2)
+        assert not done
+        emu.call(emu.emulator.come_back)
+        assert (await asyncio.wait_for(held, 5))[0] == 200
