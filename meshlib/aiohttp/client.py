@@ -170,11 +170,29 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                 headers[hdrs.HOST] = decision.authority
             scheme = url.scheme
             query = url.raw_query_string
+            if cluster.policy.tls.mode != "DISABLE":
+                # DestinationRule tls: TLS on the wire whatever scheme the application wrote, as a sidecar does
+                # (passthrough clusters too).
+                try:
+                    upstream_tls = mesh.upstream_tls().for_cluster(cluster)
+                except MeshError as exc:  # TlsUnavailable: no certificate, unreadable files
+                    response = local_response(
+                        req, 503, f"meshlib: upstream connect error: {exc}\n".encode(), flag="UF"
+                    )
+                    return response
+                scheme = _TLS_SCHEMES.get(scheme, scheme)
+                req._ssl = upstream_tls.context
+                req.server_hostname = upstream_tls.server_hostname or url.host
+                set_peer_check(req, upstream_tls.expectation, mesh._runtimes.runtimes[cluster.name].counters)
             if not cluster.endpoints and cluster.resolution == "NONE":
-                # passthrough cluster: dial the original destination
-                req.url = build_url(
-                    scheme=scheme, authority=url.raw_authority, path=path, query_string=query, encoded=True
-                )
+                # passthrough cluster: dial the original destination (its port, also when TLS was added)
+                if scheme != url.scheme and url.explicit_port is None:
+                    req.url = build_url(scheme=scheme, host=url.raw_host or "", port=port, path=path,
+                                        query_string=query, encoded=True)
+                else:
+                    req.url = build_url(
+                        scheme=scheme, authority=url.raw_authority, path=path, query_string=query, encoded=True
+                    )
                 response = await handler(req)
                 return response
             if scheme in ("https", "wss") and req.server_hostname is None:
@@ -192,19 +210,6 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                 headers[hdrs.CONNECTION] = "close"
 
             set_connect_timeout(req, pool.connect_timeout_s)
-            if cluster.policy.tls.mode != "DISABLE":
-                # DestinationRule tls: TLS on the wire whatever scheme the application wrote, as a sidecar does.
-                try:
-                    upstream_tls = mesh.upstream_tls().for_cluster(cluster)
-                except MeshError as exc:  # TlsUnavailable: no certificate, unreadable files
-                    response = local_response(
-                        req, 503, f"meshlib: upstream connect error: {exc}\n".encode(), flag="UF"
-                    )
-                    return response
-                scheme = _TLS_SCHEMES.get(scheme, scheme)
-                req._ssl = upstream_tls.context
-                req.server_hostname = upstream_tls.server_hostname or url.host
-                set_peer_check(req, upstream_tls.expectation, mesh._runtimes.runtimes[cluster.name].counters)
 
             # A plain function handing back the transport's coroutine: no frame of its own per attempt.
             def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> Awaitable[ClientResponse]:

@@ -432,6 +432,13 @@ class MeshChannel:
         balancer = decision.balancer
         assert route is not None and cluster is not None and destination is not None and balancer is not None
         if not cluster.endpoints and cluster.resolution == "NONE":
+            if cluster.policy.tls.mode != "DISABLE":  # the direct channel cannot take per-cluster TLS: never plaintext
+                raise _local_error(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "meshlib: upstream connect error: DestinationRule tls on a passthrough (resolution NONE) "
+                    "cluster is not supported on gRPC mesh channels",
+                    "UF",
+                )
             return None  # passthrough cluster: dial the original destination
         if not (route.headers.request.empty and destination.headers.request.empty):
             ops_headers = {k: v for k, v in outbound if isinstance(v, str)}

@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 
@@ -233,6 +234,48 @@ async def test_insecure_skip_verify_accepts_an_untrusted_server(tmp_path: Path) 
             assert resp.status == 503
         skip = mesh_with(tmp_path / "skip.yaml", client_yaml(server.port, "{mode: SIMPLE, insecureSkipVerify: true}"))
         async with skip, skip.session() as http, http.get(URL) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["scheme"] == "https"
+    finally:
+        await server.stop()
+
+
+async def test_passthrough_cluster_with_tls_is_never_plaintext(backend: BackendFactory, tmp_path: Path) -> None:
+    """A resolution-NONE ServiceEntry dials the original destination: with a DestinationRule tls, over TLS."""
+    plaintext = await backend("plain")
+    ca = MeshCA.create_root("cluster.local")
+    server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("PERMISSIVE"), svid(ca, "ext"))
+    server = await IdentityServer(server_mesh).start(server_mesh.server_ssl_context())
+
+    def passthrough(port: int) -> str:
+        return f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ext}}
+spec:
+  hosts: [ext.example]
+  resolution: NONE
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: ext}}
+spec:
+  host: ext.example
+  trafficPolicy: {{tls: {{mode: SIMPLE, insecureSkipVerify: true}}}}
+"""
+
+    try:
+        # Passthrough traffic fails as the application's own call would (no retries, no local reply).
+        client = mesh_with(tmp_path / "to-plain.yaml", passthrough(plaintext.port))
+        async with client, client.session() as http:
+            host = {"Host": f"ext.example:{plaintext.port}"}
+            with pytest.raises(aiohttp.ClientConnectorSSLError):
+                await http.get(f"http://127.0.0.1:{plaintext.port}/r", headers=host)
+        assert plaintext.hits == 0
+        client = mesh_with(tmp_path / "to-tls.yaml", passthrough(server.port))
+        async with client, client.session() as http, http.get(
+            f"http://127.0.0.1:{server.port}/r", headers={"Host": f"ext.example:{server.port}"}
+        ) as resp:
             assert resp.status == 200
             assert (await resp.json())["scheme"] == "https"
     finally:
