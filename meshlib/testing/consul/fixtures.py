@@ -64,7 +64,15 @@ async def consul_emulator(*, host: str = "127.0.0.1", port: int = 0, set_env: bo
 
 
 class ThreadedEmulator:
-    """A :class:`ConsulEmulator` running in its own thread and event loop."""
+    """A :class:`ConsulEmulator` running in its own thread and event loop.
+
+    Methods of the emulator can be called on this object directly; they run in
+    the emulator's loop (coroutines are awaited there) and return the result,
+    so a sync test can drive it safely:
+
+    >>> consul.add_service("web", 8080)                  # doctest: +SKIP
+    >>> consul.go_down("no-leader"); consul.come_back()  # doctest: +SKIP
+    """
 
     def __init__(self, emulator: ConsulEmulator, loop: asyncio.AbstractEventLoop) -> None:
         self.emulator = emulator
@@ -96,6 +104,16 @@ class ThreadedEmulator:
             return result  # type: ignore[return-value]
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.emulator, name)
+        if not callable(attribute):
+            return attribute
+
+        def in_emulator_thread(*args: Any, **kwargs: Any) -> Any:
+            return self.call(attribute, *args, **kwargs)
+
+        return in_emulator_thread
 
 
 @contextlib.contextmanager

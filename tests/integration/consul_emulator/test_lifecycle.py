@@ -44,3 +44,22 @@ async def test_restart_on_the_same_port_keeps_state() -> None:
             assert await resp.json() == {"web": []}
     finally:
         await consul.stop()
+
+
+def test_threaded_emulator_methods_run_in_its_own_loop() -> None:
+    import consul as pyconsul
+
+    from meshlib.testing.consul import consul_emulator_in_thread
+
+    with consul_emulator_in_thread(set_env=False) as consul:
+        service_id = consul.add_service("web", 8080, tags=["v1"])
+        client = pyconsul.Consul(host=consul.host, port=consul.port)
+        _, entries = client.health.service("web", passing=True)
+        assert [e["Service"]["ID"] for e in entries] == [service_id]
+        assert consul.set_check_status(service_id, "critical") == 1
+        _, entries = client.health.service("web", passing=True)
+        assert entries == []
+        consul.go_down("no-leader")  # a coroutine method, awaited in the emulator's loop
+        assert consul.faults.leader is False
+        consul.come_back()
+        assert consul.count("GET /v1/health/service/") == 2
