@@ -268,3 +268,35 @@ async def test_hang_holds_requests_until_come_back(consul_target: ConsulTarget) 
         assert not done
         emu.call(emu.emulator.come_back)
         assert (await asyncio.wait_for(held, 5))[0] == 200
+
+
+@pytest.mark.asyncio
+async def test_catalog_controls_move_the_right_indexes(consul_target: ConsulTarget) -> None:
+    emu = consul_target.emu()
+    web = emu.add_service("web", 8080, node="n1", node_address="10.0.0.1", address="")
+    db = emu.add_service("db", 5432, node="n2", node_address="10.0.0.2")
+    async with aiohttp.ClientSession() as http:
+
+        async def health(name: str, **params: str) -> tuple[int, list[dict[str, object]]]:
+            async with http.get(f"{emu.url}/v1/health/service/{name}", params=params) as resp:
+                return int(resp.headers["X-Consul-Index"]), await resp.json()
+
+        web_index, entries = await health("web")
+        assert entries[0]["Node"]["Address"] == "10.0.0.1"  # type: ignore[index]
+        assert entries[0]["Service"]["Address"] == ""  # type: ignore[index]
+        db_index, _ = await health("db")
+        emu.set_node_status("n1", "critical")  # serfHealth of n1: every instance on it
+        assert (await health("web", passing=""))[1] == []
+        assert (await health("web"))[0] > web_index
+        assert (await health("db"))[0] == db_index
+        emu.set_node_status("n1", "passing")
+        assert len((await health("web", passing=""))[1]) == 1
+        emu.remove_service(db)
+        assert (await health("db"))[1] == []
+        emu.set_config_entry({"Kind": "service-defaults", "Name": "web", "Protocol": "http"})
+        with pytest.raises(ValueError, match="the sum of all split weights must be 100"):
+            emu.set_config_entry({"Kind": "service-splitter", "Name": "web", "Splits": [{"Weight": 10}]})
+        emu.delete_config_entry("service-defaults", "web")
+        async with http.get(f"{emu.url}/v1/config/service-defaults/web") as resp:
+            assert resp.status == 404
+    assert web.startswith("web-")
