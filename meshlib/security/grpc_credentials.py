@@ -12,7 +12,7 @@ server SVID needs a DNS or IP SAN too (``MeshCA.issue(..., dns_names=..., ip_add
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
@@ -50,15 +50,22 @@ class _RotatingConfiguration:
 
 
 def rotating_server_credentials(
-    source: CertificateSource, *, require_client_auth: bool, client_ca_pem: bytes | None = None
+    source: CertificateSource,
+    *,
+    require_client_auth: bool,
+    client_ca_pem: bytes | None = None,
+    unsubscribers: list[Callable[[], None]] | None = None,
 ) -> grpc.ServerCredentials:
     """TLS server credentials that follow ``source``'s rotations (the source must have a bundle).
 
     ``require_client_auth=True`` makes it mTLS: clients must present a certificate that
     ``client_ca_pem`` (default: the bundle's trust bundle) verifies. With ``False`` grpcio does
-    not ask for a client certificate at all.
+    not ask for a client certificate at all. The function that stops following ``source`` is
+    appended to ``unsubscribers`` (call it when the server stops).
     """
     holder = _RotatingConfiguration(source, client_ca_pem)
+    if unsubscribers is not None:
+        unsubscribers.append(holder.unsubscribe)
     return grpc.dynamic_ssl_server_credentials(
         holder.initial, holder.fetch, require_client_authentication=require_client_auth
     )

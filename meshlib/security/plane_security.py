@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class ControlPlaneSecurity:
         self.ca_service = ca_service
         self._requested_ca_port = ca_port
         self.ca_port: int | None = None
+        self._unsubscribers: list[Callable[[], None]] = []
         self.denied_total = 0
         self.denials: deque[dict[str, Any]] = deque(maxlen=MAX_DENIALS_SHOWN)
 
@@ -125,18 +126,25 @@ class ControlPlaneSecurity:
         await self.certificates.start()
 
     async def stop(self) -> None:
+        while self._unsubscribers:
+            self._unsubscribers.pop()()
         await self.certificates.stop()
 
     def bind(self, server: grpc.aio.Server, host: str, port: int) -> int:
         """Add the mTLS port (and the TLS-only CA port) to ``server``; register the CA; return the ADS port."""
         mtls = rotating_server_credentials(
-            self.certificates, require_client_auth=True, client_ca_pem=self.client_ca_pem
+            self.certificates,
+            require_client_auth=True,
+            client_ca_pem=self.client_ca_pem,
+            unsubscribers=self._unsubscribers,
         )
         bound: int = server.add_secure_port(f"{host}:{port}", mtls)
         if self.ca_service is not None:
             self.ca_service.add_to_server(server)
             if self._requested_ca_port is not None:
-                tls_only = rotating_server_credentials(self.certificates, require_client_auth=False)
+                tls_only = rotating_server_credentials(
+                    self.certificates, require_client_auth=False, unsubscribers=self._unsubscribers
+                )
                 self.ca_port = server.add_secure_port(f"{host}:{self._requested_ca_port}", tls_only)
         return bound
 
