@@ -104,9 +104,12 @@ class ControlPlaneSecurity:
         ips, names = [], []
         for host in hosts:
             try:
-                ips.append(str(ipaddress.ip_address(host)))
+                address = ipaddress.ip_address(host.strip("[]"))
             except ValueError:
                 names.append(host)
+                continue
+            if not address.is_unspecified:  # 0.0.0.0 / :: is where it listens, never what a client dials
+                ips.append(str(address))
         source = LocalCaCertificateSource(
             ca, SpiffeId.for_workload(*CONTROL_PLANE_IDENTITY, ca.trust_domain), dns_names=names, ip_addresses=ips
         )
