@@ -114,6 +114,7 @@ async def _checked_connection(
     req: ClientRequest, kwargs: dict[str, Any],
 ) -> tuple[asyncio.Transport, ResponseHandler]:
     expectation, counters = check
+    setattr(req, _TLS_FAILURE, None)  # the reason of this connection attempt only (an earlier one may have failed)
     try:
         transport, protocol = await TCPConnector._wrap_create_connection(connector, *args, req=req, **kwargs)
     except (ClientConnectorCertificateError, ClientConnectorSSLError) as exc:

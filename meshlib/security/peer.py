@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 _NOT_TLS = object()
 _BY_TRANSPORT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_CONNECTIONS: weakref.WeakKeyDictionary[Any, tuple[int | None, str | None]] = weakref.WeakKeyDictionary()
 PLAINTEXT_REFUSED = "tls_inspector.plaintext_refused"
 NO_CLIENT_CERT_REFUSED = "ssl.no_certificate_refused"
 
@@ -71,15 +72,18 @@ def strict_refusal(mtls: InboundMtls, request: web.BaseRequest) -> str | None:
     transport = request.transport
     if transport is None:
         return None
-    port = _local_port(transport)
-    if mtls.mode_for(port) != "STRICT":
+    seen = _CONNECTIONS.get(transport)  # (local port, what a STRICT port would refuse): fixed per connection
+    if seen is None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            refusal: str | None = PLAINTEXT_REFUSED
+        else:
+            refusal = None if ssl_object.getpeercert() else NO_CLIENT_CERT_REFUSED
+        seen = _CONNECTIONS[transport] = (_local_port(transport), refusal)
+    port, refusal = seen
+    if refusal is None or mtls.mode_for(port) != "STRICT":
         return None
-    ssl_object = transport.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return PLAINTEXT_REFUSED
-    if not ssl_object.getpeercert():
-        return NO_CLIENT_CERT_REFUSED
-    return None
+    return refusal
 
 
 def grpc_strict_refusal(mtls: InboundMtls, context: Any, port: int | None) -> str | None:

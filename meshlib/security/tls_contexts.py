@@ -74,10 +74,9 @@ def client_context(
     alpn: tuple[str, ...] = ("http/1.1",),
 ) -> ssl.SSLContext:
     """A client context: trust from PEM bytes and/or a CA file (system roots when neither), optional identity."""
+    # Without a CA file or PEM, create_default_context loads the system roots itself.
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None,
                                          cadata=trust_pem.decode() if trust_pem else None)
-    if not ca_file and not trust_pem:
-        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if crl_file:
         context.load_verify_locations(cafile=crl_file)
         context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF

@@ -16,6 +16,12 @@ the *current* certificate and trust bundle. A certificate or CA rotated away
 is refused by the next handshake; established connections keep theirs, as in
 Envoy.
 
+Whether a context requires a client certificate is fixed when it is created
+(OpenSSL keeps the first context's verify mode through the switch): a later
+change to ``STRICT`` is enforced by the server middleware, which refuses
+requests without a client certificate; relaxing ``STRICT`` needs a new
+context (restart the listener).
+
 PeerAuthentication ``STRICT`` also refuses plaintext requests that reach
 ``mesh.server_middleware()`` (an app may listen on plaintext and TLS ports):
 they get ``403`` with ``Connection: close`` and the reason, counted as
