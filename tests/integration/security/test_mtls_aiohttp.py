@@ -220,3 +220,29 @@ async def test_mesh_fed_by_xds_executes_istio_mutual(ca: MeshCA, strict_server: 
             assert (await resp.json())["peer"] == "spiffe://cluster.local/ns/default/sa/productpage"
         tls = mesh.snapshot.clusters["outbound|9080||reviews.default.svc.cluster.local"].policy.tls
     assert (tls.mode, tls.subject_alt_names) == ("ISTIO_MUTUAL", ("spiffe://cluster.local/ns/default/sa/reviews",))
+
+
+async def test_peer_authentication_reload_to_strict_is_enforced(ca: MeshCA, tmp_path: Path) -> None:
+    config = tmp_path / "server.yaml"
+    server_mesh = mesh_with(config, peer_authentication("PERMISSIVE"), svid(ca, "reviews"), poll_interval_s=0.05)
+    async with server_mesh:
+        server = await IdentityServer(server_mesh).start(server_mesh.server_ssl_context())  # client cert optional
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_bytes(ca.trust_bundle_pem)
+        tls = f"{{mode: SIMPLE, caCertificates: {ca_file}, subjectAltNames: [spiffe://cluster.local/ns/default/sa/reviews]}}"
+        client = mesh_with(tmp_path / "client.yaml", client_yaml(server.port, tls))  # TLS, no client certificate
+        try:
+            async with client, client.session() as http:
+                async with http.get(URL) as resp:
+                    assert resp.status == 200 and (await resp.json())["peer"] is None
+                attempts = server_mesh.reload_attempts
+                config.write_text(peer_authentication("STRICT"))
+                await server_mesh.wait_for_reload(attempts)
+                async with http.get(URL) as resp:
+                    text = await resp.text()
+            assert resp.status == 403
+            assert "TLS without a client certificate refused" in text
+            assert server_mesh.inbound_tls().counters["ssl.no_certificate_refused"] == 1
+            assert server.seen == [None]
+        finally:
+            await server.stop()
