@@ -179,6 +179,13 @@ def add_control_plane_security_arguments(parser: argparse.ArgumentParser) -> Non
     group.add_argument("--ca-port", type=int, help="with --ca: a TLS-only port for bootstrap-token clients (0 = any)")
     group.add_argument("--ca-tokens", metavar="FILE", help="with --ca: bootstrap tokens ('<spiffe-id> <token> [dns]')")
     group.add_argument("--node-id-map", metavar="FILE", help="identity → allowed node ids ('<spiffe-id> <pattern>...')")
+    group.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --ca: a DNS name or IP clients dial (repeatable)",
+    )
 
 
 def control_plane_security(args: argparse.Namespace) -> object | None:
@@ -189,6 +196,7 @@ def control_plane_security(args: argparse.Namespace) -> object | None:
             ("--ca-port", args.ca_port),
             ("--ca-tokens", args.ca_tokens),
             ("--node-id-map", args.node_id_map),
+            ("--san", args.san or None),
         ):
             if value is not None:
                 raise ValueError(f"{flag} needs --ca DIR or --tls-cert/--tls-key/--client-ca")
@@ -210,7 +218,7 @@ def control_plane_security(args: argparse.Namespace) -> object | None:
         ca = MeshCA.load(args.ca)
         rule = NodeIdRule.from_file(ca.trust_domain, args.node_id_map) if args.node_id_map else None
         tokens = BootstrapTokens.from_file(args.ca_tokens) if args.ca_tokens else None
-        hosts = sorted({args.host, "127.0.0.1", "localhost"})
+        hosts = sorted({args.host, "127.0.0.1", "localhost", *args.san})
         return ControlPlaneSecurity.from_ca(ca, hosts=hosts, tokens=tokens, ca_port=args.ca_port, node_rule=rule)
     if not all(tls_files):
         raise ValueError("--tls-cert, --tls-key and --client-ca go together")

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -128,3 +129,18 @@ def test_bad_flag_combinations_are_one_line_errors(tmp_path: Path, capsys: pytes
     assert "--ca-tokens needs --ca DIR" in capsys.readouterr().err
     assert main(["bootstrap", "--xds", "127.0.0.1:1", "--node-id", "n", "--certs", str(tmp_path)]) == 2
     assert "cert-chain.pem is missing" in capsys.readouterr().err
+    assert main(["control-plane", "--config", str(config), "--san", "cp.internal"]) == 2
+    assert "--san needs --ca DIR" in capsys.readouterr().err
+
+
+def test_san_flags_reach_the_self_issued_certificate(tmp_path: Path) -> None:
+    from meshlib.cli import build_parser
+    from meshlib.security.cli import control_plane_security
+
+    assert main(["ca", "init", "--out", str(tmp_path / "ca")]) == 0
+    args = build_parser().parse_args(
+        ["control-plane", "--config", "x", "--ca", str(tmp_path / "ca"), "--san", "cp.internal", "--san", "10.0.0.5"]
+    )
+    security: Any = control_plane_security(args)
+    assert set(security.certificates.dns_names) == {"cp.internal", "localhost"}
+    assert set(security.certificates.ip_addresses) == {"10.0.0.5", "127.0.0.1"}
