@@ -20,11 +20,12 @@ from typing import Any
 
 from meshlib.testing.consul.state import CheckRecord, NodeRecord, ServiceRecord
 
-_DEFINITION_DEFAULTS: dict[str, Any] = {
-    "HTTP": "", "Header": None, "Method": "", "Body": "", "TLSServerName": "", "TLSSkipVerify": False,
-    "TCP": "", "TCPUseTLS": False, "UDP": "", "GRPC": "", "OSService": "", "GRPCUseTLS": False,
-    "Interval": "0s", "Timeout": "0s", "DeregisterCriticalServiceAfter": "0s",
-}
+# ``structs.HealthCheckDefinition``: every field is ``omitempty`` (a serf check's Definition is ``{}``).
+_DEFINITION_FIELDS = ("HTTP", "TLSServerName", "TLSSkipVerify", "Header", "Method", "Body", "DisableRedirects",
+                      "TCP", "TCPUseTLS", "UDP", "H2PING", "OSService", "H2PingUseTLS", "Interval", "OutputMaxSize",
+                      "Timeout", "DeregisterCriticalServiceAfter", "ScriptArgs", "DockerContainerID", "Shell", "GRPC",
+                      "GRPCUseTLS", "AliasNode", "AliasService", "TTL")
+_EMPTY: tuple[Any, ...] = ("", None, False, 0, "0s", [], {})
 
 
 def node_json(node: NodeRecord) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def node_service_json(service: ServiceRecord) -> dict[str, Any]:
 
 def check_json(check: CheckRecord) -> dict[str, Any]:
     """``structs.HealthCheck`` (``/v1/health/*`` and the ``Checks`` of a catalog answer)."""
-    definition = {**_DEFINITION_DEFAULTS, **{k: v for k, v in check.definition.items() if k in _DEFINITION_DEFAULTS}}
+    definition = {k: check.definition[k] for k in _DEFINITION_FIELDS
+                  if k in check.definition and check.definition[k] not in _EMPTY}
     return {
         "Node": check.node,
         "CheckID": check.check_id,

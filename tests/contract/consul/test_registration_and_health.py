@@ -50,7 +50,9 @@ def test_pyconsul_registration_shows_in_health_with_consul_shapes(consul_target:
     assert own["Name"] == f"Service '{unique}' check"
     assert own["Type"] == "ttl"
     assert own["ServiceName"] == unique
-    assert by_id["serfHealth"]["ServiceID"] == ""
+    serf = by_id["serfHealth"]
+    assert (serf["ServiceID"], serf["ServiceTags"], serf["Type"]) == ("", [], "")
+    assert (serf["Interval"], serf["Timeout"], serf["Definition"]) == ("", "", {})  # omitempty definition
 
 
 def test_passing_filter_and_ttl_updates(consul_target: ConsulTarget, unique: str) -> None:
