@@ -103,8 +103,3 @@ def format_go_duration(nanos: int) -> str:
     if minutes:
         return f"{sign}{minutes}m{seconds}"
     return f"{sign}{seconds}"
-
-
-def seconds_to_go(seconds: float) -> str:
-    """Go duration text for a float number of seconds."""
-    return format_go_duration(round(seconds * 1e9))

@@ -51,13 +51,6 @@ class QueryOptions:
     filter: str
 
 
-def flag(request: web.Request, name: str) -> bool:
-    """Consul's boolean query flags: present with no value or a true value."""
-    if name not in request.query:
-        return False
-    return request.query[name].lower() in ("", "1", "true", "t", "yes")
-
-
 def request_token(request: web.Request) -> str:
     """``X-Consul-Token``, then ``Authorization: Bearer``, then ``?token=`` (Consul's order)."""
     token = request.headers.get("X-Consul-Token", "")
@@ -84,7 +77,9 @@ def parse_query(request: web.Request, local_dc: str) -> QueryOptions:
         if not text.isdigit() or len(text) > 20:
             raise HttpProblem(400, "Invalid index")
         min_index = int(text)
-    stale, consistent, cached = flag(request, "stale"), flag(request, "consistent"), flag(request, "cached")
+    # Consul's parseConsistency looks at presence only: ?stale=false still means stale.
+    stale, consistent, cached = ("stale" in request.query, "consistent" in request.query,
+                                 "cached" in request.query)
     if stale and consistent:
         raise HttpProblem(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
     if cached and consistent:
