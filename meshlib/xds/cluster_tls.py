@@ -22,7 +22,8 @@ Encoding, per client kind (shapes follow istiod's ``cluster_tls.go`` and gRFC A2
 - MESHLIB clients also get the exact :class:`ClientTls` in cluster metadata
   (``tls``), so a round trip is lossless.
 
-Decoding reads the metadata when present, else the ``UpstreamTlsContext``:
+Decoding reads the metadata when present, else the ``UpstreamTlsContext``
+(a named file that does not exist on this host is an error, as in Envoy):
 file-based contexts become SIMPLE/MUTUAL, SDS ``default``/``ROOTCA`` or
 provider instances become ISTIO_MUTUAL. A context meshlib cannot execute
 (SDS secrets other than Istio's, a custom handshaker, an unknown transport
@@ -31,6 +32,7 @@ socket) is an :class:`XdsDecodeError` (NACK), never a plaintext cluster.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from envoy.config.core.v3 import config_source_pb2
@@ -120,7 +122,7 @@ def decode_cluster_tls(message: Any, where: Where, extras: dict[str, Any]) -> Cl
         tls = _from_metadata(meta, where)
         if tls.enabled and not socket_set:
             raise where.error("transport_socket", f"metadata says tls mode {tls.mode} but no transport socket is set")
-        return tls
+        return _files_exist(tls, _Prefixed(where, "metadata.meshlib.tls."))
     legacy = extras.get("tls_mode")  # older meshlib control planes: the mode only
     if not socket_set:
         if legacy not in (None, "DISABLE"):
@@ -137,7 +139,19 @@ def decode_cluster_tls(message: Any, where: Where, extras: dict[str, Any]) -> Cl
     context = tls_pb2.UpstreamTlsContext()
     if not typed.Unpack(context):
         raise where.error("transport_socket.typed_config", "cannot decode UpstreamTlsContext")
-    return _from_context(context, _Prefixed(where, "transport_socket.typed_config."))
+    prefixed = _Prefixed(where, "transport_socket.typed_config.")
+    return _files_exist(_from_context(context, prefixed), prefixed)
+
+
+def _files_exist(tls: ClientTls, where: _Prefixed) -> ClientTls:
+    """A file the settings name must exist here (as Envoy NACKs a cluster whose files are missing)."""
+    for field, path in (
+        ("ca_certificates", tls.ca_certificates), ("client_certificate", tls.client_certificate),
+        ("private_key", tls.private_key), ("ca_crl", tls.ca_crl),
+    ):
+        if path and not os.path.isfile(path):
+            raise where.error(field, f"file {path!r} does not exist on this host")
+    return tls
 
 
 class _Prefixed:

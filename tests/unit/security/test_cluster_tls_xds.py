@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,15 +26,26 @@ from meshlib.xds.encode_clusters import encode_cluster
 from meshlib.xds.encode_common import set_meshlib_metadata
 
 SAN = "spiffe://cluster.local/ns/default/sa/reviews"
+# Decoding checks that named files exist: the settings below name files the fixture creates.
+FILES = Path(tempfile.gettempdir()) / f"meshlib-cluster-tls-{os.getpid()}"
 SETTINGS = {
-    "simple": ClientTls(mode="SIMPLE", ca_certificates="/etc/ca.pem", sni="reviews.example",
-                        subject_alt_names=(SAN, "reviews.example"), ca_crl="/etc/crl.pem"),
+    "simple": ClientTls(mode="SIMPLE", ca_certificates=str(FILES / "ca.pem"), sni="reviews.example",
+                        subject_alt_names=(SAN, "reviews.example"), ca_crl=str(FILES / "crl.pem")),
     "simple_insecure": ClientTls(mode="SIMPLE", insecure_skip_verify=True),
-    "mutual": ClientTls(mode="MUTUAL", ca_certificates="/etc/ca.pem", client_certificate="/etc/c.pem",
-                        private_key="/etc/k.pem"),
+    "mutual": ClientTls(mode="MUTUAL", ca_certificates=str(FILES / "ca.pem"), client_certificate=str(FILES / "c.pem"),
+                        private_key=str(FILES / "k.pem")),
     "istio": ClientTls(mode="ISTIO_MUTUAL", subject_alt_names=(SAN,)),
     "istio_any": ClientTls(mode="ISTIO_MUTUAL"),
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _files() -> Iterator[None]:
+    FILES.mkdir(exist_ok=True)
+    for name in ("ca.pem", "crl.pem", "c.pem", "k.pem"):
+        (FILES / name).write_text("(contents are not read when decoding)\n")
+    yield
+    shutil.rmtree(FILES, ignore_errors=True)
 
 
 def cluster(tls: ClientTls) -> Cluster:
@@ -58,7 +73,7 @@ def test_envoy_shapes() -> None:
     simple = context_of(encode_cluster(cluster(SETTINGS["simple"]), ClientKind.ENVOY))
     validation = simple.common_tls_context.validation_context
     assert (simple.sni, validation.trusted_ca.filename, validation.crl.filename) == (
-        "reviews.example", "/etc/ca.pem", "/etc/crl.pem")
+        "reviews.example", str(FILES / "ca.pem"), str(FILES / "crl.pem"))
     assert [(m.san_type, m.matcher.exact) for m in validation.match_typed_subject_alt_names] == [
         (validation.match_typed_subject_alt_names[0].URI, SAN),
         (validation.match_typed_subject_alt_names[0].DNS, "reviews.example"),
@@ -117,9 +132,9 @@ def test_refusals() -> None:
 
 def test_plain_envoy_cluster_decodes_to_simple_tls() -> None:
     context = tls_pb2.UpstreamTlsContext(sni="api.example.com")
-    context.common_tls_context.validation_context.trusted_ca.filename = "/etc/ssl/ca.pem"
+    context.common_tls_context.validation_context.trusted_ca.filename = str(FILES / "ca.pem")
     decoded = decode_cluster(_with_context(context)).cluster.policy.tls
-    assert decoded == ClientTls(mode="SIMPLE", ca_certificates="/etc/ssl/ca.pem", sni="api.example.com")
+    assert decoded == ClientTls(mode="SIMPLE", ca_certificates=str(FILES / "ca.pem"), sni="api.example.com")
     assert _with_context(context).transport_socket.typed_config.type_url == UPSTREAM_TLS_CONTEXT
 
 
@@ -156,3 +171,10 @@ def test_envoy_accepts_the_tls_clusters(tmp_path: Path) -> None:
     result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(config), "--log-level", "warn"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_missing_files_are_refused() -> None:
+    context = tls_pb2.UpstreamTlsContext()
+    context.common_tls_context.validation_context.trusted_ca.filename = "/nonexistent/ca.pem"
+    with pytest.raises(XdsDecodeError, match=r"file '/nonexistent/ca\.pem' does not exist on this host"):
+        decode_cluster(_with_context(context))
