@@ -51,6 +51,19 @@ class QueryOptions:
     filter: str
 
 
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_go_bool(text: str) -> bool | None:
+    """Go's ``strconv.ParseBool``: the value, or None for text it rejects."""
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
+        return False
+    return None
+
+
 def request_token(request: web.Request) -> str:
     """``X-Consul-Token``, then ``Authorization: Bearer``, then ``?token=`` (Consul's order)."""
     token = request.headers.get("X-Consul-Token", "")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from meshlib.testing.consul.agent import AgentError
-from meshlib.testing.consul.http_query import HttpProblem, json_response, parse_query, text_response
+from meshlib.testing.consul.http_query import HttpProblem, json_response, parse_go_bool, parse_query, text_response
 from meshlib.testing.consul.registration import CHECK_SCHEMA, RegistrationError, build_check, decode_registration
 from meshlib.testing.consul.render import agent_check_json, agent_service_json, aggregated_status, check_json
 from meshlib.testing.consul.routes_catalog import apply_filter, read_json
@@ -163,12 +163,13 @@ class AgentRoutes:
 
     @staticmethod
     def _enable_flag(request: web.Request) -> bool:
-        if "enable" not in request.query:
+        raw = request.query.get("enable", "")
+        if not raw:
             raise HttpProblem(400, "Missing value for enable")
-        value = request.query["enable"].lower()
-        if value not in ("true", "false", "1", "0", "t", "f"):
-            raise HttpProblem(400, f"Invalid value for enable: \"{request.query['enable']}\"")
-        return value in ("true", "1", "t")
+        value = parse_go_bool(raw)
+        if value is None:
+            raise HttpProblem(400, f'Invalid value for enable: "{raw}"')
+        return value
 
     @staticmethod
     def _agent_call(call: Any) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from meshlib.testing.consul.http_query import HttpProblem, QueryOptions
+from meshlib.testing.consul.http_query import HttpProblem, QueryOptions, parse_go_bool
 from meshlib.testing.consul.render import check_json, health_entry_json
 from meshlib.testing.consul.routes_catalog import apply_filter
 from meshlib.testing.consul.state import PASSING, STATUS_ORDER, CatalogStore, CheckRecord
@@ -31,10 +31,11 @@ class HealthRoutes:
     def _passing(request: web.Request) -> bool:
         if "passing" not in request.query:
             return False
-        value = request.query["passing"].lower()
-        if value not in ("", "1", "0", "true", "false", "t", "f"):
+        raw = request.query["passing"]
+        value = True if raw == "" else parse_go_bool(raw)  # present and empty means true
+        if value is None:
             raise HttpProblem(400, "Invalid value for ?passing")
-        return value in ("", "1", "true", "t")
+        return value
 
     def _health_entries(self, store: CatalogStore, name: str, request: web.Request,
                         options: QueryOptions) -> tuple[list[dict[str, Any]], bool]:
