@@ -530,7 +530,12 @@ class Mesh:
         return self._certificates
 
     def upstream_tls(self) -> UpstreamTlsContexts:
-        """The per-cluster client TLS contexts (DestinationRule ``tls``) of this mesh."""
+        """The per-cluster client TLS contexts (DestinationRule ``tls``) of this mesh.
+
+        The adapters use it; it is public for inspection::
+
+            mesh.upstream_tls().for_cluster(mesh.snapshot.clusters[name]).expectation   # who the peer must be
+        """
         if self._upstream_tls is None:
             from meshlib.security.tls_client import UpstreamTlsContexts
 
@@ -540,7 +545,11 @@ class Mesh:
     def inbound_tls(self) -> InboundTls:
         """Server-side TLS of this workload: SSL contexts, PeerAuthentication, peer identities.
 
-        See :mod:`meshlib.security.tls_server`; :meth:`server_ssl_context` is its shortcut.
+        See :mod:`meshlib.security.tls_server`; :meth:`server_ssl_context` is its shortcut::
+
+            mesh.inbound_tls().mtls().mode_for(9080)          # 'STRICT' | 'PERMISSIVE' | 'DISABLE'
+            server.add_secure_port("127.0.0.1:50051", mesh.inbound_tls().grpc_server_credentials(50051))
+            mesh.inbound_tls().counters                       # refusals and rotations
         """
         from meshlib.security.tls_server import InboundTls
 

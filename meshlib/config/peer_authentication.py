@@ -82,7 +82,12 @@ def resolve_inbound_mtls(
     labels: Mapping[str, str],
     root_namespace: str = DEFAULT_ROOT_NAMESPACE,
 ) -> InboundMtls:
-    """Istio's composition of the PeerAuthentications that apply to one workload (module docstring)."""
+    """Istio's composition of the PeerAuthentications that apply to one workload (module docstring).
+
+    ``resolve_inbound_mtls(snapshot.security.peer_authentication, "default", {"app": "reviews"})``
+    gives e.g. ``InboundMtls(mode="STRICT", ports={8080: "DISABLE"}, policies=("istio-system/default",
+    "default/reviews"))``; with no policy at all, ``PERMISSIVE``.
+    """
     mesh_wide = namespace_wide = workload = None
     for policy in policies:
         if policy.selector is None:

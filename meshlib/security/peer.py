@@ -53,7 +53,12 @@ def grpc_peer_identity(context: Any) -> SpiffeId | None:
     """The verified SPIFFE ID of a ``grpc`` / ``grpc.aio`` server call's peer, or None.
 
     Read from the call's auth context (``x509_subject_alternative_name`` holds
-    every SAN; the SPIFFE ID is the one ``spiffe://`` URI among them).
+    every SAN; the SPIFFE ID is the one ``spiffe://`` URI among them)::
+
+        async def Get(self, request, context):
+            caller = grpc_peer_identity(context)        # SpiffeId('cluster.local', '/ns/default/sa/web')
+            if caller is None or caller.namespace != "default":
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "who are you?")
     """
     auth = context.auth_context() or {}
     if auth.get("transport_security_type", [b""])[0] not in (b"ssl", b"tls"):  # "tls" from grpcio 1.6x on
