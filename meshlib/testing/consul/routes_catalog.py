@@ -89,11 +89,19 @@ class CatalogRoutes:
         options, store = self.emu.query_context(request)
         token = self.emu.acl.resolve(options.token)
 
+        node_meta = [item.partition(":") for item in request.query.getall("node-meta", [])]
+
         def compute() -> tuple[int, Any]:
             names: dict[str, list[str]] = {}
-            for service in store.services.values():
-                if not self.emu.acl.allows(token, "service", service.name, "read"):
-                    continue
+            kept = [s for s in store.services.values() if self.emu.acl.allows(token, "service", s.name, "read")]
+            if node_meta:
+                kept = [s for s in kept if s.node in store.nodes
+                        and all(store.nodes[s.node].meta.get(k) == v for k, _, v in node_meta)]
+            if options.filter:  # Consul filters the ServiceNodes, then groups them by name
+                rows = [(s, catalog_service_json(store.nodes[s.node], s)) for s in kept if s.node in store.nodes]
+                selected = {id(row) for row in apply_filter(options.filter, [row for _, row in rows])}
+                kept = [s for s, row in rows if id(row) in selected]
+            for service in kept:
                 tags = names.setdefault(service.name, [])
                 tags.extend(t for t in service.tags if t not in tags)
             return store.table_index("services"), dict(sorted(names.items()))

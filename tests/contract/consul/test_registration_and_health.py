@@ -299,3 +299,29 @@ async def test_agent_local_health_endpoints(consul_target: ConsulTarget, unique:
             assert resp.status == 404
         async with http.get(f"{base}/name/{unique}-none", params={"format": "text"}) as resp:
             assert (resp.status, await resp.text()) == (404, f"ServiceName {unique}-none Not Found")
+
+
+@pytest.mark.asyncio
+async def test_catalog_services_filter(consul_target: ConsulTarget, unique: str) -> None:
+    register(consul_target, f"{unique}-a", f"{unique}-a", 7500, tags=["blue"])
+    register(consul_target, f"{unique}-b", f"{unique}-b", 7501, tags=["green"])
+    expression = f'ServiceName matches "^{unique}" and "blue" in ServiceTags'
+    async with aiohttp.ClientSession(headers=consul_target.headers) as http, \
+            http.get(f"{consul_target.url}/v1/catalog/services", params={"filter": expression}) as resp:
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == {f"{unique}-a": ["blue"]}
+
+
+@pytest.mark.asyncio
+async def test_other_config_entry_kinds_are_stored(consul_target: ConsulTarget, unique: str) -> None:
+    entry = {"Kind": "service-intentions", "Name": unique,
+             "Sources": [{"Name": f"{unique}-web", "Action": "allow"}]}
+    async with aiohttp.ClientSession(headers=consul_target.headers) as http:
+        async with http.put(f"{consul_target.url}/v1/config", json=entry) as resp:
+            assert resp.status == 200, await resp.text()
+        consul_target.deregister_later("service-intentions", unique)
+        async with http.get(f"{consul_target.url}/v1/config/service-intentions/{unique}") as resp:
+            stored = await resp.json()
+    assert stored["Kind"] == "service-intentions"
+    assert [(s["Name"], s["Action"]) for s in stored["Sources"]] == [(f"{unique}-web", "allow")]
+    assert stored["ModifyIndex"] >= stored["CreateIndex"] >= 1
