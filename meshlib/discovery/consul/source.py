@@ -163,6 +163,7 @@ class ConsulConfigSource:
         self._services: dict[str, list[Any]] = {}
         self._entries: dict[str, list[Any]] = {}
         self._remote: dict[tuple[str, str], list[Any]] = {}
+        self._remote_targets: set[tuple[str, str]] = set()
         self._accepted: dict[tuple[str, str], Any] = {}
         self.problems: list[ConfigProblem] = []
         self.snapshot: MeshSnapshot | None = None
@@ -226,14 +227,18 @@ class ConsulConfigSource:
 
     def _watch_services(self, names: Sequence[str]) -> None:
         wanted = set(names)
+        removed = False
         for name in list(self._services_watched()):
             if name not in wanted:
                 self._stop_watch(_health_path(name))
-                self._services.pop(name, None)
+                removed = self._services.pop(name, None) is not None or removed
         for name in names:
-            if _health_path(name) not in self.watches:
+            if _health_path(name) not in self.watches:  # its first answer marks the state dirty
                 self._start_watch(_health_path(name), self._service_changed(name), _must_be_list_of_objects)
-        self._mark_dirty()
+        if removed:
+            self._mark_dirty()
+        else:
+            self._dirty.set()  # no data changed, but the first sync may now be complete: re-check
 
     def _services_watched(self) -> list[str]:
         prefix = "/v1/health/service/"
@@ -257,10 +262,10 @@ class ConsulConfigSource:
 
     def _watch_remote(self, targets: set[tuple[str, str]]) -> None:
         """Watch each (datacenter, service) a resolver sends traffic to; stop the ones no longer named."""
-        for dc, name in list(self._remote):
-            if (dc, name) not in targets:
-                self._stop_watch(_remote_key(dc, name))
-                self._remote.pop((dc, name), None)
+        for dc, name in list(self._remote_targets - targets):
+            self._stop_watch(_remote_key(dc, name))
+            self._remote.pop((dc, name), None)
+        self._remote_targets = set(targets)
         for dc, name in sorted(targets):
             key = _remote_key(dc, name)
             if key not in self.watches:
