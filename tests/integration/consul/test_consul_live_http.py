@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from typing import Any
@@ -164,3 +165,27 @@ async def test_invalid_entry_is_reported_and_the_rest_keeps_working(
         consul.set_config_entry(good)
         await until(mesh, lambda: not source.problems)
         assert mesh.status()["config_problems"] == []
+
+
+async def test_failover_to_another_datacenter(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    local, remote = await backend("dc1"), await backend("dc2")
+    consul.add_service("web", local.port, service_id="web-dc1")
+    consul.add_service("web", remote.port, service_id="web-dc2", datacenter="dc2")
+    consul.set_config_entry(HTTP)
+    consul.set_config_entry({"Kind": "service-resolver", "Name": "web", "Failover": {"*": {"Datacenters": ["dc2"]}}})
+    mesh = Mesh.from_consul(consul.address, rng=random.Random(8))
+    async with mesh, mesh.session() as http:
+        assert "/v1/health/service/web?dc=dc2" in mesh.status()["watches"]  # watched because the resolver names it
+        assert await names(http, 5) == Counter({"dc1": 5})
+        consul.set_check_status("web-dc1", "critical")
+        await until(mesh, lambda: served_by(mesh, "web") == {remote.address})
+        assert await names(http, 5) == Counter({"dc2": 5})
+        consul.delete_config_entry("service-resolver", "web")  # no failover any more: the dc2 watch stops
+        await until(mesh, lambda: "/v1/health/service/web?dc=dc2" not in mesh.status()["watches"])
+
+
+async def test_an_empty_consul_syncs_at_once(consul: ConsulEmulator) -> None:
+    mesh = Mesh.from_consul(consul.address, initial_sync_timeout_s=30.0)
+    async with asyncio.timeout(10.0), mesh:  # well before the 30 s initial deadline
+        assert mesh.status()["synced"] is True
+        assert mesh.status()["services"] == 0
