@@ -100,13 +100,17 @@ class EndpointPool:
 
     def acquire(self, endpoint: Endpoint, tls: GrpcTls | None = None) -> Lease:
         """The endpoint's channel; with ``tls`` (DestinationRule tls), a TLS channel of its own."""
-        key = endpoint.key if tls is None else f"{endpoint.key}|{tls.key}"
+        key = endpoint.key if tls is None else f"{endpoint.key}|{tls.family}|{tls.key}"
         lease = self._leases.get(key)
         if lease is None:
             target = f"{endpoint.address}:{endpoint.port}"
             if tls is not None:
                 options = (*self._options, ("grpc.ssl_target_name_override", tls.target_name))
                 channel = grpc.aio.secure_channel(target, tls.credentials, options=options)
+                # Credentials of the same setting from before a certificate rotation: retired (closed once idle).
+                stale = f"{endpoint.key}|{tls.family}|"
+                for old_key in [k for k in self._leases if k.startswith(stale)]:
+                    self._retire(old_key)
             elif self._credentials is None:
                 channel = grpc.aio.insecure_channel(target, options=self._options)
             else:
@@ -123,10 +127,13 @@ class EndpointPool:
     def sweep(self, live: set[str]) -> None:
         """Retire the channels of endpoints not in ``live``; idle ones close now, busy ones when done."""
         for key in [k for k, lease in self._leases.items() if lease.endpoint_key not in live]:
-            lease = self._leases.pop(key)
-            lease.retired = True
-            if lease.in_flight == 0:
-                self._close_later(lease)
+            self._retire(key)
+
+    def _retire(self, key: str) -> None:
+        lease = self._leases.pop(key)
+        lease.retired = True
+        if lease.in_flight == 0:
+            self._close_later(lease)
 
     def _close_later(self, lease: Lease) -> None:
         task = asyncio.get_running_loop().create_task(lease.channel.close())

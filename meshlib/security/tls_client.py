@@ -32,6 +32,7 @@ request gets a local 503 saying why, never a plaintext connection.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import ssl
@@ -49,6 +50,7 @@ from meshlib.security.tls_contexts import ISTIO_ALPN, PeerExpectation, client_co
 
 MAX_CACHED = 4096  # cluster settings; bounded like every cache on the request path
 T = TypeVar("T")
+_BUILDS = itertools.count(1)  # every gRPC credentials build gets its own channels
 log = logging.getLogger("meshlib.tls")
 
 
@@ -248,7 +250,8 @@ class GrpcTls:
 
     credentials: Any  # grpc.ChannelCredentials
     target_name: str  # grpc.ssl_target_name_override
-    key: str  # distinguishes per-endpoint channels of different settings
+    family: str  # the setting (mode, name, files): channels of one family differ only by certificate generation
+    key: str  # this generation (a rotation makes a new one; the pool retires the old channels)
 
 
 def grpc_tls(cluster: Cluster, tls: ClientTls, certificates: CertificateSource | None) -> GrpcTls:
@@ -282,13 +285,13 @@ def grpc_tls(cluster: Cluster, tls: ClientTls, certificates: CertificateSource |
             credentials = grpc.ssl_channel_credentials(
                 bundle.trust_bundle_pem, bundle.private_key_pem, bundle.cert_chain_pem
             )
-            key = f"istio:{target}:{id(bundle)}"
+            family = f"istio:{target}"
         else:
             root = Path(tls.ca_certificates).read_bytes() if tls.ca_certificates else None
             chain = Path(tls.client_certificate).read_bytes() if tls.client_certificate else None
             private = Path(tls.private_key).read_bytes() if tls.private_key else None
             credentials = grpc.ssl_channel_credentials(root, private, chain)
-            key = f"{tls.mode}:{target}:{tls.ca_certificates}:{tls.client_certificate}"
+            family = f"{tls.mode}:{target}:{tls.ca_certificates}:{tls.client_certificate}"
     except OSError as exc:
         raise TlsUnavailable(f"cluster {cluster.name}: cannot load TLS files ({exc})") from None
-    return GrpcTls(credentials, target, key)
+    return GrpcTls(credentials, target, family, str(next(_BUILDS)))

@@ -111,3 +111,24 @@ def test_file_based_contexts_follow_the_files(tmp_path: Path) -> None:
     files["k"].write_bytes(b"garbage")
     now[0] += 6.0
     assert contexts.for_cluster(mutual) is second
+
+
+@pytest.mark.asyncio
+async def test_grpc_channels_of_a_rotated_certificate_are_retired() -> None:
+    from meshlib.grpc.endpoints import EndpointPool
+
+    ca = MeshCA.create_root("cluster.local")
+    source = StaticCertificateSource(ca.issue_bundle(SpiffeId.for_workload("default", "productpage")))
+    contexts = UpstreamTlsContexts(lambda: source)
+    istio = cluster(ClientTls(mode="ISTIO_MUTUAL"))
+    endpoint = istio.endpoints[0]
+    pool = EndpointPool()
+    first = pool.acquire(endpoint, contexts.for_grpc_cluster(istio))
+    pool.release(first)
+    assert pool.acquire(endpoint, contexts.for_grpc_cluster(istio)) is first  # cached credentials, same channel
+    pool.release(first)
+    source.replace(ca.issue_bundle(SpiffeId.for_workload("default", "productpage")))
+    second = pool.acquire(endpoint, contexts.for_grpc_cluster(istio))
+    assert second is not first and first.retired and len(pool) == 1
+    pool.release(second)
+    await pool.close()
