@@ -95,6 +95,7 @@ class CheckRunner:
         self.checks: dict[str, CheckRuntime] = {}
         self._last_reap = clock()
         self._sweeper: asyncio.Task[None] | None = None
+        self._timers_added = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self.probes = 0
 
@@ -129,6 +130,8 @@ class CheckRunner:
         if status == CRITICAL:
             runtime.critical_since = now
         self.checks[spec.check_id] = runtime
+        if spec.ttl_ns or spec.deregister_after_ns:
+            self._timers_added.set()
         if spec.type in ("http", "tcp", "grpc"):
             runtime.task = asyncio.get_running_loop().create_task(self._probe_forever(runtime))
 
@@ -188,8 +191,15 @@ class CheckRunner:
             self._deregister(service_id)
         return reaped
 
+    def _has_timers(self) -> bool:
+        return any(rt.spec.ttl_ns or rt.spec.deregister_after_ns for rt in self.checks.values())
+
     async def _sweep_forever(self) -> None:
+        # Idle (no TTL or DeregisterCriticalServiceAfter check): sleep until one is added, no polling.
         while True:
+            if not self._has_timers():
+                self._timers_added.clear()
+                await self._timers_added.wait()
             await asyncio.sleep(self.sweep_resolution)
             self.sweep()
 
