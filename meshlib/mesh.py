@@ -175,6 +175,7 @@ class Mesh:
         locality: str = "",
         protocol: Literal["sotw", "delta"] = "sotw",
         initial_fetch_timeout_s: float = 15.0,
+        channel_creds: Sequence[Mapping[str, Any]] | None = None,
         outbound_traffic_policy: OutboundTrafficPolicy = "ALLOW_ANY",
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -183,7 +184,10 @@ class Mesh:
 
         ``address`` is ``host:port`` of an ADS server; None reads the gRPC
         bootstrap (``GRPC_XDS_BOOTSTRAP`` / ``GRPC_XDS_BOOTSTRAP_CONFIG``) for the
-        server and the node. ``protocol`` picks state-of-the-world or delta ADS.
+        server, its ``channel_creds`` and the node. With an explicit address,
+        ``channel_creds`` is a bootstrap-style list, e.g. ``[{"type": "tls", "config":
+        {"ca_certificate_file": …, "certificate_file": …, "private_key_file": …}}]``
+        (default: plaintext). ``protocol`` picks state-of-the-world or delta ADS.
         ``async with mesh`` connects and waits for the first configuration (at
         most ``initial_fetch_timeout_s``); afterwards updates apply as they come,
         invalid ones are NACKed and the last good configuration keeps serving,
@@ -207,6 +211,7 @@ class Mesh:
             node_id=node_id,
             protocol=protocol,
             initial_fetch_timeout_s=initial_fetch_timeout_s,
+            channel_creds=channel_creds,
         )
         empty = MeshSnapshot(version="", workload=source.workload)  # until the first xDS snapshot arrives
         mesh = cls(empty, outbound_traffic_policy=outbound_traffic_policy, rng=rng, clock=clock)

@@ -17,7 +17,7 @@ bootstrap (``GRPC_XDS_BOOTSTRAP`` / ``GRPC_XDS_BOOTSTRAP_CONFIG``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from envoy.config.core.v3 import base_pb2
@@ -82,12 +82,20 @@ class XdsConfigSource:
         protocol: Protocol = "sotw",
         initial_fetch_timeout_s: float = 15.0,
         env: Mapping[str, str] | None = None,
+        channel_creds: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         cluster = ""
         metadata: dict[str, Any] = {}
         locality = workload.locality
-        credentials = XdsChannelCredentials()  # an explicit address: plaintext; TLS comes from a bootstrap
+        # An explicit address: the given channel_creds (plaintext when none); otherwise the bootstrap's.
+        credentials = (
+            XdsChannelCredentials.from_bootstrap(list(channel_creds), "channel_creds")
+            if channel_creds is not None
+            else XdsChannelCredentials()
+        )
         if address is None:
+            if channel_creds is not None:
+                raise ValueError("channel_creds go with an explicit address (the bootstrap names its own)")
             bootstrap = load_bootstrap(env)
             address = str(bootstrap["xds_servers"][0]["server_uri"])
             credentials = XdsChannelCredentials.from_bootstrap(bootstrap["xds_servers"][0].get("channel_creds"))
