@@ -13,6 +13,8 @@ plaintext connection later. Rules, from Istio's ``ValidateTLS`` and the
 - ``credentialName`` names a Kubernetes secret read by a gateway or sidecar
   over SDS: there is none in-process, so it is refused with a clear message.
 
+File paths are used as written when absolute; a relative path is relative
+to the directory of the YAML file that names it (and stored resolved).
 Every file the settings name is read when the configuration loads: it must
 exist and parse (PEM certificates, a private key matching the certificate, a
 CRL), so a typo is reported with file, line and field instead of failing the
@@ -53,6 +55,10 @@ def parse_client_tls(tls: Fields) -> ClientTls:
         if candidate == mode_text:
             mode = candidate
     values = {key: tls.string(key) or "" for key in (*_FILE_FIELDS, "sni", "credentialName")}
+    for key in _FILE_FIELDS:
+        if values[key] and not Path(values[key]).is_absolute():
+            # Relative to the YAML file that names it, so validation and use agree wherever they run.
+            values[key] = str(Path(tls.sink.file).parent / values[key])
     sans = tuple(tls.string_list("subjectAltNames") or ())
     if len(sans) > MAX_SUBJECT_ALT_NAMES:
         tls.error("subjectAltNames", f"at most {MAX_SUBJECT_ALT_NAMES} names are supported")

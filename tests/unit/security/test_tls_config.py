@@ -193,3 +193,11 @@ def test_strict_peer_authentication_reaches_the_mesh(tmp_path: Path) -> None:
     assert mesh.inbound_tls().mtls().mode == "STRICT"
     assert mesh._peer_auth is not None
     _ = WorkloadIdentity(labels=Labels({}))
+
+
+def test_relative_tls_files_are_relative_to_the_yaml_file(tmp_path: Path, pem_files: dict[str, str]) -> None:
+    certs = tmp_path / "mesh" / "certs"
+    certs.mkdir(parents=True)
+    (certs / "ca.pem").write_bytes(Path(pem_files["ca"]).read_bytes())
+    got = snapshot(tmp_path, dr("{mode: SIMPLE, caCertificates: certs/ca.pem}")).clusters[REVIEWS].policy.tls
+    assert got.ca_certificates == str(tmp_path / "mesh" / "certs" / "ca.pem")
