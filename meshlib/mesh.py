@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 import weakref
@@ -73,6 +74,17 @@ def _strict_peer_authentication(snapshot: MeshSnapshot) -> InboundMtls | None:
 
     mtls = inbound_mtls_of(snapshot)
     return mtls if mtls is not None and mtls.any_strict else None
+
+
+def _warn_istio_mutual_without_certificates(snapshot: MeshSnapshot) -> None:
+    """Say at start, not only per request, that ISTIO_MUTUAL clusters cannot be reached without an SVID."""
+    names = [n for n, c in snapshot.clusters.items() if c.policy.tls.mode == "ISTIO_MUTUAL"]
+    if names:
+        logging.getLogger("meshlib.tls").warning(
+            "%d cluster(s) use DestinationRule tls ISTIO_MUTUAL (e.g. %s) but this mesh has no workload "
+            "certificate: their requests get 503 UF until mesh.use_certificates(source) is called",
+            len(names), names[0],
+        )
 
 
 def default_config_path() -> Path:
@@ -322,6 +334,8 @@ class Mesh:
             self._tasks.append(asyncio.create_task(self._consul_source.run(), name="meshlib-consul"))
             await self._consul_source.wait_first()
         self._tasks.append(asyncio.create_task(self._tick_outlier_detectors(), name="meshlib-outlier-ticks"))
+        if self._certificates is None:
+            _warn_istio_mutual_without_certificates(self.snapshot)
 
     async def _tick_outlier_detectors(self) -> None:
         # Hosts return to service only at an interval tick (as in Envoy), so tick

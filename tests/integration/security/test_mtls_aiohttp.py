@@ -246,3 +246,13 @@ async def test_peer_authentication_reload_to_strict_is_enforced(ca: MeshCA, tmp_
             assert server.seen == [None]
         finally:
             await server.stop()
+
+
+async def test_istio_mutual_without_certificates_is_reported_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = mesh_with(tmp_path / "client.yaml", client_yaml(9, "{mode: ISTIO_MUTUAL}"))
+    with caplog.at_level("WARNING", logger="meshlib.tls"):
+        async with client:
+            pass
+    assert "use DestinationRule tls ISTIO_MUTUAL (e.g. outbound|9080||reviews.default.svc.cluster.local)" in caplog.text
