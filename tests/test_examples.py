@@ -44,6 +44,14 @@ async def test_workload_identity_example() -> None:
     assert "PERMISSION_DENIED" in result["refused"]
 
 
+@pytest.mark.asyncio
+async def test_consul_canary_example() -> None:
+    seen = await _load("consul_canary").main()
+    assert seen["x-canary → v2"] == 20
+    assert 160 <= seen["anonymous → v1"] <= 199  # 90% of 200, generous bounds
+    assert seen["after maintenance → v1"] == 60  # v2 drained: its share and the canary fail over to v1
+
+
 def test_docstring_examples() -> None:
     result = doctest.testmod(meshlib.mesh)
     assert result.attempted >= 1 and result.failed == 0

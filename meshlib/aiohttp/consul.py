@@ -15,17 +15,21 @@ been critical for ``DeregisterCriticalServiceAfter`` (one minute by default).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from meshlib.discovery.consul.client import ConsulError
 from meshlib.discovery.consul.register import Registration, register_service
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
 
 __all__ = ["consul_registration"]
+
+log = logging.getLogger("meshlib.consul")
 
 
 def consul_registration(
@@ -46,7 +50,10 @@ def consul_registration(
     async def deregister(app: web.Application) -> None:
         registration = app.get(key)
         if registration is not None:
-            await registration.deregister()
+            try:
+                await registration.deregister()
+            except ConsulError as exc:  # shutdown goes on; the agent reaps it (DeregisterCriticalServiceAfter)
+                log.warning("consul: deregistering %s failed: %s", registration.service_id, exc)
 
     app.on_startup.append(register)
     app.on_shutdown.append(deregister)

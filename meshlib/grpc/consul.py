@@ -16,15 +16,19 @@ and the agent should call it instead.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from meshlib.discovery.consul.client import ConsulError
 from meshlib.discovery.consul.register import Registration, register_service
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
 
 __all__ = ["consul_grpc_registration"]
+
+log = logging.getLogger("meshlib.consul")
 
 
 @contextlib.asynccontextmanager
@@ -36,4 +40,7 @@ async def consul_grpc_registration(
     try:
         yield registration
     finally:
-        await registration.deregister()
+        try:
+            await registration.deregister()
+        except ConsulError as exc:  # never mask the block's own outcome; the agent reaps the instance
+            log.warning("consul: deregistering %s failed: %s", registration.service_id, exc)
