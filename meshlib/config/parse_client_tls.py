@@ -67,19 +67,22 @@ def parse_client_tls(tls: Fields) -> ClientTls:
             tls.sink.error(tls.line("subjectAltNames"), f"{tls.at('subjectAltNames')}[{index}]", "must not be empty")
     skip_verify = bool(tls.boolean("insecureSkipVerify"))
 
-    if values["credentialName"]:
+    credential = bool(values["credentialName"])
+    if credential:
         tls.error(
             "credentialName",
             "credentialName (a Kubernetes secret served over SDS) is not supported in-process; "
             "use caCertificates / clientCertificate / privateKey file paths",
         )
+        if mode in ("SIMPLE", "MUTUAL") and any(values[key] for key in _FILE_FIELDS):
+            tls.error(None, "cannot specify client certificates or CA certificate or CA CRL if credentialName is set")
     if mode == "ISTIO_MUTUAL":
         for key in _FILE_FIELDS:
             if values[key]:
                 tls.error(key, "must be empty with ISTIO_MUTUAL (the certificates come from the workload identity)")
         if skip_verify:
             tls.error("insecureSkipVerify", "cannot be set with ISTIO_MUTUAL (peers are always verified)")
-    if mode == "MUTUAL":
+    if mode == "MUTUAL" and not credential:  # Istio: with credentialName the files come from the secret
         for key, what in (("clientCertificate", "client certificate"), ("privateKey", "private key")):
             if not values[key]:
                 tls.error(key, f"{what} required for mutual tls")
