@@ -23,6 +23,8 @@ first request. Files are at most :data:`MAX_PEM_BYTES`.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from meshlib.config.fields import Fields
@@ -142,15 +144,20 @@ def _check_files(tls: Fields, values: dict[str, str]) -> None:
 
 
 def _read(tls: Fields, key: str, path: str) -> bytes | None:
+    """The file's bytes: a regular file (never a device or FIFO that would block), at most MAX_PEM_BYTES."""
     try:
-        file = Path(path)
-        if file.stat().st_size > MAX_PEM_BYTES:
-            tls.error(key, f"{path}: larger than {MAX_PEM_BYTES} bytes")
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            tls.error(key, f"{path}: not a regular file")
             return None
-        return file.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read(MAX_PEM_BYTES + 1)
     except OSError as exc:
         tls.error(key, f"{path}: cannot read ({exc.strerror or exc})")
         return None
+    if len(data) > MAX_PEM_BYTES:
+        tls.error(key, f"{path}: larger than {MAX_PEM_BYTES} bytes")
+        return None
+    return data
 
 
 def _short(exc: BaseException) -> str:

@@ -86,6 +86,8 @@ def test_tls_settings_carried_fully(tmp_path: Path, pem_files: dict[str, str]) -
         ("{mode: SIMPLE, caCrl: JUNK}", ["spec.trafficPolicy.tls.caCrl: ", "not a PEM certificate revocation list"]),
         ("{mode: SIMPLE, subjectAltNames: ['']}", ["spec.trafficPolicy.tls.subjectAltNames[0]: must not be empty"]),
         ("{mode: SOMETIMES}", ["spec.trafficPolicy.tls.mode: "]),
+        ("{mode: SIMPLE, caCertificates: /dev/zero}",  # a device would never end: refused, never read
+         ["spec.trafficPolicy.tls.caCertificates: /dev/zero: not a regular file"]),
     ],
 )
 def test_tls_validation(tmp_path: Path, pem_files: dict[str, str], tls: str, expected: list[str]) -> None:
