@@ -36,15 +36,15 @@ import itertools
 import logging
 import os
 import ssl
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from meshlib.config.model import ClientTls, Cluster
 from meshlib.errors import MeshError
-from meshlib.security.bundle import CertBundle, CertificateSource
+from meshlib.security.bundle import MAX_PEM_BYTES, CertBundle, CertificateSource
 from meshlib.security.errors import SecurityError
 from meshlib.security.tls_contexts import ISTIO_ALPN, PeerExpectation, client_context
 
@@ -287,11 +287,22 @@ def grpc_tls(cluster: Cluster, tls: ClientTls, certificates: CertificateSource |
             )
             family = f"istio:{target}"
         else:
-            root = Path(tls.ca_certificates).read_bytes() if tls.ca_certificates else None
-            chain = Path(tls.client_certificate).read_bytes() if tls.client_certificate else None
-            private = Path(tls.private_key).read_bytes() if tls.private_key else None
+            root = _read_pem(tls.ca_certificates) if tls.ca_certificates else None
+            chain = _read_pem(tls.client_certificate) if tls.client_certificate else None
+            private = _read_pem(tls.private_key) if tls.private_key else None
             credentials = grpc.ssl_channel_credentials(root, private, chain)
             family = f"{tls.mode}:{target}:{tls.ca_certificates}:{tls.client_certificate}"
     except OSError as exc:
         raise TlsUnavailable(f"cluster {cluster.name}: cannot load TLS files ({exc})") from None
     return GrpcTls(credentials, target, family, str(next(_BUILDS)))
+
+
+def _read_pem(path: str) -> bytes:
+    """A PEM file for grpcio: a regular file of at most 1 MiB (``OSError`` otherwise)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"{path} is not a regular file")
+    with open(path, "rb") as file:
+        data = file.read(MAX_PEM_BYTES + 1)
+    if len(data) > MAX_PEM_BYTES:
+        raise OSError(f"{path} is larger than {MAX_PEM_BYTES} bytes")
+    return data
