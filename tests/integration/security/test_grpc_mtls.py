@@ -16,7 +16,7 @@ import meshlib
 from meshlib.security.bundle import StaticCertificateSource
 from meshlib.security.ca import MeshCA
 from meshlib.security.peer import grpc_peer_identity
-from tests.integration.security.mtls_setup import mesh_with, peer_authentication, svid
+from tests.integration.security.mtls_setup import mesh_with, peer_authentication, svid, write_bundle
 
 pytestmark = pytest.mark.asyncio
 FQDN = "reviews.default.svc.cluster.local"
@@ -174,3 +174,19 @@ async def test_strict_interceptor_refuses_plaintext_calls(ca: MeshCA, tmp_path: 
     finally:
         await plain.stop()
         await secure.stop()
+
+
+async def test_mutual_files_on_a_grpc_channel(ca: MeshCA, tmp_path: Path) -> None:
+    server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("STRICT"),
+                            svid(ca, "reviews", dns=(FQDN,)))
+    server = await IdentityGrpcServer().start(server_mesh.inbound_tls().grpc_server_credentials())
+    files = write_bundle(tmp_path / "certs", svid(ca, "productpage"))
+    try:
+        tls = (f"{{mode: MUTUAL, clientCertificate: {files['cert']}, privateKey: {files['key']}, "
+               f"caCertificates: {files['ca']}, subjectAltNames: [{FQDN}]}}")
+        client = mesh_with(tmp_path / "client.yaml", grpc_yaml(server.port, tls))
+        async with client:
+            assert await call(client) == CLIENT_ID.encode()
+        assert server.seen == [CLIENT_ID]
+    finally:
+        await server.stop()
