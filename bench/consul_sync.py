@@ -96,7 +96,10 @@ async def run(address: str, services: int, flips: int, idle_s: float) -> None:
                     resp.raise_for_status()
                 elapsed = await wait_picks(mesh, service, address_port, present=status == "passing")
                 times.append(elapsed)
-                print(f"  flip {flip + 1} ({status}): new picks after {elapsed * 1000:.0f} ms")
+                build = source.last_build
+                print(f"  flip {flip + 1} ({status}): new picks after {elapsed * 1000:.0f} ms "
+                      f"(compile {build.get('compile_s', 0) * 1000:.0f} ms, "
+                      f"publish {build.get('publish_s', 0) * 1000:.0f} ms)")
         print(f"health flip -> new picks: median {statistics.median(times) * 1000:.0f} ms, "
               f"max {max(times) * 1000:.0f} ms (target <= 1000 ms)")
 

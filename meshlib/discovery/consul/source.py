@@ -171,6 +171,7 @@ class ConsulConfigSource:
         self.publishes = 0
         self.registrations: list[Any] = []  # mesh.register handles on this client, deregistered by close()
         self.rebuilds = 0  # rebuild passes (published or not)
+        self.last_build: dict[str, Any] = {}  # seconds spent compiling and publishing the last rebuild
         self.dropped_services = 0
         self._generation = 0  # bumped by every real change (watches diff payloads before calling back)
         self._built_key: tuple[int, int] | None = None
@@ -411,23 +412,31 @@ class ConsulConfigSource:
         if key == self._built_key:
             return
         self._built_key = key
+        started = time.perf_counter()
         state = self.current_state()
         try:
             snapshot, problems = await asyncio.to_thread(self.compile, state)
         except Exception:  # a compiler bug must not stop the source; the last good snapshot stays
             log.exception("consul: compiling Consul's state failed; the last good configuration stays")
             return
-        self.problems = problems
-        if problems:
+        compiled = time.perf_counter()
+        if problems and problems != self.problems:  # logged when they change, not on every rebuild
             log.error(
                 "consul: %d config problem(s); rejected entries keep their last good version:\n%s",
                 len(problems),
                 "\n".join(f"  {p}" for p in problems),
             )
+        self.problems = problems
         if self.snapshot is not None and snapshot.version == self.snapshot.version:
+            self.last_build = {"compile_s": round(compiled - started, 4), "publish_s": 0.0, "published": False}
             return
         self.snapshot = snapshot
         self._publish(snapshot)
+        self.last_build = {
+            "compile_s": round(compiled - started, 4),
+            "publish_s": round(time.perf_counter() - compiled, 4),
+            "published": True,
+        }
         self._first.set()
         async with self._published:
             self.publishes += 1
@@ -481,6 +490,8 @@ class ConsulConfigSource:
             "services": len(self._services),
             "services_not_watched": self.dropped_services,
             "state_version": None if self.snapshot is None else self.snapshot.version,
+            "rebuilds": self.rebuilds,
+            "last_build": dict(self.last_build),
             "watches": watches,
             "config_problems": [_problem_dict(p) for p in self.problems],
             "overlay": overlay,
