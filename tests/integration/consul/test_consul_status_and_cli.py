@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from meshlib.mesh import Mesh
@@ -46,7 +47,22 @@ async def test_status_shows_every_watch(consul: ConsulEmulator, backend: Backend
             assert watch["last_error"] is None
             assert watch["updates"] == 1
         assert status["last_error"] == [] and status["config_problems"] == []
-        json.dumps(status)  # JSON-ready (admin /status, meshlib status)
+        # the admin view serves it as is, and its other pages work on a Consul mesh too
+        runner = aiohttp.web.AppRunner(mesh.admin_app())
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/status") as response:
+                    served = await response.json()
+                async with http.get(f"http://127.0.0.1:{port}/clusters?format=text") as response:
+                    clusters = await response.text()
+        finally:
+            await runner.cleanup()
+        assert served["source"] == "consul" and set(served["watches"]) == set(status["watches"])
+        assert "web.service.consul" in clusters
         # a second service appears in the catalog: its watch is added
         consul.add_service("api", a.port, service_id="api-a")
         await until(mesh, lambda: "/v1/health/service/api" in mesh.status()["watches"]
