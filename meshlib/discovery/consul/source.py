@@ -164,6 +164,7 @@ class ConsulConfigSource:
         self._entries: dict[str, list[Any]] = {}
         self._remote: dict[tuple[str, str], list[Any]] = {}
         self._remote_targets: set[tuple[str, str]] = set()
+        self._watched_services: set[str] = set()  # local services with a health watch
         self._accepted: dict[tuple[str, str], Any] = {}
         self.problems: list[ConfigProblem] = []
         self.snapshot: MeshSnapshot | None = None
@@ -229,21 +230,16 @@ class ConsulConfigSource:
     def _watch_services(self, names: Sequence[str]) -> None:
         wanted = set(names)
         removed = False
-        for name in list(self._services_watched()):
-            if name not in wanted:
-                self._stop_watch(_health_path(name))
-                removed = self._services.pop(name, None) is not None or removed
-        for name in names:
-            if _health_path(name) not in self.watches:  # its first answer marks the state dirty
-                self._start_watch(_health_path(name), self._service_changed(name), _must_be_list_of_objects)
+        for name in sorted(self._watched_services - wanted):
+            self._stop_watch(_health_path(name))
+            removed = self._services.pop(name, None) is not None or removed
+        for name in sorted(wanted - self._watched_services):  # each one's first answer marks the state dirty
+            self._start_watch(_health_path(name), self._service_changed(name), _must_be_list_of_objects)
+        self._watched_services = wanted
         if removed:
             self._mark_dirty()
         else:
             self._dirty.set()  # no data changed, but the first sync may now be complete: re-check
-
-    def _services_watched(self) -> list[str]:
-        prefix = "/v1/health/service/"
-        return [key[len(prefix) :] for key in self.watches if key.startswith(prefix) and "?" not in key]
 
     def _service_changed(self, name: str) -> Callable[[Any], None]:
         def changed(payload: Any) -> None:
