@@ -76,6 +76,26 @@ def _strict_peer_authentication(snapshot: MeshSnapshot) -> InboundMtls | None:
     return mtls if mtls is not None and mtls.any_strict else None
 
 
+def _bootstrap_certificates(providers: Mapping[str, Any]) -> CertificateSource | None:
+    """The bootstrap's ``default`` ``file_watcher`` certificate provider as a certificate source, if any."""
+    default = providers.get("default")
+    if not isinstance(default, Mapping) or default.get("plugin_name") != "file_watcher":
+        return None
+    config = default.get("config") or {}
+    files = [config.get(k) for k in ("certificate_file", "private_key_file", "ca_certificate_file")]
+    cert, key, ca = (str(f) if isinstance(f, str) else "" for f in files)
+    if not (cert and key and ca):
+        return None
+    from meshlib.security.file_source import DEFAULT_REFRESH_INTERVAL_S, FileCertificateSource
+
+    interval = str(config.get("refresh_interval", ""))
+    try:
+        refresh_s = float(interval[:-1]) if interval.endswith("s") else DEFAULT_REFRESH_INTERVAL_S
+    except ValueError:
+        refresh_s = DEFAULT_REFRESH_INTERVAL_S
+    return FileCertificateSource(cert, key, ca, refresh_interval_s=max(refresh_s, 1.0))
+
+
 def _warn_istio_mutual_without_certificates(snapshot: MeshSnapshot) -> None:
     """Say at start, not only per request, that ISTIO_MUTUAL clusters cannot be reached without an SVID."""
     names = [n for n, c in snapshot.clusters.items() if c.policy.tls.mode == "ISTIO_MUTUAL"]
@@ -129,6 +149,7 @@ class Mesh:
         self._certificates: CertificateSource | None = None  # the workload SVID (ISTIO_MUTUAL, server mTLS)
         self._upstream_tls: UpstreamTlsContexts | None = None  # per-cluster client TLS contexts, made on first use
         self._peer_auth: InboundMtls | None = None  # PeerAuthentication when STRICT somewhere (server middleware)
+        self._owns_certificates = False  # started and stopped with the mesh (a bootstrap's certificate provider)
         self._faults: FaultInjector | None = None  # a test's fault controller (meshlib.testing); one check per request
         self._publish(snapshot)
         LIVE_MESHES.add(self)
@@ -203,7 +224,11 @@ class Mesh:
         ``async with mesh`` connects and waits for the first configuration (at
         most ``initial_fetch_timeout_s``); afterwards updates apply as they come,
         invalid ones are NACKed and the last good configuration keeps serving,
-        also while the server is away. Requires the ``xds`` extra.
+        also while the server is away. Requires the ``xds`` extra. A bootstrap
+        whose ``certificate_providers`` has a ``default`` ``file_watcher`` (gRFC
+        A29, as ``meshlib bootstrap --certs`` writes) gives the mesh its workload
+        certificate (ISTIO_MUTUAL, :meth:`server_ssl_context`), started and
+        stopped with the mesh.
         """
         from meshlib.extras import require_extra
 
@@ -229,6 +254,10 @@ class Mesh:
         mesh = cls(empty, outbound_traffic_policy=outbound_traffic_policy, rng=rng, clock=clock)
         holder.append(mesh)
         mesh._xds_source = source
+        provided = _bootstrap_certificates(source.certificate_providers)
+        if provided is not None:  # the SVID proxyless gRPC would use, for ISTIO_MUTUAL and server contexts
+            mesh.use_certificates(provided)
+            mesh._owns_certificates = True
         return mesh
 
     # -- Consul source (Mesh.from_consul) -----------------------------------------------
@@ -325,6 +354,8 @@ class Mesh:
         """Start the configuration sources' background tasks (idempotent)."""
         if self._tasks:
             return
+        if self._owns_certificates and self._certificates is not None:
+            await self._certificates.start()
         if self._file_source is not None:
             self._tasks.append(asyncio.create_task(self._file_source.watch(), name="meshlib-file-watch"))
         if self._xds_source is not None:
@@ -355,6 +386,8 @@ class Mesh:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._owns_certificates and self._certificates is not None:
+            await self._certificates.stop()
         if self._consul_source is not None:
             await self._consul_source.close()
 
@@ -540,6 +573,7 @@ class Mesh:
             mesh.use_certificates(FileCertificateSource("/etc/certs/"))
         """
         self._certificates = source
+        self._owns_certificates = False  # yours: the mesh neither starts nor stops it
         if self._upstream_tls is not None:
             self._upstream_tls.rotated()
 

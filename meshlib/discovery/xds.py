@@ -87,6 +87,8 @@ class XdsConfigSource:
         cluster = ""
         metadata: dict[str, Any] = {}
         locality = workload.locality
+        # The bootstrap's certificate_providers (gRFC A29), for the mesh's own workload certificate.
+        self.certificate_providers: dict[str, Any] = {}
         # An explicit address: the given channel_creds (plaintext when none); otherwise the bootstrap's.
         credentials = (
             XdsChannelCredentials.from_bootstrap(list(channel_creds), "channel_creds")
@@ -100,6 +102,7 @@ class XdsConfigSource:
             address = str(bootstrap["xds_servers"][0]["server_uri"])
             credentials = XdsChannelCredentials.from_bootstrap(bootstrap["xds_servers"][0].get("channel_creds"))
             boot_node = bootstrap.get("node", {})
+            self.certificate_providers = dict(bootstrap.get("certificate_providers", {}))
             node_id = node_id or boot_node.get("id")
             cluster = str(boot_node.get("cluster", ""))
             metadata = dict(boot_node.get("metadata", {}))

@@ -256,3 +256,34 @@ async def test_istio_mutual_without_certificates_is_reported_at_start(
         async with client:
             pass
     assert "use DestinationRule tls ISTIO_MUTUAL (e.g. outbound|9080||reviews.default.svc.cluster.local)" in caplog.text
+
+
+async def test_bootstrap_certificate_provider_is_the_xds_mesh_identity(
+    ca: MeshCA, strict_server: IdentityServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gRFC A29 file_watcher provider of the bootstrap (as `meshlib bootstrap --certs` writes) is used by
+    ``Mesh.from_xds()`` for ISTIO_MUTUAL too: the workload needs no separate use_certificates call."""
+    import json
+
+    from meshlib.config import load_snapshot
+    from meshlib.controlplane import ControlPlane
+    from meshlib.mesh import Mesh
+    from meshlib.xds import ClientKind, encode_resources, grpc_bootstrap
+    from tests.integration.security.mtls_setup import write_bundle
+
+    files = write_bundle(tmp_path / "certs", svid(ca, "productpage"))
+    config = tmp_path / "client.yaml"
+    config.write_text(client_yaml(strict_server.port, "{mode: ISTIO_MUTUAL}"))
+    async with ControlPlane(port=0, debounce_after=0.0) as plane:
+        plane.set_resources(ClientKind.MESHLIB, encode_resources(load_snapshot([config]), ClientKind.MESHLIB))
+        providers = {"default": {"plugin_name": "file_watcher", "config": {
+            "certificate_file": files["cert"], "private_key_file": files["key"], "ca_certificate_file": files["ca"],
+            "refresh_interval": "60s"}}}
+        boot = grpc_bootstrap(f"127.0.0.1:{plane.port}", "bootstrapped", certificate_providers=providers)
+        monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps(boot))
+        monkeypatch.delenv("GRPC_XDS_BOOTSTRAP", raising=False)
+        mesh = Mesh.from_xds()
+        assert mesh.certificates is not None
+        async with mesh, mesh.session() as http, http.get(URL) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["peer"] == "spiffe://cluster.local/ns/default/sa/productpage"
