@@ -8,16 +8,17 @@ Watches, all blocking queries (:class:`~meshlib.discovery.consul.watch.BlockingW
 - ``/v1/health/service/NAME?dc=DC`` — one per (service, other datacenter) that a
   ``service-resolver`` ``Redirect`` or ``Failover`` names, for cross-datacenter targets.
 
-Every change marks the state dirty; one rebuild task assembles a
-:class:`~meshlib.discovery.consul.state.ConsulState` from the raw payloads,
-skips the work when its deterministic version did not move, compiles it with
+Watches drop unchanged answers; every real change marks the state dirty, and
+one rebuild task assembles a :class:`~meshlib.discovery.consul.state.ConsulState`
+from the raw payloads, compiles it with
 :func:`~meshlib.discovery.consul.compile.compile_consul` (plus the optional
-Istio YAML overlay) and publishes the snapshot.
+Istio YAML overlay, :mod:`.overlay_files`) and publishes the snapshot when its
+version (a hash of the state) moved.
 
-Bad config entries: when the compiler reports problems naming an entry (kind
-and name), that entry's last accepted version is put back (or the entry left
-out if none was ever accepted) and the state compiled again — the bad edit is
-rejected, everything else (other entries, every health change) still applies.
+Bad config entries (:mod:`.accepted`): when the compiler reports problems naming
+an entry (kind and name), that entry's last accepted version is put back (or the
+entry left out if none was ever accepted) and the state compiled again — the bad
+edit is rejected, everything else (other entries, every health change) still applies.
 The problems stay in :meth:`ConsulConfigSource.status` until a good edit lands.
 
 Consul away: each watch keeps its last good payload, so the snapshot in force
@@ -38,19 +39,25 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meshlib.config.files import config_file_set, read_resources
-from meshlib.config.istio_types import IstioResource
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
+from meshlib.discovery.consul.accepted import (
+    CONFIG_KINDS,
+    entry_name,
+    entry_of,
+    problem_dict,
+    rejected_entries,
+    substitute_rejected,
+)
 from meshlib.discovery.consul.client import ConsulClient, ConsulResponse
+from meshlib.discovery.consul.overlay_files import OverlayFiles
 from meshlib.discovery.consul.state import ConsulState
 from meshlib.discovery.consul.watch import BlockingWatch, Sleep, WatchTiming
-from meshlib.errors import ConfigInvalid, ConfigProblem
+from meshlib.errors import ConfigProblem
 
 __all__ = ["CONFIG_KINDS", "ConsulConfigSource", "OverlayFiles", "consul_source_of", "entry_of"]
 
 log = logging.getLogger("meshlib.consul")
 
-CONFIG_KINDS = ("service-defaults", "proxy-defaults", "service-router", "service-splitter", "service-resolver")
 CATALOG_PATH = "/v1/catalog/services"
 DEFAULT_MAX_SERVICES = 10_000
 
@@ -73,50 +80,6 @@ def _must_be_list_of_objects(payload: Any) -> None:
         return
     if not isinstance(payload, list) or not all(isinstance(item, dict) for item in payload):
         raise ValueError("want a JSON list of objects")
-
-
-class OverlayFiles:
-    """Istio YAML applied on top of Consul's configuration; hot-reloaded, last good kept."""
-
-    def __init__(self, paths: Sequence[str | Path]) -> None:
-        self.paths = [str(p) for p in paths]
-        self.resources: list[IstioResource] = []
-        self.problems: list[ConfigProblem] = []
-        self.version = 0
-        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
-
-    def _stat(self) -> tuple[tuple[str, int, int], ...]:
-        entries = []
-        for path in config_file_set(self.paths):
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                entries.append((str(path), st.st_mtime_ns, st.st_size))
-        return tuple(entries)
-
-    def load(self) -> None:
-        """Read now; raises :class:`ConfigInvalid` when the files do not validate."""
-        fingerprint = self._stat()
-        resources, problems = read_resources(self.paths)
-        if problems:
-            raise ConfigInvalid(problems)
-        self._fingerprint = fingerprint
-        self.resources = resources
-        self.problems = []
-        self.version += 1
-
-    def reload_if_changed(self) -> bool:
-        """Re-read after an edit; True when a valid edit replaced the resources."""
-        fingerprint = self._stat()
-        if fingerprint == self._fingerprint:
-            return False
-        self._fingerprint = fingerprint
-        try:
-            self.load()
-        except ConfigInvalid as exc:
-            self.problems = exc.problems
-            log.error("overlay edit rejected; the last good overlay stays in force:\n%s", exc)
-            return False
-        return True
 
 
 class ConsulConfigSource:
@@ -443,25 +406,25 @@ class ConsulConfigSource:
         compiler = self._compiler or _default_compiler()
         overlay = tuple(self.overlay.resources) if self.overlay is not None else ()
         snapshot, problems = compiler(state, self.workload, overlay=overlay)
-        rejected = _rejected_entries(problems)
+        rejected = rejected_entries(problems)
         used = state
         if rejected:
             entries = {
-                kind: _substitute(kind, list(items), rejected, self._accepted)
+                kind: substitute_rejected(kind, list(items), rejected, self._accepted)
                 for kind, items in state.config_entries.items()
             }
             used = ConsulState(state.datacenter, state.services, entries, state.remote_services)
             snapshot, more = compiler(used, self.workload, overlay=overlay)
             problems = problems + [p for p in more if p not in problems]
-            rejected = _rejected_entries(more)  # what the state actually used still gets rejected for
+            rejected = rejected_entries(more)  # what the state actually used still gets rejected for
         self.state = used
         # Everything the used state holds and the compiler took — including the last accepted
         # versions put back in place of rejected edits, so they survive later rebuilds too.
         self._accepted = {
-            (kind, _entry_name(entry)): entry
+            (kind, entry_name(entry)): entry
             for kind, items in used.config_entries.items()
             for entry in items
-            if (kind, _entry_name(entry)) not in rejected
+            if (kind, entry_name(entry)) not in rejected
         }
         return snapshot, problems
 
@@ -489,7 +452,7 @@ class ConsulConfigSource:
             "rebuilds": self.rebuilds,
             "last_build": dict(self.last_build),
             "watches": watches,
-            "config_problems": [_problem_dict(p) for p in self.problems],
+            "config_problems": [problem_dict(p) for p in self.problems],
             "overlay": overlay,
             "last_error": errors,
         }
@@ -535,7 +498,7 @@ def _remote_targets(resolvers: Sequence[Any], local_dc: str) -> set[tuple[str, s
     for entry in resolvers:
         if not isinstance(entry, Mapping):
             continue
-        name = _entry_name(entry)
+        name = entry_name(entry)
         redirect = entry.get("Redirect")
         if isinstance(redirect, Mapping):
             add(redirect.get("Datacenter"), redirect.get("Service"), name)
@@ -552,48 +515,3 @@ def _remote_targets(resolvers: Sequence[Any], local_dc: str) -> set[tuple[str, s
                 if isinstance(target, Mapping):
                     add(target.get("Datacenter"), target.get("Service") or service, name)
     return found
-
-
-def _entry_name(entry: Any) -> str:
-    if isinstance(entry, Mapping):
-        return str(entry.get("Name", entry.get("name", "")))
-    return ""
-
-
-def entry_of(problem: ConfigProblem) -> tuple[str, str] | None:
-    """The (kind, name) of the config entry a problem is about, or None.
-
-    The compiler names the entry either in ``kind``/``name`` or, like a file, as
-    ``file="consul <kind>/<name>"``; a ``namespace/`` prefix on the name is dropped.
-    """
-    if problem.kind in CONFIG_KINDS and problem.name:
-        return problem.kind, problem.name.rsplit("/", 1)[-1]
-    where = problem.file
-    if where.startswith("consul "):
-        kind, _, name = where[len("consul ") :].partition("/")
-        if kind in CONFIG_KINDS and name:
-            return kind, name
-    return None
-
-
-def _rejected_entries(problems: Sequence[ConfigProblem]) -> set[tuple[str, str]]:
-    """(kind, name) of every config entry a problem names."""
-    return {entry for entry in map(entry_of, problems) if entry is not None}
-
-
-def _problem_dict(problem: ConfigProblem) -> dict[str, str]:
-    kind, name = entry_of(problem) or (problem.kind, problem.name)
-    return {"kind": kind, "name": name, "field": problem.field, "message": problem.message, "text": str(problem)}
-
-
-def _substitute(
-    kind: str, items: list[Any], rejected: set[tuple[str, str]], accepted: Mapping[tuple[str, str], Any]
-) -> list[Any]:
-    out = []
-    for entry in items:
-        key = (kind, _entry_name(entry))
-        if key not in rejected:
-            out.append(entry)
-        elif key in accepted:
-            out.append(accepted[key])
-    return out
