@@ -7,14 +7,16 @@ an HttpConnectionManager. The HCM takes its routes by RDS over ADS or inline
 hold it. ``http_filters`` must end with the router, as Envoy and gRPC require.
 
 Listeners without an HCM (TCP proxies, inbound/virtual listeners istiod also
-sends to sidecars) are not meshlib's concern: ``decode_listener`` returns
-None for them. Rejected: scoped routes, RDS from anything but ADS.
+sends to sidecars), and servers' own listeners (``traffic_direction:
+INBOUND`` or a ``grpc/server?…`` name), are not meshlib's concern:
+``decode_listener`` returns None for them. Rejected: scoped routes, RDS from anything but ADS.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from meshlib.config.model import Listener
@@ -23,6 +25,7 @@ from meshlib.xds.decode_common import Where, unpack
 from meshlib.xds.decode_routes import DecodedRoutes, decode_route_configuration
 
 HCM = hcm_pb2.HttpConnectionManager
+SERVER_LISTENER_PREFIX = "grpc/server?"  # xDS-enabled gRPC servers' listeners (gRFC A36 names)
 _HCM_NAME = HCM.DESCRIPTOR.full_name
 
 
@@ -31,6 +34,9 @@ def decode_listener(message: Any) -> tuple[Listener, DecodedRoutes | None] | Non
     where = Where(type_urls.LISTENER, message.name)
     if not message.name:
         raise where.error("name", "must not be empty")
+    inbound = message.traffic_direction == base_pb2.TrafficDirection.INBOUND
+    if inbound or message.name.startswith(SERVER_LISTENER_PREFIX):
+        return None  # a server's own (inbound) listener: how it serves, not where this client sends
     if message.HasField("api_listener"):
         manager = unpack(message.api_listener.api_listener, HCM, where, "api_listener.api_listener")
         port = _port_from_name(message.name)
