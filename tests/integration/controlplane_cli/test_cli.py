@@ -69,7 +69,7 @@ async def test_status_reports_an_unreachable_control_plane() -> None:
 @pytest.mark.asyncio
 async def test_control_plane_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
     config = tmp_path / "mesh.yaml"
-    write_config(config, service_yaml(9080, "HTTP", 1, 2) + "---\n" + virtual_service({"v1": 150, "v2": 50}))
+    write_config(config, service_yaml(9080, "HTTP", 1, 2) + "---\n" + virtual_service({"v1": -150, "v2": 50}))
     code, _, err = await _run("control-plane", "--config", str(config), "--port", "0", "--status-port", "0")
     assert code == 1
     assert re.search(rf"{re.escape(str(config))}:\d+: VirtualService default/reviews: .*weight", err), err
@@ -149,7 +149,7 @@ async def test_control_plane_status_table_and_invalid_edit_not_pushed(running_pl
 
         # An invalid edit: reported (log with file:line, /status, the table) and not pushed.
         write_config(plane.config, plane.config.read_text().replace(
-            "subset: v1}", "subset: v1}, weight: 150"
+            "subset: v1}", "subset: v1}, weight: -150"
         ))
         logged = await plane.stderr_until("config reload rejected")
         assert "the last good configuration stays" in logged

@@ -37,7 +37,7 @@ def test_groups_get_their_client_kind_shapes(tmp_path: Path) -> None:
 
 
 def test_invalid_files_raise_with_every_problem(tmp_path: Path) -> None:
-    source = FileSnapshotSource([_config(tmp_path, {"v1": 150, "v2": 50})])
+    source = FileSnapshotSource([_config(tmp_path, {"v1": -150, "v2": 50})])
     with pytest.raises(ConfigInvalid) as info:
         source.load()
     assert any("weight" in str(p) and p.line > 0 for p in info.value.problems)
