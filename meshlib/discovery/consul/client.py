@@ -15,7 +15,8 @@ errors escape. Here:
 Settings follow Consul's CLI: an explicit argument wins, else ``CONSUL_HTTP_ADDR``
 (``host:port`` or ``http[s]://host:port``), ``CONSUL_HTTP_TOKEN`` /
 ``CONSUL_HTTP_TOKEN_FILE``, ``CONSUL_HTTP_SSL``, ``CONSUL_CACERT``,
-``CONSUL_CLIENT_CERT`` / ``CONSUL_CLIENT_KEY``, ``CONSUL_HTTP_SSL_VERIFY``::
+``CONSUL_CLIENT_CERT`` / ``CONSUL_CLIENT_KEY``, ``CONSUL_HTTP_SSL_VERIFY``,
+``CONSUL_TLS_SERVER_NAME``::
 
     client = ConsulClient.from_settings(ConsulSettings.resolve("127.0.0.1:8500", token="s3cr3t"))
     response = await client.get("/v1/health/service/web", [("stale", "")], index=42, wait_s=57.0)
@@ -120,6 +121,7 @@ class ConsulSettings:
     cert_file: str | None = None
     key_file: str | None = None
     verify: bool = True
+    tls_server_name: str | None = None  # the name checked in Consul's certificate (default: the host)
     datacenter: str | None = None
     connect_timeout_s: float = 5.0
 
@@ -180,6 +182,7 @@ class ConsulSettings:
             ca_file=ca_file or environ.get("CONSUL_CACERT") or None,
             cert_file=cert_file or environ.get("CONSUL_CLIENT_CERT") or None,
             key_file=key_file or environ.get("CONSUL_CLIENT_KEY") or None,
+            tls_server_name=environ.get("CONSUL_TLS_SERVER_NAME") or None,
             verify=verify,
             datacenter=dc,
             connect_timeout_s=connect_timeout_s,
@@ -244,7 +247,8 @@ class _AioHttpTransport(consul.base.HTTPClient):  # type: ignore[misc]
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect)
         try:
             async with self._client_session().request(
-                method, uri, data=data, headers=dict(headers or {}), timeout=timeout
+                method, uri, data=data, headers=dict(headers or {}), timeout=timeout,
+                server_hostname=self.settings.tls_server_name if self.settings.scheme == "https" else None,
             ) as response:
                 raw = await response.content.read(MAX_BODY_BYTES + 1)
                 if len(raw) > MAX_BODY_BYTES:

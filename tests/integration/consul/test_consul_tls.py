@@ -76,6 +76,12 @@ async def test_https_consul_verified_with_consul_cacert(
     async with mesh:
         assert mesh.status()["synced"] is True
         assert served_by(mesh, "web") == {a.address}
+    # by IP address, the certificate's name given as Consul's CLI takes it
+    monkeypatch.setenv("CONSUL_TLS_SERVER_NAME", "localhost")
+    by_ip = Mesh.from_consul(address.replace("localhost", "127.0.0.1"))
+    async with by_ip:
+        assert served_by(by_ip, "web") == {a.address}
+    monkeypatch.delenv("CONSUL_TLS_SERVER_NAME")
     monkeypatch.delenv("CONSUL_CACERT")
     untrusted = Mesh.from_consul(address, initial_sync_timeout_s=0.3)
     async with untrusted:
