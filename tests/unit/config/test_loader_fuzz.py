@@ -3,7 +3,8 @@
 ``test_robustness`` replaces values in a parsed document; this one mutates
 the *text* (so the YAML syntax, anchors, aliases, merge keys and indentation
 are what breaks) and runs the whole file path: read, parse, validate,
-cross-check and compile. The only exception allowed out is
+cross-check, compile and encode to xDS for every client kind (whatever
+validates must also be servable). The only exception allowed out is
 :class:`~meshlib.errors.ConfigInvalid` (documented in :mod:`meshlib.errors`).
 """
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from meshlib.config import load_snapshot, validate_paths
 from meshlib.errors import ConfigInvalid
+from meshlib.xds import ClientKind, encode_resources
 from tests.unit.config.test_robustness import FULL
 
 FRAGMENTS = ["&a ", "*a", "<<: *a\n", "{", "}", "[", "]", ": ", "- ", "\n  ", "'", '"', "!!str ", "!!binary ", "~",
@@ -48,4 +50,6 @@ def test_mutated_configuration_text_only_yields_located_problems(tmp_path: Path,
         assert problem.file == str(path)
         assert problem.message
     with contextlib.suppress(ConfigInvalid):
-        load_snapshot([path])
+        snapshot = load_snapshot([path])
+        for kind in ClientKind:  # whatever validates must also encode (the control plane serves it)
+            encode_resources(snapshot, kind)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from meshlib.config import compile_snapshot
 from meshlib.config.documents import parse_file
 from meshlib.errors import ConfigInvalid
+from meshlib.xds import ClientKind, encode_resources
 
 FULL = """
 apiVersion: networking.istio.io/v1
@@ -108,9 +109,12 @@ def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
 
 
 def _check(text: str) -> None:
-    resources, _ = parse_file("fuzz.yaml", text)
+    resources, problems = parse_file("fuzz.yaml", text)
     with contextlib.suppress(ConfigInvalid):
-        compile_snapshot(resources)
+        snapshot = compile_snapshot(resources)  # even the valid part of an invalid file compiles
+        if all(p.is_warning for p in problems):
+            for kind in ClientKind:  # whatever validates must encode
+                encode_resources(snapshot, kind)
 
 
 def test_the_full_document_is_valid() -> None:
