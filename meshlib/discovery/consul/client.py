@@ -13,7 +13,7 @@ errors escape. Here:
 - every transport failure (refused, reset, DNS, timeout) becomes :class:`ConsulError`.
 
 Settings follow Consul's CLI: an explicit argument wins, else ``CONSUL_HTTP_ADDR``
-(``host:port`` or ``http[s]://host:port``), ``CONSUL_HTTP_TOKEN`` /
+(``host:port``, ``http[s]://host:port`` or ``unix:///path``), ``CONSUL_HTTP_TOKEN`` /
 ``CONSUL_HTTP_TOKEN_FILE``, ``CONSUL_HTTP_SSL``, ``CONSUL_CACERT``,
 ``CONSUL_CLIENT_CERT`` / ``CONSUL_CLIENT_KEY``, ``CONSUL_HTTP_SSL_VERIFY``,
 ``CONSUL_TLS_SERVER_NAME``::
@@ -122,11 +122,14 @@ class ConsulSettings:
     key_file: str | None = None
     verify: bool = True
     tls_server_name: str | None = None  # the name checked in Consul's certificate (default: the host)
+    unix_socket: str | None = None  # CONSUL_HTTP_ADDR=unix:///path: the agent's HTTP API on a Unix socket
     datacenter: str | None = None
     connect_timeout_s: float = 5.0
 
     @property
     def base_url(self) -> str:
+        if self.unix_socket:
+            return f"unix://{self.unix_socket}"
         return f"{self.scheme}://{self.host}:{self.port}"
 
     @classmethod
@@ -152,6 +155,12 @@ class ConsulSettings:
         """
         environ = os.environ if env is None else env
         text = (address or environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS).strip()
+        unix_socket = None
+        if text.startswith("unix://"):
+            unix_socket = text[len("unix://") :]
+            if not unix_socket:
+                raise ValueError(f"Consul address {text!r}: want unix:///path/to/socket")
+            text = "localhost:80"  # what the HTTP requests name; the socket carries them
         parsed = urllib.parse.urlsplit(text if "://" in text else f"//{text}")
         if parsed.scheme not in ("", "http", "https"):
             raise ValueError(f"Consul address {text!r}: scheme must be http or https")
@@ -183,6 +192,7 @@ class ConsulSettings:
             cert_file=cert_file or environ.get("CONSUL_CLIENT_CERT") or None,
             key_file=key_file or environ.get("CONSUL_CLIENT_KEY") or None,
             tls_server_name=environ.get("CONSUL_TLS_SERVER_NAME") or None,
+            unix_socket=unix_socket,
             verify=verify,
             datacenter=dc,
             connect_timeout_s=connect_timeout_s,
@@ -228,7 +238,11 @@ class _AioHttpTransport(consul.base.HTTPClient):  # type: ignore[misc]
 
     def _client_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self.settings.ssl_context() or True, limit=0)
+            connector: aiohttp.BaseConnector
+            if self.settings.unix_socket:
+                connector = aiohttp.UnixConnector(self.settings.unix_socket, limit=0)
+            else:
+                connector = aiohttp.TCPConnector(ssl=self.settings.ssl_context() or True, limit=0)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         return self._session
 

@@ -89,3 +89,21 @@ async def test_https_consul_verified_with_consul_cacert(
         errors = " ".join(untrusted.status()["last_error"])
         assert "CERTIFICATE_VERIFY_FAILED" in errors or "certificate verify failed" in errors, errors
         assert untrusted.status()["synced"] is False
+
+
+async def test_agent_on_a_unix_socket(tmp_path: Path, backend: BackendFactory) -> None:
+    emulator = ConsulEmulator()
+    a = await backend("a")
+    emulator.add_service("web", a.port, service_id="web-a")
+    runner = web.AppRunner(emulator.make_app(), access_log=None)
+    await runner.setup()
+    socket_path = tmp_path / "consul.sock"
+    await web.UnixSite(runner, str(socket_path)).start()
+    try:
+        mesh = Mesh.from_consul(f"unix://{socket_path}")
+        async with mesh:
+            assert mesh.status()["address"] == f"unix://{socket_path}"
+            assert served_by(mesh, "web") == {a.address}
+    finally:
+        await emulator.go_down("error", status=503)
+        await runner.cleanup()

@@ -33,6 +33,10 @@ def test_address_token_and_tls_follow_consul_cli_precedence(tmp_path: Any) -> No
     assert context is not None
     assert context.check_hostname is False
     assert ConsulSettings.resolve("c:8500", env={}).ssl_context() is None
+    unix = ConsulSettings.resolve(env={"CONSUL_HTTP_ADDR": "unix:///var/run/consul.sock"})
+    assert (unix.unix_socket, unix.base_url) == ("/var/run/consul.sock", "unix:///var/run/consul.sock")
+    with pytest.raises(ValueError, match="unix"):
+        ConsulSettings.resolve("unix://", env={})
     with pytest.raises(ValueError, match="scheme"):
         ConsulSettings.resolve("ftp://c:8500", env={})
     with pytest.raises(ValueError, match="port"):
