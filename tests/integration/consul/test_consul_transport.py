@@ -1,4 +1,4 @@
-"""TLS to Consul: an https agent verified with CONSUL_CACERT, and refused without it."""
+"""How meshlib reaches Consul: https verified with CONSUL_CACERT (refused without it), and a Unix socket."""
 
 from __future__ import annotations
 
