@@ -134,3 +134,14 @@ async def test_a_rejected_entry_keeps_its_last_accepted_version_and_the_rest_app
     assert problems[0].name == "new"
     await source.close()
     await asyncio.sleep(0)
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import meshlib.discovery.consul.client as client_module
+    import meshlib.discovery.consul.watch as watch_module
+
+    for module in (client_module, watch_module):
+        result = doctest.testmod(module)
+        assert result.attempted >= 2 and result.failed == 0, module.__name__
