@@ -228,6 +228,20 @@ def _wait_seconds(params: Sequence[tuple[str, Any]] | None) -> float:
     return 300.0
 
 
+async def _read_body(response: aiohttp.ClientResponse, what: str) -> bytes:
+    """The whole body, refusing one above :data:`MAX_BODY_BYTES` (declared or as it streams in)."""
+    if (response.content_length or 0) > MAX_BODY_BYTES:
+        raise ConsulError(f"{what}: answer larger than {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ConsulError(f"{what}: answer larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class _AioHttpTransport(consul.base.HTTPClient):  # type: ignore[misc]
     """py-consul's ``HTTPClient`` contract (callback, method, path, params) on one aiohttp session."""
 
@@ -264,9 +278,7 @@ class _AioHttpTransport(consul.base.HTTPClient):  # type: ignore[misc]
                 method, uri, data=data, headers=dict(headers or {}), timeout=timeout,
                 server_hostname=self.settings.tls_server_name if self.settings.scheme == "https" else None,
             ) as response:
-                raw = await response.content.read(MAX_BODY_BYTES + 1)
-                if len(raw) > MAX_BODY_BYTES:
-                    raise ConsulError(f"{method} {path}: answer larger than {MAX_BODY_BYTES} bytes")
+                raw = await _read_body(response, f"{method} {path}")
                 headers_out: CIMultiDictProxy[str] = response.headers
                 return consul.base.Response(response.status, headers_out, raw.decode("utf-8", "replace"))
         except ConsulError:

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator
 from tests.conftest import BackendFactory
-from tests.integration.consul.conftest import until_status
+from tests.integration.consul.conftest import emulator, until_status
 from tests.integration.consul.test_consul_live_http import served_by
 
 pytestmark = pytest.mark.asyncio
@@ -107,3 +107,21 @@ async def test_agent_on_a_unix_socket(tmp_path: Path, backend: BackendFactory) -
     finally:
         await emulator.go_down("error", status=503)
         await runner.cleanup()
+
+
+async def test_large_answers_are_read_whole_and_oversized_ones_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import meshlib.discovery.consul.client as client_module
+
+    async with emulator() as consul:
+        for i in range(2000):  # one health answer of a few MB, many TCP reads
+            consul.add_service("big", 10000 + i, service_id=f"big-{i}", address=f"10.1.{i // 250}.{i % 250 + 1}")
+        client = client_module.ConsulClient(client_module.ConsulSettings.resolve(consul.address, env={}))
+        try:
+            response = await client.get("/v1/health/service/big")
+            assert len(response.body) > 1_000_000
+            assert len(response.json()) == 2000
+            monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 100_000)
+            with pytest.raises(client_module.ConsulError, match="larger than 100000 bytes"):
+                await client.get("/v1/health/service/big")
+        finally:
+            await client.close()
