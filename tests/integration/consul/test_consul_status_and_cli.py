@@ -187,3 +187,16 @@ async def test_control_plane_command_serves_consul(consul: ConsulEmulator, backe
         async with asyncio.timeout(20):
             await process.wait()
     assert process.returncode == 0
+
+
+async def test_explicit_services_skip_the_catalog_watch(consul: ConsulEmulator, backend: BackendFactory) -> None:
+    a = await backend("a")
+    consul.add_service("web", a.port, service_id="web-a")
+    consul.add_service("api", a.port, service_id="api-a")
+    mesh = Mesh.from_consul(consul.address, services=["web"], stale=False)
+    async with mesh:
+        assert set(mesh.status()["watches"]) == {"/v1/health/service/web", *CONFIG_WATCHES}
+        assert served_by(mesh, "web") == {a.address}
+        assert served_by(mesh, "api") == set()
+        reads = [r for r in consul.requests if r.path == "/v1/health/service/web"]
+        assert reads and not any("stale" in r.query for r in reads)  # stale=False: default consistency
