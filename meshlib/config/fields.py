@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from meshlib.config.durations import (
     MAX_DURATION_S,
@@ -30,6 +31,7 @@ _DURATION_SHAPE = re.compile(r"^((\d+(\.\d*)?|\.\d+)(ms|us|µs|μs|ns|h|m|s))+$"
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
+@lru_cache(maxsize=4096)  # the same few labels appear on thousands of endpoints
 def label_problem(key: str, value: str) -> str | None:
     """Why ``key: value`` is not a valid Kubernetes label, or None."""
     prefix, _, name = key.rpartition("/")
@@ -289,10 +291,14 @@ class Fields:
         node = self.get(key)
         if node is None:
             return None
+        if node.kind != "map":
+            self._wrong(key, node, "mapping")
+            return {}
         out: dict[str, str] = {}
-        for name, path, value in self.entries(key):
+        # Endpoint lists repeat small maps thousands of times: field paths are built only for errors.
+        for name, value in node.mapping.items():
             if value.kind != "scalar" or not isinstance(value.scalar, str):
-                self.sink.error(value.line, path, f"expected string, got {value.type_name}")
+                self.sink.error(value.line, f'{self.at(key)}["{name}"]', f"expected string, got {value.type_name}")
                 continue
             out[name] = value.scalar
         return out
