@@ -88,4 +88,5 @@ async def test_scraped_metrics_have_istio_names_labels_and_values(tmp_path: Path
                  response_code="200") == 3
     # The resilience counters are exported with Envoy's names.
     assert value(samples, "envoy_cluster_upstream_rq_retry", cluster_name=f"outbound|9080|v0|{fqdn}") == 1
-    assert value(samples, "envoy_cluster_upstream_cx_connect_fail", cluster_name=f"outbound|9080|v0|{fqdn}") == 1
+    # Both the first attempt and its retry failed to connect: Envoy counts each failed connection.
+    assert value(samples, "envoy_cluster_upstream_cx_connect_fail", cluster_name=f"outbound|9080|v0|{fqdn}") == 2
