@@ -170,12 +170,16 @@ class Mesh:
         poll_interval_s: float = 0.25,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        allow_empty_reload: bool = False,
     ) -> Mesh:
         """A mesh configured by Istio YAML files or directories (none given: the embedded default).
 
         The calling workload's ``namespace``, ``labels`` and ``locality``
         (``region/zone/subzone``) decide short-name resolution, ``sourceLabels``
         matches and locality-aware balancing, as a sidecar's identity would.
+        A hot reload that would remove every service and route is refused
+        unless the files carry ``apiVersion: meshlib.io/v1, kind: EmptyMesh``
+        or ``allow_empty_reload`` is true.
 
         Raises :class:`meshlib.ConfigInvalid` listing every problem (file, line,
         field) if the configuration does not validate.
@@ -189,7 +193,9 @@ class Mesh:
         def publish(snapshot: MeshSnapshot) -> None:
             holder[0]._publish(snapshot)
 
-        source = FileConfigSource(source_paths, workload, publish, poll_interval_s=poll_interval_s)
+        source = FileConfigSource(
+            source_paths, workload, publish, poll_interval_s=poll_interval_s, allow_empty_reload=allow_empty_reload
+        )
         mesh = cls(source.load(), outbound_traffic_policy=outbound_traffic_policy, rng=rng, clock=clock)
         holder.append(mesh)
         mesh._file_source = source

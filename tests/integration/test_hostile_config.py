@@ -164,3 +164,15 @@ async def test_sidecar_registry_only_refuses_hosts_outside_its_egress(backend: B
             assert resp.status == 502
             assert resp.headers[LOCAL_REPLY_HEADER] == "NR"
     assert v1.hits == 1
+
+
+async def test_allow_empty_reload_flag(backend: BackendFactory, tmp_path: Path) -> None:
+    v1 = await backend("v1")
+    cfg = write(tmp_path / "mesh.yaml", service_entry("reviews", {"v1": v1}))
+    mesh = meshlib.Mesh.from_files(cfg, poll_interval_s=0.02, allow_empty_reload=True)
+    async with mesh:
+        attempts = mesh.reload_attempts
+        cfg.write_text("")
+        await mesh.wait_for_reload(attempts)
+        assert mesh.status()["last_error"] == []
+        assert mesh.status()["clusters"] == 0
