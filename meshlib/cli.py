@@ -252,12 +252,15 @@ def _consul_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meshlib", description="An in-process service mesh for Python.")
+    parser = argparse.ArgumentParser(
+        prog="meshlib", description="An in-process service mesh for Python.",
+        epilog="New here? `meshlib demo` shows what the mesh does; `meshlib demo --serve` keeps it up to play with.",
+    )
     parser.add_argument("--version", action="version", version=f"meshlib {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser("validate", help="check Istio YAML files; exit 1 on any error")
-    validate.add_argument("paths", nargs="*", help="files or directories")
+    validate.add_argument("paths", nargs="*", help="files or directories (default: the embedded default mesh)")
     _consul_arguments(validate)
     validate.add_argument(
         "--strict", action="store_true", help="also exit 1 on warnings (Istio analyzer findings such as IST0101)"
