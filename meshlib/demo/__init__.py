@@ -38,7 +38,7 @@ from meshlib.demo.render import SceneReport, Screen
 from meshlib.demo.scenes import SCENES, Scene, Stage
 from meshlib.mesh import Mesh
 
-__all__ = ["SCENES", "DemoResult", "run_demo", "scene_names", "serve_demo"]
+__all__ = ["SCENES", "DemoResult", "Serving", "play", "print_serving", "run_demo", "scene_names", "serve_demo"]
 
 
 def scene_names() -> list[str]:
