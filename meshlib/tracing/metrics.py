@@ -20,6 +20,12 @@ Two outputs share one fast aggregation keyed by the label tuple:
   instrument), so the three histograms go to OpenTelemetry only with
   ``otel_histograms=True``; the Prometheus endpoint always has them.
 
+Label values come only from configuration, this workload's identity or small
+fixed sets (status codes, response flags): a request to a host outside the
+registry is ``destination_service="PassthroughCluster"`` (one refused by
+``REGISTRY_ONLY`` ``BlackHoleCluster``), never the Host it named, and
+``max_series`` caps the rest, so hostile traffic cannot grow the series count.
+
 Recording one request costs one dict lookup on a cached key plus a few integer
 updates (~1-2 µs); labels and attribute dicts are built once per distinct key.
 
