@@ -12,7 +12,7 @@ from meshlib.config import parse_http_policies as policies
 from meshlib.config import parse_http_route as h
 from meshlib.config.annotations import rate_limit_annotation
 from meshlib.config.fields import Fields, Sink, item_fields
-from meshlib.config.hosts import host_matches, host_problem
+from meshlib.config.hosts import host_matches, host_problem, is_ip, is_ip_or_cidr
 from meshlib.config.istio_checks import export_to_problems
 from meshlib.config.istio_types import (
     HttpRuleSpec,
@@ -88,9 +88,9 @@ def parse_virtual_service(sink: Sink, meta: Meta, spec: Fields) -> VirtualServic
     rules = [_http_rule(sink, index, path, node) for index, (path, node) in enumerate(spec.items("http"))]
     _unreachable_rules(sink, [r for r in rules if r is not None])
     for path, node in spec.items("tls"):
-        _l4_route(sink, path, node, TLS_MATCH_FIELDS, tls=True)
+        _l4_route(sink, path, node, TLS_MATCH_FIELDS, tls=True, hosts=[h for h, _ in hosts])
     for path, node in spec.items("tcp"):
-        _l4_route(sink, path, node, TCP_MATCH_FIELDS, tls=False)
+        _l4_route(sink, path, node, TCP_MATCH_FIELDS, tls=False, hosts=[h for h, _ in hosts])
     if not hosts and not spec.has("hosts"):
         if gateways:
             spec.error("gateways", "a delegate VirtualService (no hosts) must not set gateways")
@@ -243,7 +243,9 @@ def _mirrors(sink: Sink, rule: Fields) -> tuple[MirrorSpec, ...]:
     return tuple(out)
 
 
-def _l4_route(sink: Sink, path: str, node: Node, match_fields: frozenset[str], *, tls: bool) -> None:
+def _l4_route(
+    sink: Sink, path: str, node: Node, match_fields: frozenset[str], *, tls: bool, hosts: list[str]
+) -> None:
     route = item_fields(sink, path, node, ("match", "route"))
     if route is None:
         return
@@ -260,14 +262,29 @@ def _l4_route(sink: Sink, path: str, node: Node, match_fields: frozenset[str], *
                 match.error(
                     "sniHosts" if sni is not None else None, "at least one sniHosts entry is required"
                 )
-        match.string_list("destinationSubnets")
+            for name in sni or ():
+                problem = host_problem(name)
+                if problem and not is_ip(name):
+                    match.error("sniHosts", problem)
+                elif is_ip(name):
+                    match.warn("sniHosts", f'using an IP address ("{name}") goes against SNI spec and most '
+                               "clients do not support this")
+                elif hosts and not any(host_matches(h, name.lower()) for h in hosts):
+                    match.error("sniHosts", f'SNI host "{name}" is not a compatible subset of any of the '
+                                f"virtual service hosts: [{', '.join(hosts)}]")
+        for subnet in match.string_list("destinationSubnets") or ():
+            if not is_ip_or_cidr(subnet):
+                match.error("destinationSubnets", f"{subnet} is not a valid IP or CIDR block")
         match.string("sourceSubnet")
         match.integer("port", 1, 65535)
         match.labels("sourceLabels")
         match.string_list("gateways")
         match.string("sourceNamespace")
-    for dest_path, dest_node in route.items("route"):
+    destinations = route.items("route")
+    if not destinations:
+        route.error("route" if route.has("route") else None, f"{'TLS' if tls else 'TCP'} route is required")
+    for dest_path, dest_node in destinations:
         entry = item_fields(sink, dest_path, dest_node, L4_DESTINATION_FIELDS)
         if entry is not None:
             h.destination(sink, entry, "destination")
-            entry.integer("weight", 0, 100)
+            entry.integer("weight", 0, None)

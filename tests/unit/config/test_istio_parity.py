@@ -133,6 +133,17 @@ CASES: list[tuple[str, str, tuple[str, str]]] = [
      ("error", "is neither 0.0, nor in range [0.0001, 100.0]")),
     ("deprecated fault percent", _http(f"{ROUTE}\nfault: {{delay: {{fixedDelay: 1s, percent: 5}}}}"),
      ("warning", 'using deprecated setting "percent"')),
+    ("TLS route without destinations", VS.format(spec="  hosts: [a.example.com]\n  tls: [{match: [{sniHosts: [a.example.com]}]}]\n"),
+     ("error", "TLS route is required")),
+    ("SNI host outside the VirtualService hosts", VS.format(
+        spec="  hosts: [a.example.com]\n  tls: [{match: [{sniHosts: [b.example.com]}], route: [{destination: {host: reviews}}]}]\n"),
+     ("error", 'SNI host "b.example.com" is not a compatible subset of any of the virtual service hosts')),
+    ("SNI host covered by a wildcard host", VS.format(
+        spec="  hosts: ['*.example.com']\n  tls: [{match: [{sniHosts: [b.example.com]}], route: [{destination: {host: reviews}}]}]\n"),
+     OK),
+    ("bad destination subnet", VS.format(
+        spec="  hosts: [a.example.com]\n  tcp: [{match: [{destinationSubnets: [10.0.0.0/33]}], route: [{destination: {host: reviews}}]}]\n"),
+     ("error", "10.0.0.0/33 is not a valid IP or CIDR block")),
     # ---- DestinationRule
     ("TLS insecure with a CA", DR.format(spec="  host: reviews\n  trafficPolicy: {tls: {mode: SIMPLE, "
                                          "insecureSkipVerify: true, caCertificates: /ca.pem}}\n"),  # was: accepted
