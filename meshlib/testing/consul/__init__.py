@@ -47,10 +47,29 @@ Implemented (shapes, status codes and messages as Consul answers them):
 What it does not do, and where it differs, is listed in ``docs/consul-emulator.md``.
 """
 
-from meshlib.testing.consul.acl import AclToken
-from meshlib.testing.consul.checks import ManualClock
-from meshlib.testing.consul.emulator import ConsulEmulator, RequestRecord
-from meshlib.testing.consul.fixtures import consul_emulator, consul_emulator_in_thread
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshlib.testing.consul.acl import AclToken
+    from meshlib.testing.consul.checks import ManualClock
+    from meshlib.testing.consul.emulator import ConsulEmulator, RequestRecord
+    from meshlib.testing.consul.fixtures import consul_emulator, consul_emulator_in_thread
 
 __all__ = ["AclToken", "ConsulEmulator", "ManualClock", "RequestRecord", "consul_emulator",
            "consul_emulator_in_thread"]
+
+_HOMES = {
+    "AclToken": "acl", "ManualClock": "checks", "ConsulEmulator": "emulator", "RequestRecord": "emulator",
+    "consul_emulator": "fixtures", "consul_emulator_in_thread": "fixtures",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `meshlib --help` (which registers `meshlib consul-dev`) does not import aiohttp's server.
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

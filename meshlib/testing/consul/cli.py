@@ -16,10 +16,10 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshlib.testing.consul.emulator import ConsulEmulator
-from meshlib.testing.consul.loader import LoadError, load_file
+if TYPE_CHECKING:
+    from meshlib.testing.consul.emulator import ConsulEmulator
 
 
 def add_consul_dev_parser(sub: Any) -> None:
@@ -34,6 +34,9 @@ def add_consul_dev_parser(sub: Any) -> None:
 
 
 def run_consul_dev(args: argparse.Namespace) -> int:
+    from meshlib.testing.consul.emulator import ConsulEmulator
+    from meshlib.testing.consul.loader import LoadError, load_file
+
     emulator = ConsulEmulator(datacenter=args.datacenter, node=args.node)
     loaded = ""
     if args.load:
