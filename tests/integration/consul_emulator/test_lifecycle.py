@@ -63,3 +63,19 @@ def test_threaded_emulator_methods_run_in_its_own_loop() -> None:
         assert consul.faults.leader is False
         consul.come_back()
         assert consul.count("GET /v1/health/service/") == 2
+
+
+@pytest.mark.asyncio
+async def test_fixtures_set_and_restore_consul_http_addr(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from meshlib.testing.consul import consul_emulator, consul_emulator_in_thread
+
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "10.9.9.9:8500")
+    async with consul_emulator() as consul:
+        assert os.environ["CONSUL_HTTP_ADDR"] == consul.address
+    assert os.environ["CONSUL_HTTP_ADDR"] == "10.9.9.9:8500"
+    monkeypatch.delenv("CONSUL_HTTP_ADDR")
+    with consul_emulator_in_thread() as threaded:
+        assert os.environ["CONSUL_HTTP_ADDR"] == threaded.address
+    assert "CONSUL_HTTP_ADDR" not in os.environ
