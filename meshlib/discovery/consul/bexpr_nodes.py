@@ -177,6 +177,8 @@ def _compare(match: Match, operator: str, value: Any) -> bool:
             raise BexprError(f"cannot match a regular expression against a {_kind(value)}")
         return match._pattern.search(value) is not None
     # "in" / "contains": membership in a map's keys, a list, or a substring
+    if value is None:
+        return False  # a JSON null is Go's nil slice or map: empty, so nothing is in it
     if isinstance(value, Mapping):
         return raw in value
     if isinstance(value, list | tuple):

@@ -206,3 +206,11 @@ def test_arbitrary_text_parses_or_fails_cleanly(text: str) -> None:
             expr.evaluate(ENTRY)
         return
     assert position is None or 0 <= position <= len(text)
+
+
+def test_membership_in_a_null_collection_is_false_as_in_go() -> None:
+    # Consul's structs hold nil slices/maps where JSON says null: go-bexpr sees an empty collection.
+    entry = {"Service": {"Tags": None, "Meta": None}}
+    assert parse('"x" in Service.Tags').evaluate(entry) is False
+    assert parse('"x" not in Service.Tags').evaluate(entry) is True
+    assert parse('Service.Meta contains "v"').evaluate(entry) is False
