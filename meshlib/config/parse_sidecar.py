@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from meshlib.config.fields import Fields, Sink, item_fields
 from meshlib.config.hosts import host_problem
-from meshlib.config.istio_checks import is_dns_label
+from meshlib.config.istio_checks import is_dns_label, partial_wildcard_problem
 from meshlib.config.istio_types import Meta, SidecarSpec
 from meshlib.config.model import Labels
 
@@ -112,4 +112,4 @@ def _egress_host_problem(entry: str) -> str | None:
         return f'invalid namespace value "{namespace}" in host "{entry}"'
     if host != "*" and "." not in host:
         return f'host "{entry}": short names (non FQDN) are not allowed'
-    return host_problem(host)
+    return host_problem(host) or partial_wildcard_problem(host)

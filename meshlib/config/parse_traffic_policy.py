@@ -103,6 +103,9 @@ def parse_traffic_policy(sink: Sink, policy: Fields, *, port_level: bool = False
         policy.error(None, f"{what} must have at least one field")
     pool = _connection_pool(policy.mapping("connectionPool", ("tcp", "http")))
     outlier = _outlier(policy.mapping("outlierDetection", OUTLIER_FIELDS))
+    locality = lb.locality if lb is not None else None
+    if locality is not None and (locality.failover or locality.failover_priority) and outlier is None:
+        policy.warn("loadBalancer", "outlier detection policy must be provided for failover")
     tls_fields = policy.mapping("tls", TLS_FIELDS)
     tls = parse_client_tls(tls_fields) if tls_fields is not None else None
     if port_level:
@@ -243,9 +246,14 @@ def _locality(sink: Sink, locality: Fields) -> LocalityLbSetting:
             ):
                 sink.error(value.line, weight_path, "expected a non-negative integer weight")
                 continue
+            if not 1 <= weight <= 100:
+                sink.error(value.line, weight_path, "locality weight must be in range [1, 100]")
+                continue
             weights[name] = weight
         if weights and sum(weights.values()) != 100:
             entry.error("to", "weights must sum to 100")
+        for problem in _locality_problems([*weights, source]):
+            entry.error(None, problem)
         distribute.append(LocalityDistribute(source, weights))
     failover: list[LocalityFailover] = []
     for path, node in locality.items("failover"):
@@ -257,10 +265,19 @@ def _locality(sink: Sink, locality: Fields) -> LocalityLbSetting:
         if origin is not None and target is not None:
             if origin == target:
                 entry.error("to", "failover 'from' and 'to' must differ")
+            if "/" in origin or "/" in target:
+                entry.error(None, "locality lb failover only specify region")
+            if "*" in origin or "*" in target:
+                entry.error(None, "locality lb failover region should not contain '*' wildcard")
             failover.append(LocalityFailover(origin, target))
     priority = locality.string_list("failoverPriority") or []
     if distribute and failover:
         locality.error(None, "distribute and failover cannot both be set")
+    topology = {"topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"}
+    if failover and topology.intersection(priority):
+        label = next(p for p in priority if p in topology)
+        locality.error("failoverPriority", f"can not simultaneously set 'failover' and topology label '{label}' in "
+                       "'failover_priority'")
     enabled = locality.boolean("enabled")
     return LocalityLbSetting(
         enabled=True if enabled is None else enabled,
@@ -268,6 +285,18 @@ def _locality(sink: Sink, locality: Fields) -> LocalityLbSetting:
         failover=tuple(failover),
         failover_priority=tuple(priority),
     )
+
+
+def _locality_problems(localities: list[str]) -> list[str]:
+    """Istio's ``validateLocalities``: ``*`` only once and last; no empty region/zone/subzone."""
+    problems = []
+    for locality in localities:
+        stars = locality.count("*")
+        if stars and (stars > 1 or not locality.endswith("*")):
+            problems.append(f"locality {locality} wildcard '*' number can not exceed 1 and must be in the end")
+        if any(not part for part in locality.split("/", 2)):
+            problems.append(f"locality {locality} must not contain empty region/zone/subzone info")
+    return problems
 
 
 def _warmup(lb: Fields) -> Warmup | None:

@@ -285,7 +285,7 @@ spec:
       localityLbSetting:
         enabled: true
         failover: [{from: us-east, to: us-west}]
-        failoverPriority: [topology.kubernetes.io/region]
+        failoverPriority: [example.com/rack]
   subsets:
   - name: cookie
     labels: {version: v1}
@@ -327,7 +327,8 @@ spec:
     assert top.warmup == Warmup(30.0, 20.0, 2.0)
     assert top.locality is not None
     assert top.locality.failover[0].from_ == "us-east"
-    assert top.locality.failover_priority == ("topology.kubernetes.io/region",)
+    # Istio refuses a topology label in failoverPriority together with failover.
+    assert top.locality.failover_priority == ("example.com/rack",)
     cookie = snap.clusters[f"outbound|9080|cookie|{REVIEWS}"].policy.lb
     assert cookie.kind == LbKind.RING_HASH
     assert cookie.ring_min_size == 2048

@@ -177,11 +177,29 @@ CASES: list[tuple[str, str, tuple[str, str]]] = [
     ("warmup aggression below 1", DR.format(spec="  host: reviews\n  trafficPolicy: {loadBalancer: {warmup: "
                                             "{duration: 10s, aggression: 0.5}}}\n"),
      ("error", "aggression should be greater than or equal to 1")),
+    ("locality weight 0", DR.format(spec="  host: reviews\n  trafficPolicy: {loadBalancer: {localityLbSetting: "
+                                    "{distribute: [{from: 'a/*', to: {'a/b/*': 100, 'c/*': 0}}]}}}\n"),
+     ("error", "locality weight must be in range [1, 100]")),
+    ("locality wildcard not last", DR.format(spec="  host: reviews\n  trafficPolicy: {loadBalancer: {localityLbSetting: "
+                                             "{distribute: [{from: 'a/*/c', to: {'a/b': 100}}]}}}\n"),
+     ("error", "wildcard '*' number can not exceed 1 and must be in the end")),
+    ("failover across zones", DR.format(spec="  host: reviews\n  trafficPolicy: {outlierDetection: {interval: 1s}, "
+                                        "loadBalancer: {localityLbSetting: {failover: [{from: a/b, to: c}]}}}\n"),
+     ("error", "locality lb failover only specify region")),
+    ("failover without outlier detection", DR.format(spec="  host: reviews\n  trafficPolicy: {loadBalancer: "
+                                                     "{localityLbSetting: {failover: [{from: a, to: c}]}}}\n"),
+     ("warning", "outlier detection policy must be provided for failover")),
+    ("failover with a topology priority", DR.format(
+        spec="  host: reviews\n  trafficPolicy: {outlierDetection: {interval: 1s}, loadBalancer: {localityLbSetting: "
+        "{failover: [{from: a, to: c}], failoverPriority: [topology.kubernetes.io/zone]}}}\n"),
+     ("error", "can not simultaneously set 'failover' and topology label 'topology.kubernetes.io/zone'")),
     ("selector without labels", DR.format(spec="  host: reviews\n  workloadSelector: {matchLabels: {}}\n"),
      ("warning", "workload selector specified without labels")),
     ("selector with exportTo beyond the namespace",
      DR.format(spec="  host: reviews\n  workloadSelector: {matchLabels: {app: a}}\n  exportTo: ['*']\n"),
      ("error", "cannot have exportTo beyond current namespace")),
+    ("Sidecar partial wildcard egress host", "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n"
+     "spec:\n  egress: [{hosts: ['*/*example.com']}]\n", ("error", 'partial wildcard "*example.com" not allowed')),
     # ---- ServiceEntry
     ("DYNAMIC_DNS resolution", SE.format(name="dyn", spec="  hosts: ['*.example.com']\n  resolution: DYNAMIC_DNS\n"
                                          "  ports: [{number: 443, name: tls, protocol: TLS}]\n"), OK),  # was: rejected
