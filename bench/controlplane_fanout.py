@@ -9,7 +9,8 @@ grpcio's client does. A round changes one endpoint, publishes, and waits
 (server side, on the status board) until every stream has ACKed the new EDS
 version. Also printed: server and client memory per stream (RSS delta) and
 the time to build a 10,000-endpoint snapshot (packing every resource once).
-Target (performance.md): ≤ 1 s for 1,000 streams on 2 cores. Not a test: it
+Targets: ≤ 1 s for 1,000 streams (performance.md), ≤ 2 s for 10,000 (issue 14), on 2
+cores. Streams open in waves of 500 (see WAVE). Not a test: it
 asserts nothing about timings.
 """
 
@@ -31,6 +32,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from meshlib.controlplane import CLUSTER, ENDPOINT, ControlPlane, ResourceSnapshot
 
 GROUP = "bench"
+WAVE = 500  # client streams opened at a time
 
 
 def _rss_mb() -> float:
@@ -74,7 +76,10 @@ def resources(clusters: int, hosts: int, salt: int = 0) -> dict[str, dict[str, A
 # -- client subprocess -------------------------------------------------------------------------
 
 
-async def _client_stream(stub: Any, index: int, ready: asyncio.Event, counter: list[int], total: int) -> None:
+async def _client_stream(
+    stub: Any, index: int, ready: asyncio.Event, counter: list[int], total: int, *,
+    progress: asyncio.Event | None = None,
+) -> None:
     from envoy.service.discovery.v3 import discovery_pb2
 
     node = {"id": f"bench-{index}", "user_agent_name": "gRPC C-core bench", "cluster": "bench"}
@@ -103,6 +108,8 @@ async def _client_stream(stub: Any, index: int, ready: asyncio.Event, counter: l
             ))
             if not ready.is_set():
                 counter[0] += 1
+                if progress is not None:
+                    progress.set()
                 if counter[0] == total:
                     ready.set()
 
@@ -116,9 +123,28 @@ async def run_clients(port: int, streams: int, channels: int) -> None:
     stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in chans]
     ready = asyncio.Event()
     counter = [0]
-    tasks = [
-        asyncio.create_task(_client_stream(stubs[i % channels], i, ready, counter, streams)) for i in range(streams)
-    ]
+    failed: list[BaseException] = []
+    progress = asyncio.Event()  # a stream got its first EDS response, or failed
+
+    def note_failure(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failed.append(task.exception())  # type: ignore[arg-type]
+            progress.set()
+
+    # Streams open in waves: thousands of streams started in one burst make grpc.aio fail some of
+    # their first writes ("Internal error from Core"); a real fleet's clients connect from many processes.
+    tasks: list[asyncio.Task[None]] = []
+    for start in range(0, streams, WAVE):
+        for i in range(start, min(start + WAVE, streams)):
+            stream = _client_stream(stubs[i % channels], i, ready, counter, streams, progress=progress)
+            task = asyncio.create_task(stream)
+            task.add_done_callback(note_failure)
+            tasks.append(task)
+        while counter[0] + len(failed) < len(tasks) and not ready.is_set():
+            progress.clear()
+            await progress.wait()
+        if failed:
+            raise SystemExit(f"{len(failed)} client stream(s) failed: {failed[0]!r}")
     await ready.wait()
     print(f"client-rss-per-stream-kb {(_rss_mb() - before) * 1024 / streams:.1f}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -180,7 +206,7 @@ async def main(args: argparse.Namespace) -> None:
                 figures.append(time.perf_counter() - t0)
             print(f"endpoint change -> all {n} streams ACKed: "
                   f"median {statistics.median(figures) * 1000:.0f} ms, max {max(figures) * 1000:.0f} ms "
-                  f"over {len(figures)} rounds (target <= 1000 ms); "
+                  f"over {len(figures)} rounds (target <= 1000 ms for 1,000 streams, <= 2000 ms for 10,000); "
                   + ", ".join(f"{f * 1000:.0f}" for f in figures))
         finally:
             client.stdin.write(b"stop\n")

@@ -82,7 +82,7 @@ class PackedResource:
 class TypeResources:
     """All resources of one type in a snapshot, with the type's version."""
 
-    __slots__ = ("_bodies", "resources", "type_url", "version")
+    __slots__ = ("_bodies", "_versions_of", "resources", "type_url", "version")
 
     def __init__(self, type_url: str, resources: Mapping[str, PackedResource]) -> None:
         self.type_url = type_url
@@ -92,6 +92,23 @@ class TypeResources:
             digest.update(f"{name}\0{resources[name].version}\n".encode())
         self.version: str = digest.hexdigest()
         self._bodies: dict[frozenset[str] | None, bytes] = {}
+        self._versions_of: dict[frozenset[str], tuple[tuple[str, str], ...]] = {}
+
+    def versions_of(self, names: frozenset[str]) -> tuple[tuple[str, str], ...]:
+        """``(name, version)`` of the named resources that exist, sorted; memoised per name set.
+
+        A named subscription compares it with what it was last sent. Memoised,
+        ten thousand streams asking for the same names hold one tuple, not ten
+        thousand (which the garbage collector would walk on every full pass).
+        """
+        key = self._versions_of.get(names)
+        if key is None:
+            have = self.resources
+            key = tuple((n, have[n].version) for n in sorted(names) if n in have)
+            if len(self._versions_of) >= _MAX_BODY_MEMO:
+                self._versions_of.clear()
+            self._versions_of[names] = key
+        return key
 
     def sotw_body(self, names: frozenset[str] | None) -> bytes:
         """A DiscoveryResponse without nonce for ``names`` (None = all), memoised per name set.

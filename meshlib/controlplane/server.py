@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -37,6 +36,8 @@ class _Session(Protocol):
     group: str | None
 
     def on_request(self, request: Any) -> None: ...
+
+    def owes_response(self) -> bool: ...
 
     def responses(self, snapshot: ResourceSnapshot) -> list[bytes]: ...
 
@@ -90,15 +91,29 @@ class AggregatedDiscoveryService:
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bytes]:
         wake = asyncio.Event()
-        inbox: deque[Any] = deque()
         closed = False
+        refused: ProtocolError | None = None
+        unwatch: Callable[[], None] | None = None
+        board = self.board
 
         async def read() -> None:
-            nonlocal closed
+            # Requests are applied as they arrive. An ACK (the message a push makes every
+            # stream send) only updates the status: the sending loop is not woken for it.
+            nonlocal closed, refused
             try:
                 async for request in request_iterator:
-                    inbox.append(request)
-                    wake.set()
+                    if refused is not None:
+                        continue
+                    try:
+                        session.on_request(request)
+                    except ProtocolError as exc:
+                        refused = exc
+                        wake.set()
+                        continue
+                    if unwatch is None or session.owes_response():
+                        wake.set()
+                    else:
+                        board.changed()
             except Exception as exc:  # the client went away mid-read; the stream loop ends below
                 log.debug("ADS stream %s: read ended: %r", status.stream_id, exc)
             finally:
@@ -106,18 +121,14 @@ class AggregatedDiscoveryService:
                 wake.set()
 
         reader = asyncio.create_task(read(), name=f"ads-read-{status.stream_id}")
-        unwatch: Callable[[], None] | None = None
         authorized = self.authorize is None
-        self.board.register(status)
+        board.register(status)
         try:
             while True:
                 await wake.wait()
                 wake.clear()
-                try:
-                    while inbox:
-                        session.on_request(inbox.popleft())
-                except ProtocolError as exc:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                if refused is not None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refused))
                 if not authorized and session.group is not None and self.authorize is not None:
                     refusal = self.authorize(context, status.node_id)  # before anything is watched or sent
                     if refusal is not None:
@@ -125,19 +136,19 @@ class AggregatedDiscoveryService:
                     authorized = True
                 if session.group is not None and unwatch is None:
                     unwatch = self.cache.watch(session.group, wake.set)
-                if closed and not inbox:
+                if closed:
                     return
                 snapshot = self.cache.snapshot(session.group) if session.group is not None else None
                 if snapshot is not None:
                     responses = session.responses(snapshot)
-                    self.board.changed()
+                    board.changed()
                     for response in responses:
                         yield response
                 else:
-                    self.board.changed()
+                    board.changed()
         finally:
             reader.cancel()
             if unwatch is not None:
                 unwatch()
-            self.board.unregister(status)
+            board.unregister(status)
             log.debug("ADS stream %s from %s closed", status.stream_id, status.node_id or status.peer)

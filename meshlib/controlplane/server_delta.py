@@ -94,6 +94,10 @@ class DeltaSession:
                 del sub.known[name]
         type_status.subscribed = None if sub.wildcard else sorted(sub.names)
 
+    def owes_response(self) -> bool:
+        """True when a request changed a subscription that has not been diffed since."""
+        return any(sub.dirty for sub in self._subs.values())
+
     def responses(self, snapshot: ResourceSnapshot) -> list[bytes]:
         """Encoded DeltaDiscoveryResponses for what changed, in make-before-break order."""
         out = []

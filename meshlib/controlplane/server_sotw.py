@@ -102,10 +102,16 @@ class SotwSession:
         if first:
             sub.legacy_wildcard = wildcard and not names
         new_names = None if wildcard else names - {"*"}
+        if not first and new_names == sub.names:
+            return  # an ACK for the same names (the usual request): keep the objects already held
         if first or _grew(sub.names, new_names):
             sub.pending = True
         sub.names = new_names
         type_status.subscribed = None if new_names is None else sorted(new_names)
+
+    def owes_response(self) -> bool:
+        """True when a request asked for something not answered yet (a new type, new names)."""
+        return any(sub.pending for sub in self._subs.values())
 
     def responses(self, snapshot: ResourceSnapshot) -> list[bytes]:
         """Encoded responses owed to the client, in make-before-break order (CDS, EDS, LDS, RDS)."""
@@ -117,18 +123,25 @@ class SotwSession:
                 continue  # unchanged, or the client unsubscribed from every name of this type
             key = None
             if sub.names is not None:
-                have = resources.resources
-                key = tuple((n, have[n].version) for n in sorted(sub.names) if n in have)
+                key = resources.versions_of(sub.names)  # shared by every stream asking for these names
                 if not sub.pending and key == sub.sent_key:
                     continue  # the version moved, but not for anything this stream asked for
             self._nonce += 1
             nonce = str(self._nonce)
             body = resources.sotw_body(sub.names)
-            out.append(body + discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString())
+            out.append(body + _nonce_field(nonce))
             sub.pending, sub.version_sent, sub.nonce, sub.sent_key = False, resources.version, nonce, key
             count = len(resources.resources) if key is None else len(key)
             self.status.type(type_url).sent(resources.version, nonce, count)
         return out
+
+
+def _nonce_field(nonce: str) -> bytes:
+    """``DiscoveryResponse.nonce`` (field 5, a short ASCII string) as wire bytes, appended to a shared body."""
+    data = nonce.encode()
+    if len(data) > 127:  # never for a counter; the general encoder for anything longer
+        return bytes(discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString())
+    return b"\x2a" + bytes((len(data),)) + data
 
 
 def _grew(old: frozenset[str] | None, new: frozenset[str] | None) -> bool:
