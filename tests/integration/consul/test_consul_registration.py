@@ -173,3 +173,35 @@ async def test_registrations_through_the_mesh_end_with_it() -> None:
             await register_service(mesh, "web", 0)
         with pytest.raises(ValueError, match="Go duration"):
             await register_service(mesh, "web", 80, check=TtlCheck("ten seconds"))
+
+
+async def test_grpc_check_is_called_by_the_agent() -> None:
+    from meshlib.discovery.consul.register import GrpcCheck
+
+    serving = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
+
+    async def check(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return serving
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with emulator(check_interval=0.05) as consul:
+            client = ConsulClient(ConsulSettings.resolve(consul.address, env={}))
+            try:
+                async with consul_grpc_registration(
+                    None, "reviews", port, id="reviews-g", address="127.0.0.1", check=GrpcCheck(interval="1s"),
+                    client=client,
+                ):
+                    [entry] = await health(consul, "reviews")
+                    grpc_checks = [c for c in entry["Checks"] if c["ServiceID"]]
+                    assert grpc_checks[0]["Type"] == "grpc"
+                    await health_until(consul, "reviews", lambda entries: check_status(entries[0]) == "passing")
+                assert await health(consul, "reviews") == []
+            finally:
+                await client.close()
+    finally:
+        await server.stop(None)
