@@ -446,6 +446,8 @@ class ConsulConfigSource:
             "datacenter": self._discovered_datacenter(),
             "synced": self._first.is_set(),
             "connected": bool(watches) and all(w["connected"] for w in watches.values()),
+            "watches_total": len(watches),
+            "watches_failing": sum(1 for w in watches.values() if not w["connected"]),
             "services": len(self._services),
             "services_not_watched": self.dropped_services,
             "state_version": None if self.snapshot is None else self.snapshot.version,

@@ -76,6 +76,7 @@ async def test_outage_keeps_serving_reports_and_resyncs(consul: ConsulEmulator, 
         await until_status(mesh, lambda st: all(w["consecutive_failures"] >= 3 for w in st["watches"].values()))
         status = mesh.status()
         assert status["connected"] is False
+        assert status["watches_failing"] == status["watches_total"] == 7
         assert all(not w["connected"] and "cannot reach Consul" in w["last_error"] for w in status["watches"].values())
         assert status["last_error"], status
         await traffic.at_least(100)  # still served from the last good configuration
