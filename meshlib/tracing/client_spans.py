@@ -31,14 +31,26 @@ A span the sampler drops costs its ids and one sampler call, nothing after.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
+from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+)
+from opentelemetry.trace.propagation import _SPAN_KEY
 
+from meshlib.tracing.lean_spans import LeanSpanRecorder, lean_recording_supported
 from meshlib.tracing.url_redaction import redact_url_query
 
 __all__ = ["ClientSpan", "PresetIds", "lazy_recording_supported"]
@@ -54,6 +66,7 @@ class ClientSpan:
     __slots__ = (
         "method",
         "parent",
+        "parent_span_context",
         "recording",
         "resend_count",
         "server_address",
@@ -81,6 +94,7 @@ class ClientSpan:
         self.resend_count = 0
         self.span: Span | None = None  # set when the span was started on the request path
         self.parent: otel_context.Context | None = None
+        self.parent_span_context: SpanContext | None = None  # None: a root span (set by LazyClientSpans)
         self.trace_id = 0
         self.span_id = 0
         self.trace_flags = 0
@@ -228,7 +242,7 @@ def compile_sampler(sampler: Any) -> Decide | None:
 class LazyClientSpans:
     """Mints :class:`ClientSpan` identities on the request path and records them later."""
 
-    __slots__ = ("_decide", "_ids", "_inner_ids", "_random_ids", "_tracer")
+    __slots__ = ("_decide", "_ids", "_inner_ids", "_lean", "_random_ids", "_tracer")
 
     def __init__(self, tracer: Any) -> None:
         ids = tracer.id_generator
@@ -241,6 +255,8 @@ class LazyClientSpans:
         assert decide is not None, "LazyClientSpans needs a built-in sampler (lazy_recording_supported)"
         self._decide = decide
         self._random_ids = bool(_RANDOM_FLAG) and ids.is_trace_id_random()
+        # Recorded spans are built as the exporter reads them when the processors allow it.
+        self._lean = LeanSpanRecorder(tracer) if lean_recording_supported(tracer) else None
 
     def begin(self, parent: otel_context.Context, client_span: ClientSpan) -> ClientSpan:
         """Give ``client_span`` (its start fields filled) an identity and a sampling decision, now."""
@@ -249,6 +265,7 @@ class LazyClientSpans:
             trace_id = parent_context.trace_id
             random_flag = int(parent_context.trace_flags) & _RANDOM_FLAG
             client_span.trace_state = parent_context.trace_state
+            client_span.parent_span_context = parent_context
         else:
             trace_id = self._inner_ids.generate_trace_id()
             random_flag = _RANDOM_FLAG if self._random_ids else 0
@@ -260,9 +277,62 @@ class LazyClientSpans:
         client_span.recording = sampled
         return client_span
 
+    def begin_or_propagate(
+        self, method: str, url: object, headers: MutableMapping[str, str], baggage_propagator: TextMapPropagator
+    ) -> ClientSpan | None:
+        """The request path's whole tracing work when the outbound propagator is W3C's (the default).
+
+        Sampled out: a span id is minted and ``traceparent`` (+ ``tracestate``,
+        ``baggage``) written straight from the current context — no span object,
+        no context built — and None is returned: nothing is left to record.
+        Sampled: the :class:`ClientSpan` to observe and record, its headers written.
+        """
+        context = otel_context.get_current()
+        current = context.get(_SPAN_KEY)
+        parent = current.get_span_context() if isinstance(current, Span) else INVALID_SPAN_CONTEXT
+        inner = self._inner_ids
+        if parent.is_valid:
+            trace_id = parent.trace_id
+            random_flag = int(parent.trace_flags) & _RANDOM_FLAG
+            trace_state: TraceState | None = parent.trace_state
+        else:
+            trace_id = inner.generate_trace_id()
+            random_flag = _RANDOM_FLAG if self._random_ids else 0
+            trace_state = None
+        if self._decide(parent, trace_id):
+            client_span = ClientSpan(method, url, time.time_ns(), None, None)
+            client_span.parent = context
+            client_span.trace_id = trace_id
+            client_span.span_id = inner.generate_span_id()
+            client_span.trace_flags = _SAMPLED | random_flag
+            client_span.recording = True
+            if parent.is_valid:
+                client_span.trace_state = trace_state
+                client_span.parent_span_context = parent
+            client_span.inject_w3c(headers, baggage_propagator)
+            return client_span
+        headers["traceparent"] = f"00-{trace_id:032x}-{inner.generate_span_id():016x}-{random_flag:02x}"
+        if trace_state:
+            headers["tracestate"] = trace_state.to_header()
+        if context.get(_BAGGAGE_KEY):
+            baggage_propagator.inject(headers, context=context)
+        return None
+
     def record(self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool) -> None:
         """Create the SDK span with the ids already sent upstream, and end it (run deferred)."""
         if not client_span.recording:
+            return
+        lean = self._lean
+        if lean is not None and lean.still_supported():
+            merged = client_span.start_attributes()
+            for key, value in attributes.items():  # as the SDK's set_attributes: a key set again moves last
+                if key in merged:
+                    del merged[key]
+                merged[key] = value
+            lean.record(
+                client_span.method, client_span.span_context(), parent=client_span.parent_span_context,
+                attributes=merged, start_ns=client_span.start_ns, end_ns=end_ns, error=error,
+            )
             return
         from opentelemetry.trace import Status, StatusCode
 

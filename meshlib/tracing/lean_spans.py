@@ -1,0 +1,136 @@
+"""Recording a CLIENT span without the SDK's live span object: build what the exporter reads, once.
+
+A recorded CLIENT span is finished off the response path (:mod:`meshlib.tracing.deferred`)
+with everything already known: its ids (minted on the request path, see
+:mod:`meshlib.tracing.client_spans`), start and end times, attributes and status.
+The SDK's way — ``tracer.start_span`` (a mutable ``_Span`` with its lock,
+attributes validated one by one, ``on_start`` of every processor) then ``set_status``
+and ``end`` (a second, read-only copy for ``on_end``) — costs ≈200k instructions per
+request. :class:`LeanSpanRecorder` builds that read-only ``ReadableSpan`` directly,
+with the same fields the SDK would give it:
+
+- name (the HTTP method), kind CLIENT, the span context that was sent upstream,
+  the parent span context (``None`` for a root), start and end time;
+- attributes in the SDK's order (a key set again moves to the end) and under the
+  provider's ``SpanLimits`` (count and value length; ``BoundedAttributes`` when a
+  limit bites, so ``dropped_attributes`` is the SDK's);
+- status ``ERROR`` or ``UNSET``, no events, no links, the tracer's resource and
+  instrumentation scope; the SDK's own span metrics (``otel.sdk.span.*``) when enabled;
+
+and hands it to the provider's processors' ``on_end``: a ``BatchSpanProcessor``
+queues it for its exporter thread, which exports in batches as usual.
+
+It is used only where that is provably what the SDK would do: an SDK tracer (enabled)
+whose processors are exactly the SDK's ``BatchSpanProcessor`` / ``SimpleSpanProcessor``
+(their ``on_start`` and ``_on_ending`` do nothing), under a sampler
+:func:`~meshlib.tracing.client_spans.compile_sampler` reproduces. A custom processor
+(it may read or change the live span in ``on_start``), a ``ConcurrentMultiSpanProcessor``,
+a custom sampler or a non-SDK provider keep the SDK path (:class:`~meshlib.tracing.client_spans.LazyClientSpans`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+
+__all__ = ["LeanSpanRecorder", "lean_recording_supported"]
+
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
+
+
+def lean_recording_supported(tracer: Any) -> bool:
+    """True when :class:`LeanSpanRecorder` reproduces what ``tracer`` would export (module docstring)."""
+    try:
+        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+        from opentelemetry.sdk.trace import Tracer as SdkTracer
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    except ImportError:
+        return False
+    if type(tracer) is not SdkTracer:
+        return False
+    processor = getattr(tracer, "span_processor", None)
+    if type(processor) is not SynchronousMultiSpanProcessor:
+        return False
+    processors = getattr(processor, "_span_processors", None)
+    if not isinstance(processors, tuple):
+        return False
+    return all(type(p) in (BatchSpanProcessor, SimpleSpanProcessor) for p in processors)
+
+
+class LeanSpanRecorder:
+    """Turns a finished CLIENT span's fields into the SDK's ``ReadableSpan`` and ends it on the processors."""
+
+    __slots__ = ("_bounded", "_max_attributes", "_max_value_len", "_processor", "_processors", "_readable", "_tracer")
+
+    def __init__(self, tracer: Any) -> None:
+        from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.sdk.trace import ReadableSpan
+
+        self._tracer = tracer
+        self._readable = ReadableSpan
+        self._bounded = BoundedAttributes
+        self._processor = tracer.span_processor
+        self._processors = self._processor._span_processors  # a new tuple whenever one is added
+        limits = tracer._span_limits
+        self._max_attributes: int | None = limits.max_span_attributes
+        self._max_value_len: int | None = limits.max_span_attribute_length
+
+    def still_supported(self) -> bool:
+        """Processors can be added to a provider later; a custom one ends lean recording."""
+        processor = self._tracer.span_processor
+        if processor is self._processor and processor._span_processors is self._processors:
+            return True
+        if not lean_recording_supported(self._tracer):
+            return False
+        self._processor, self._processors = processor, processor._span_processors
+        return True
+
+    def record(
+        self,
+        name: str,
+        context: SpanContext,
+        *,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        start_ns: int,
+        end_ns: int,
+        error: bool,
+    ) -> None:
+        """End one sampled span: what ``start_span(...)`` + ``set_status`` + ``end(end_ns)`` would export."""
+        tracer = self._tracer
+        if not tracer._is_enabled():  # the SDK's tracer configurator can disable a tracer at any time
+            return
+        from opentelemetry.sdk.trace.sampling import Decision
+
+        end_metrics: Callable[[], None] = tracer._tracer_metrics.start_span(parent, Decision.RECORD_AND_SAMPLE)
+        span = self._readable(
+            name=name,
+            context=context,
+            parent=parent,
+            resource=tracer.resource,
+            attributes=self._attributes(attributes),
+            events=(),
+            links=(),
+            kind=SpanKind.CLIENT,
+            instrumentation_info=tracer.instrumentation_info,
+            status=_ERROR if error else _UNSET,
+            start_time=start_ns,
+            end_time=end_ns,
+            instrumentation_scope=tracer._instrumentation_scope,
+        )
+        end_metrics()
+        self._processor.on_end(span)
+
+    def _attributes(self, attributes: dict[str, Any]) -> Any:
+        """The attributes as the SDK would hold them once the span ended (limits applied)."""
+        limit, max_len = self._max_attributes, self._max_value_len
+        fits = limit is None or len(attributes) <= limit
+        if fits and max_len is not None:
+            fits = all(not isinstance(value, str) or len(value) <= max_len for value in attributes.values())
+        if fits:  # every value is a str/int we built: nothing for the SDK to clean, drop or cut
+            return MappingProxyType(attributes)
+        return self._bounded(limit, attributes, immutable=True, max_value_len=max_len)
