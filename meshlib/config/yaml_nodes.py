@@ -59,9 +59,9 @@ _IMPLICIT: dict[str, list[tuple[str, Any]]] = yaml.resolver.Resolver.yaml_implic
 class _PlainResolver(BaseResolver):
     """Leaves plain scalars untyped (:data:`_PLAIN_TAG`) so the converter types only the ones it keeps.
 
-    The safe loader's resolver runs a regex per scalar inside the composer;
-    typing later, with a first-character check, halves the cost of composing
-    a 10,000-endpoint file.
+    The safe loader's resolver runs its regexes on every scalar inside the
+    composer; here most plain values (names, addresses, hosts) are settled by
+    a first-character check, and base-60 numbers are not produced at all.
     """
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
