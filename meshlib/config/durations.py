@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
-MAX_DURATION_NS = 2**63 - 1  # Go's time.Duration
+MAX_DURATION_NS = 2**63 - 1  # Go's time.Duration: 2562047h47m16.854775807s
 PROTOBUF_MAX_SECONDS = 315_576_000_000
 MAX_DURATION_S = MAX_DURATION_NS / NS_PER_S
 MAX_TEXT_LENGTH = 64

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from meshlib.config.durations import (
-    MAX_DURATION_S,
     NS_PER_S,
     duration_problem,
-    format_duration,
     parse_duration_ns,
 )
 from meshlib.config.yaml_nodes import Node
@@ -218,7 +216,7 @@ class Fields:
             text = node.scalar if isinstance(node.scalar, str) else str(node.scalar).lower()
             hint = ""
             if isinstance(node.scalar, str) and _DURATION_SHAPE.match(node.scalar.strip()):
-                hint = f" (longer than the maximum {format_duration(MAX_DURATION_S)}, Go's time.Duration)"
+                hint = " (longer than the maximum 2562047h47m16.854775807s, Go's time.Duration)"
             self.sink.error(node.line, self.at(key), f'invalid duration "{text[:64]}"{hint}')
             return None
         if ns == 0 and allow_zero:
