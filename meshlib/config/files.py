@@ -8,7 +8,10 @@ user named them: ``mesh/`` gives ``mesh/reviews.yaml``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +25,9 @@ from meshlib.errors import ConfigInvalid, ConfigProblem
 
 log = logging.getLogger("meshlib.config")
 SUFFIXES = (".yaml", ".yml")
+PARSE_CACHE_FILES = 64
+_PARSED: OrderedDict[tuple[str, bytes], tuple[tuple[IstioResource, ...], tuple[ConfigProblem, ...]]] = OrderedDict()
+_CACHE_LOCK = threading.Lock()  # reloads parse in worker threads
 MAX_FILE_BYTES = 8 * 1024 * 1024  # ~20x a 10,000-endpoint file; larger is refused, not parsed
 
 
@@ -70,17 +76,38 @@ def read_resources(paths: Sequence[str | Path]) -> tuple[list[IstioResource], li
                 limit = f"{MAX_FILE_BYTES // (1024 * 1024)} MiB"
                 problems.append(ConfigProblem(name, 0, "", "", "", f"file too large: more than {limit}"))
                 continue
-            text = data.decode("utf-8")
+            found, file_problems = _parse_cached(name, data)
         except UnicodeDecodeError as exc:
             problems.append(ConfigProblem(name, 0, "", "", "", f"not UTF-8 text: {exc.reason}"))
             continue
         except OSError as exc:
             problems.append(ConfigProblem(name, 0, "", "", "", f"cannot read: {exc.strerror or exc}"))
             continue
-        found, file_problems = parse_file(name, text)
         resources.extend(found)
         problems.extend(file_problems)
     return resources, problems + duplicate_problems(resources)
+
+
+def _parse_cached(name: str, data: bytes) -> tuple[tuple[IstioResource, ...], tuple[ConfigProblem, ...]]:
+    """``parse_file`` of one file, reused while its name and bytes are unchanged.
+
+    A hot reload re-reads every file when one changes; the unchanged ones
+    (a 10,000-endpoint registry next to a small routing file) are not parsed
+    again. Parse results are immutable, so sharing them is safe.
+    """
+    key = (name, hashlib.blake2b(data, digest_size=16).digest())
+    with _CACHE_LOCK:
+        cached = _PARSED.get(key)
+        if cached is not None:
+            _PARSED.move_to_end(key)
+            return cached
+    found, problems = parse_file(name, data.decode("utf-8"))
+    result = (tuple(found), tuple(problems))
+    with _CACHE_LOCK:
+        _PARSED[key] = result
+        while len(_PARSED) > PARSE_CACHE_FILES:
+            _PARSED.popitem(last=False)
+    return result
 
 
 def _identity(resource: IstioResource) -> tuple[str, str, str, str, int] | None:

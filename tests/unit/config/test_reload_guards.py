@@ -114,3 +114,15 @@ def test_proxy_level_kinds_are_ignored_with_a_warning(tmp_path: Path, api_versio
         "(it configures the proxy, not traffic)"
     )
     assert len(_source(tmp_path).load().services) == 1
+
+
+def test_unchanged_files_are_not_parsed_again(tmp_path: Path) -> None:
+    from meshlib.config import read_resources
+
+    (tmp_path / "a.yaml").write_text(SE)
+    (tmp_path / "b.yaml").write_text(SE.replace("reviews", "ratings"))
+    first, _ = read_resources([tmp_path])
+    (tmp_path / "b.yaml").write_text(SE.replace("reviews", "details"))
+    second, _ = read_resources([tmp_path])
+    assert second[0] is first[0]  # a.yaml: the same parsed resource, reused
+    assert second[1] is not first[1] and second[1].meta.name == "details"
