@@ -31,23 +31,22 @@ Time and randomness are injected (``clock``, ``sleep``, ``rng``) so rotation is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import grpc
 
-from meshlib.security.bundle import CertBundle, CertificateSource, Subscribers, load_pem_certificates
+from meshlib.security.bundle import CertBundle, CertificateSource, load_pem_certificates
 from meshlib.security.ca import DEFAULT_SVID_TTL, Clock, certs_pem, make_csr, new_private_key, private_key_pem, utc_now
 from meshlib.security.ca_proto import METHOD_PATH, IstioCertificateRequest, IstioCertificateResponse
-from meshlib.security.errors import IdentityMismatch, IssuanceRefused, NoCertificateYet, SecurityError
+from meshlib.security.errors import IdentityMismatch, IssuanceRefused, SecurityError
 from meshlib.security.rotation import refresh_time, retry_delay_s
+from meshlib.security.source_lifecycle import BackgroundCertificateSource
 from meshlib.security.spiffe import SpiffeId
 from meshlib.security.verify import verify_svid
 
@@ -56,7 +55,7 @@ _log = logging.getLogger(__name__)
 MAX_TOKEN_BYTES = 64 * 1024
 
 
-class CaClientCertificateSource:
+class CaClientCertificateSource(BackgroundCertificateSource):
     """See the module docstring."""
 
     def __init__(
@@ -82,6 +81,7 @@ class CaClientCertificateSource:
                 "or local_socket= (local trust by uid)"
             )
         load_pem_certificates(ca_trust_pem, "CA trust bundle")
+        super().__init__()
         self.local_socket = os.fspath(local_socket) if local_socket is not None else None
         self.target = target or f"unix:{self.local_socket}"
         self.ca_trust_pem = ca_trust_pem
@@ -95,49 +95,28 @@ class CaClientCertificateSource:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._timeout_s = request_timeout_s
-        self._bundle: CertBundle | None = None
-        self._subscribers = Subscribers()
-        self._task: asyncio.Task[None] | None = None
         self.refresh_at: datetime | None = None
         self.rotations = 0
         self.last_error: str | None = None
 
     # --- CertificateSource -------------------------------------------------------------------------------
 
-    def current(self) -> CertBundle:
-        if self._bundle is None:
-            detail = f": {self.last_error}" if self.last_error else " (call start() first)"
-            raise NoCertificateYet(f"no certificate from the CA at {self.target} yet{detail}")
-        return self._bundle
-
-    def subscribe(self, callback: Callable[[CertBundle], None]) -> Callable[[], None]:
-        return self._subscribers.add(callback)
+    def _missing_certificate(self) -> str:
+        detail = f": {self.last_error}" if self.last_error else " (call start() first)"
+        return f"no certificate from the CA at {self.target} yet{detail}"
 
     async def start(self) -> None:
         """Fetch the first certificate (errors propagate) and start the rotation task."""
         if self.bootstrap is not None:
             await self.bootstrap.start()
         await self.rotate_now()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._rotate_forever(), name="meshlib-svid-rotation")
+        self._start_task(self._rotate_forever, "meshlib-svid-rotation")
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Cancel rotation, then stop the bootstrap source."""
+        await super().stop()
         if self.bootstrap is not None:
             await self.bootstrap.stop()
-
-    async def __aenter__(self) -> CaClientCertificateSource:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     # --- fetching ----------------------------------------------------------------------------------------
 

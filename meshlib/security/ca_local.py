@@ -27,13 +27,13 @@ import socket
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import grpc
 
 from meshlib.security.ca_service import Caller, CertificateAuthorityService, Refused
 from meshlib.security.errors import IssuanceRefused, SecurityError
+from meshlib.security.source_lifecycle import StartStopContext
 from meshlib.security.spiffe import SpiffeId
 
 _log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-class LocalCaServer:
+class LocalCaServer(StartStopContext):
     """Serves :class:`CertificateAuthorityService` on a Unix socket, identifying callers by uid."""
 
     def __init__(
@@ -78,15 +78,6 @@ class LocalCaServer:
             self._server = None
         if self.path.exists():
             self.path.unlink()
-
-    async def __aenter__(self) -> LocalCaServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

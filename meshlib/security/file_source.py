@@ -20,16 +20,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
-from meshlib.security.bundle import MAX_PEM_BYTES, CertBundle, Subscribers
+from meshlib.security.bundle import MAX_PEM_BYTES, CertBundle
 from meshlib.security.ca import WORKLOAD_CHAIN_FILE, WORKLOAD_KEY_FILE, WORKLOAD_ROOT_FILE, Clock, utc_now
-from meshlib.security.errors import CertificateInvalid, NoCertificateYet, SecurityError
+from meshlib.security.errors import CertificateInvalid, SecurityError
+from meshlib.security.source_lifecycle import BackgroundCertificateSource
 from meshlib.security.verify import verify_svid
 
 _log = logging.getLogger(__name__)
@@ -38,7 +36,7 @@ DEFAULT_REFRESH_INTERVAL_S = 60.0  # gRPC file_watcher's default refresh_interva
 MIN_REFRESH_INTERVAL_S = 0.01
 
 
-class FileCertificateSource:
+class FileCertificateSource(BackgroundCertificateSource):
     """Watches a certificate chain, private key and trust bundle file; see the module docstring."""
 
     def __init__(
@@ -52,15 +50,13 @@ class FileCertificateSource:
     ) -> None:
         if refresh_interval_s < MIN_REFRESH_INTERVAL_S:
             raise ValueError(f"refresh_interval_s must be at least {MIN_REFRESH_INTERVAL_S}")
+        super().__init__()
         self.certificate_file = Path(certificate_file)
         self.private_key_file = Path(private_key_file)
         self.ca_certificate_file = Path(ca_certificate_file)
         self.refresh_interval_s = refresh_interval_s
         self._clock = clock
-        self._bundle: CertBundle | None = None
         self._seen: tuple[bytes, bytes, bytes] | None = None
-        self._subscribers = Subscribers()
-        self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
         self.reloads = 0
 
@@ -77,37 +73,15 @@ class FileCertificateSource:
 
     # --- CertificateSource -------------------------------------------------------------------------------
 
-    def current(self) -> CertBundle:
-        if self._bundle is None:
-            detail = f": {self.last_error}" if self.last_error else " (call start() first)"
-            raise NoCertificateYet(f"no certificate loaded from {self.certificate_file}{detail}")
-        return self._bundle
-
-    def subscribe(self, callback: Callable[[CertBundle], None]) -> Callable[[], None]:
-        return self._subscribers.add(callback)
+    def _missing_certificate(self) -> str:
+        detail = f": {self.last_error}" if self.last_error else " (call start() first)"
+        return f"no certificate loaded from {self.certificate_file}{detail}"
 
     async def start(self) -> None:
         """Load the files (raising :class:`SecurityError` if they are not a valid bundle) and start polling."""
         if not self.check():
             raise CertificateInvalid(self.last_error or f"cannot load {self.certificate_file}")
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._poll(), name="meshlib-cert-file-watch")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def __aenter__(self) -> FileCertificateSource:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+        self._start_task(self._poll, "meshlib-cert-file-watch")
 
     # --- reloading ---------------------------------------------------------------------------------------
 

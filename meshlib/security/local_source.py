@@ -15,23 +15,21 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
 
-from meshlib.security.bundle import CertBundle, Subscribers
+from meshlib.security.bundle import CertBundle
 from meshlib.security.ca import DEFAULT_SVID_TTL, MeshCA
-from meshlib.security.errors import NoCertificateYet
 from meshlib.security.rotation import refresh_time
+from meshlib.security.source_lifecycle import BackgroundCertificateSource
 from meshlib.security.spiffe import SpiffeId
 
 _log = logging.getLogger(__name__)
 
 
-class LocalCaCertificateSource:
+class LocalCaCertificateSource(BackgroundCertificateSource):
     """See the module docstring."""
 
     def __init__(
@@ -45,6 +43,7 @@ class LocalCaCertificateSource:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__()
         self.ca = ca
         self.spiffe_id = spiffe_id
         self.dns_names = tuple(dns_names)
@@ -52,18 +51,10 @@ class LocalCaCertificateSource:
         self.ttl = ttl
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._bundle: CertBundle | None = None
-        self._subscribers = Subscribers()
-        self._task: asyncio.Task[None] | None = None
         self.refresh_at: datetime | None = None
 
-    def current(self) -> CertBundle:
-        if self._bundle is None:
-            raise NoCertificateYet(f"no certificate issued for {self.spiffe_id} yet (call start() first)")
-        return self._bundle
-
-    def subscribe(self, callback: Callable[[CertBundle], None]) -> Callable[[], None]:
-        return self._subscribers.add(callback)
+    def _missing_certificate(self) -> str:
+        return f"no certificate issued for {self.spiffe_id} yet (call start() first)"
 
     def rotate_now(self) -> CertBundle:
         """Issue a fresh certificate, install it and notify subscribers."""
@@ -78,24 +69,7 @@ class LocalCaCertificateSource:
     async def start(self) -> None:
         if self._bundle is None:
             self.rotate_now()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._rotate_forever(), name="meshlib-local-svid")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def __aenter__(self) -> LocalCaCertificateSource:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+        self._start_task(self._rotate_forever, "meshlib-local-svid")
 
     async def _rotate_forever(self) -> None:
         while True:

@@ -26,13 +26,11 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -40,9 +38,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from meshlib.security.bundle import CertBundle, CertificateSource, Subscribers, load_pem_certificates
+from meshlib.security.bundle import CertBundle, CertificateSource, load_pem_certificates
 from meshlib.security.ca import certs_pem, private_key_pem
 from meshlib.security.errors import CertificateInvalid, NoCertificateYet, SecurityError
+from meshlib.security.source_lifecycle import BackgroundCertificateSource, StartStopContext
 from meshlib.security.spiffe import SpiffeId
 from meshlib.security.verify import verify_svid
 
@@ -175,7 +174,7 @@ def endpoint_target(endpoint: str | None) -> str:
 # --- client ----------------------------------------------------------------------------------------------
 
 
-class WorkloadApiCertificateSource:
+class WorkloadApiCertificateSource(BackgroundCertificateSource):
     """A :class:`CertificateSource` fed by ``FetchX509SVID``; see the module docstring."""
 
     def __init__(
@@ -186,30 +185,22 @@ class WorkloadApiCertificateSource:
         first_update_timeout_s: float = FIRST_UPDATE_TIMEOUT_S,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__()
         self.target = endpoint_target(endpoint)
         self.spiffe_id = spiffe_id
         self.first_update_timeout_s = first_update_timeout_s
         self._rng = rng or random.Random()
-        self._bundle: CertBundle | None = None
-        self._subscribers = Subscribers()
         self._first = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
         self.updates = 0
 
-    def current(self) -> CertBundle:
-        if self._bundle is None:
-            detail = f": {self.last_error}" if self.last_error else ""
-            raise NoCertificateYet(f"no SVID from the Workload API at {self.target} yet{detail}")
-        return self._bundle
-
-    def subscribe(self, callback: Callable[[CertBundle], None]) -> Callable[[], None]:
-        return self._subscribers.add(callback)
+    def _missing_certificate(self) -> str:
+        detail = f": {self.last_error}" if self.last_error else ""
+        return f"no SVID from the Workload API at {self.target} yet{detail}"
 
     async def start(self) -> None:
         """Open the stream and wait for the first SVID (bounded); raises :class:`NoCertificateYet` on timeout."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="meshlib-workload-api")
+        self._start_task(self._run, "meshlib-workload-api")
         try:
             async with asyncio.timeout(self.first_update_timeout_s):
                 await self._first.wait()
@@ -219,22 +210,6 @@ class WorkloadApiCertificateSource:
                 f"no SVID from the Workload API at {self.target} within {self.first_update_timeout_s}s"
                 + (f": {self.last_error}" if self.last_error else "")
             ) from None
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def __aenter__(self) -> WorkloadApiCertificateSource:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _run(self) -> None:
         failures = 0
@@ -281,7 +256,7 @@ class WorkloadApiCertificateSource:
 # --- server ----------------------------------------------------------------------------------------------
 
 
-class WorkloadApiServer:
+class WorkloadApiServer(StartStopContext):
     """Serves ``source``'s SVID over the Workload API on a Unix socket (file mode 0600)."""
 
     def __init__(self, source: CertificateSource, path: str | os.PathLike[str], *, mode: int = 0o600) -> None:
@@ -336,15 +311,6 @@ class WorkloadApiServer:
         if self._server is not None:
             await self._server.stop(None)
             self._server = None
-
-    async def __aenter__(self) -> WorkloadApiServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _notify(self) -> None:
         async with self._changed:
