@@ -17,18 +17,14 @@ a JSON number is a count of nanoseconds, as Go's encoder writes a Duration.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshlib.discovery.consul.go_duration import format_go_duration, parse_go_duration_nanos
 from meshlib.errors import ConfigProblem
 
 MAX_DURATION_S = 315_360_000.0  # ten years: anything longer is a typo, and Go's int64 tops out near 292 years
-
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-            "m": 60_000_000_000, "h": 3_600_000_000_000}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|h|m|s)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,53 +174,13 @@ def as_duration(value: Any, field: str) -> float | None:
 
 def parse_go_duration(text: str) -> float | None:
     """Go's ``time.ParseDuration`` in seconds (sign allowed); None when the text is not a duration."""
-    value = text.strip()
-    sign = 1.0
-    if value[:1] in "+-" and value:
-        sign = -1.0 if value[0] == "-" else 1.0
-        value = value[1:]
-    if value == "0":
-        return 0.0
-    if not value or len(value) > 64:
-        return None
-    total_ns = 0.0
-    pos = 0
-    while pos < len(value):
-        match = _PART.match(value, pos)
-        if match is None:
-            return None
-        total_ns += float(match.group(1)) * _UNIT_NS[match.group(2)]
-        pos = match.end()
-    return sign * total_ns / 1e9
+    nanos = parse_go_duration_nanos(text)
+    return None if nanos is None else nanos / 1e9
 
 
 def go_duration_string(seconds: float) -> str:
     """Go's ``time.Duration.String()`` (``1m0s``, ``1.5s``, ``250ms``, ``0s``), as Consul renders durations."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + _fraction(ns, size) + unit
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    text = _fraction(rest, 1_000_000_000) + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{sign}{minutes}m{text}"
-    return sign + text
-
-
-def _fraction(value: int, size: int) -> str:
-    whole, frac = divmod(value, size)
-    if not frac:
-        return str(whole)
-    digits = str(frac).rjust(len(str(size)) - 1, "0").rstrip("0")
-    return f"{whole}.{digits}"
+    return format_go_duration(round(seconds * 1e9))
 
 
 def _json_type(value: Any) -> str:
