@@ -11,7 +11,6 @@ it), and aiohttp's pool is then keyed per endpoint.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ from yarl import URL
 
 from meshlib.aiohttp.body_deadline import guard_body
 from meshlib.aiohttp.connector import set_connect_timeout, set_peer_check, tls_failure
+from meshlib.aiohttp.fused import FusedPath, timeout_hint
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
 from meshlib.aiohttp.mirror import MirrorSender, ShadowTls
 from meshlib.config.model import Endpoint, HeaderOps, MeshSnapshot
@@ -93,8 +93,12 @@ def _discard(response: ClientResponse) -> None:
     response.release()
 
 
-def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
-    """Build the middleware bound to ``mesh`` (reads its current state per request)."""
+def client_middleware(mesh: Mesh, *, suppress_envoy_headers: bool = False) -> ClientMiddlewareType:
+    """Build the middleware bound to ``mesh`` (reads its current state per request).
+
+    ``suppress_envoy_headers``: send no ``x-envoy-attempt-count`` / ``x-envoy-expected-rq-timeout-ms``
+    hints upstream, as Envoy's router option of that name.
+    """
     rng = mesh.rng
     runner: UpstreamRunner[ClientResponse] = UpstreamRunner(
         stats=mesh.host_stats,
@@ -111,6 +115,8 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
     # yarl computes lazily (host, port, path_qs...) that aiohttp reads several times per request.
     endpoint_urls: dict[tuple[str, int, str, str, str], URL] = {}
     mirror_sender = mesh._mirrors = MirrorSender()
+    # Plain requests run fused in one coroutine (meshlib.aiohttp.fused); the rest take route_request.
+    fused_path = FusedPath(mesh, runner, _apply_response_ops, suppress_hints=suppress_envoy_headers)
 
     # A plain function handing back the coroutine (aiohttp awaits it): one coroutine frame
     # less to enter, suspend and resume on every request.
@@ -120,6 +126,9 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
         if carried:  # called while handling an inbound request: carry its trace headers on
             inject(req.headers, carried, skip_trace=telemetry is not None and telemetry.tracing is not None)
         if telemetry is None:
+            fused = fused_path.lookup(req)
+            if fused is not None:
+                return fused_path.request(req, handler, fused)
             return route_request(req, handler, None)
         return route_request(req, handler, _observe(req, telemetry))
 
@@ -223,9 +232,10 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
                         encoded=True,
                     )
                 req.url = endpoint_url
-                headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
-                if timeout_hint_s is not None:
-                    headers[EXPECTED_TIMEOUT] = str(max(1, math.ceil(timeout_hint_s * 1000)))
+                if not suppress_envoy_headers:
+                    headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
+                    if timeout_hint_s is not None:
+                        headers[EXPECTED_TIMEOUT] = timeout_hint(timeout_hint_s)
                 if attempt > 1 and observation is not None and observation.span is not None:
                     return _traced_retry(req, handler, endpoint, attempt, observation)
                 return handler(req)
@@ -261,6 +271,7 @@ def client_middleware(mesh: Mesh) -> ClientMiddlewareType:
             if observation is not None:
                 _observed(observation, req, response)
 
+    fused_path.fallback = lambda req, handler: route_request(req, handler, None)
     return meshlib_client_middleware
 
 

@@ -47,7 +47,7 @@ from typing import Generic, TypeVar
 from meshlib.balancing import PickContext, observe_rtt
 from meshlib.config.model import Endpoint, Route
 from meshlib.decision import Decision
-from meshlib.host_stats import HostStatsTable
+from meshlib.host_stats import HostStats, HostStatsTable
 from meshlib.resilience.cluster_runtime import STATUS_COUNTERS, ClusterRuntime
 from meshlib.resilience.deadline import DeadlineExceeded, current_deadline, remaining_timeout
 from meshlib.resilience.fault import decide_fault
@@ -114,7 +114,7 @@ class CallReport:
         self.delay_injected = False
 
 
-class _RoutePlan:
+class RoutePlan:
     """What :meth:`UpstreamRunner.run` needs from one route, worked out once per route and event loop.
 
     Routes are frozen, so everything here is a pure function of the route,
@@ -135,6 +135,33 @@ class _RoutePlan:
         self.try_queue = queue(per_try) if per_try is not None else None
         # The route timeout when no inbound deadline shortens it (``0`` / ``None``: disabled).
         self.route_queue = queue(route.timeout_s) if route.timeout_s else None
+
+
+class FirstAttempt(Generic[R]):
+    """Attempt 1 as a fused fast path made it, handed to :meth:`UpstreamRunner.run` to carry on.
+
+    The fused path has counted the request, admitted it with a connection slot,
+    deposited into the retry budget, armed the route timer (``route_timer``)
+    and made attempt 1 on ``host`` (``key``) with the per-try timer
+    ``try_timer`` (already disarmed), which ended in ``outcome`` (and
+    ``response``, when there is one). Outlier detection and the load metrics
+    have not seen the outcome yet: :meth:`UpstreamRunner.run` records it.
+    """
+
+    __slots__ = ("host", "key", "now", "outcome", "response", "route_timer", "task", "try_timer")
+
+    def __init__(
+        self, *, now: float, task: asyncio.Task[object] | None, route_timer: QueuedTimer | None, key: str,
+        host: HostStats, response: R | None, outcome: Outcome, try_timer: QueuedTimer | None,
+    ) -> None:
+        self.now = now
+        self.task = task
+        self.route_timer = route_timer
+        self.key = key
+        self.host = host
+        self.response = response
+        self.outcome = outcome
+        self.try_timer = try_timer
 
 
 _PLAN_CACHE_LIMIT = 4096
@@ -172,7 +199,7 @@ class UpstreamRunner(Generic[R]):
         self.transport = transport
         # Plans by route identity (hashing a frozen route per request costs more than
         # the plan saves); each plan keeps its route, which guards against id reuse.
-        self._plans: dict[int, _RoutePlan] = {}
+        self._plans: dict[int, RoutePlan] = {}
         # One timeout queue per distinct duration, on the loop the plans were made on.
         self._queues: dict[float, TimeoutQueue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -180,14 +207,21 @@ class UpstreamRunner(Generic[R]):
         # never keep the context, so requests can share it instead of allocating one each.
         self._pick = PickContext(rng, 0.0, stats)
 
-    def _plan(self, route: Route, loop: asyncio.AbstractEventLoop) -> _RoutePlan:
+    def _plan(self, route: Route, loop: asyncio.AbstractEventLoop) -> RoutePlan:
         """Make (and cache) ``route``'s plan; a new event loop starts new plans and queues."""
         if self._loop is not loop or len(self._plans) > _PLAN_CACHE_LIMIT:
             # Dropped queues still fire for the timers they hold: their loop handles keep them alive.
             self._plans.clear()
             self._queues.clear()
             self._loop = loop
-        plan = self._plans[id(route)] = _RoutePlan(route, self._queue)
+        plan = self._plans[id(route)] = RoutePlan(route, self._queue)
+        return plan
+
+    def plan_for(self, route: Route, loop: asyncio.AbstractEventLoop) -> RoutePlan:
+        """``route``'s cached plan on ``loop`` (for a fused fast path; :meth:`run` inlines this)."""
+        plan = self._plans.get(id(route))
+        if plan is None or plan.route is not route or self._loop is not loop:
+            plan = self._plan(route, loop)
         return plan
 
     def _queue(self, timeout: float) -> TimeoutQueue:
@@ -196,6 +230,21 @@ class UpstreamRunner(Generic[R]):
             assert self._loop is not None
             queue = self._queues[timeout] = TimeoutQueue(self._loop, timeout)
         return queue
+
+    def outcome_of_error(self, exc: Exception, counters: dict[str, int]) -> Outcome | None:
+        """The outcome of an attempt that raised ``exc``, counted; None: not the transport's, re-raise it."""
+        classified = self.classify_error(exc)
+        if classified is None:
+            if not isinstance(exc, TimeoutError):
+                return None
+            # The transport's own timeout (e.g. a socket read timeout).
+            counters["upstream_rq_per_try_timeout"] += 1
+            return _PER_TRY_TIMEOUT
+        if classified.kind is OutcomeKind.CONNECT_FAILURE:
+            counters["upstream_cx_connect_fail"] += 1  # every failed connection, as Envoy counts
+        elif classified.kind is OutcomeKind.PROTOCOL_ERROR:
+            counters["upstream_cx_protocol_error"] += 1  # likewise every garbled response
+        return classified
 
     async def run(
         self,
@@ -208,7 +257,16 @@ class UpstreamRunner(Generic[R]):
         hash_key: int | None = None,
         route_bucket: TokenBucket | None = None,
         report: CallReport | None = None,
+        first: FirstAttempt[R] | None = None,
     ) -> R | LocalReply:
+        """Run ``decision`` through the stack; ``first``: carry on after a fused path's attempt 1.
+
+        A fused fast path (:mod:`meshlib.aiohttp.fused`) runs steps 4–5 and
+        attempt 1 itself, exactly as this method would when nothing unusual is
+        configured; when that attempt's outcome is not final (a retriable
+        status, an error, a per-try timeout) it hands it over here with
+        ``first``, and the loop goes on from the outcome of attempt 1.
+        """
         hit = decision.hit
         balancer = decision.balancer
         assert hit is not None
@@ -220,68 +278,74 @@ class UpstreamRunner(Generic[R]):
             plan = self._plan(route, loop)
         counters = runtime.counters
         clock = self.clock
-        now = clock()
-        counters["upstream_rq_total"] += 1
-
-        # 1. deadline
-        deadline = current_deadline()
-        timeout: float | None = None  # set only under an inbound deadline: min(route timeout, time left)
-        if deadline is not None:
-            try:
-                timeout = remaining_timeout(route.timeout_s, deadline, now)
-            except DeadlineExceeded:
-                counters["upstream_rq_timeout"] += 1
-                return _DEADLINE_PASSED
-        # 2. fault — a test's injected faults first (meshlib.testing; off: this one attribute check)
-        tap: InjectedRequest[R] | None = None
-        injector = self.owner._faults
-        if injector is not None:
-            tap = injector.begin(decision, runtime, self.transport, report)
-            if tap is not None:
-                injected = await tap.before()
-                if injected is not None:
-                    return injected
-                send = tap.wrap(send)
-        if route.fault is not None:
-            fault = decide_fault(route.fault, self.rng)
-            if fault.delay_s is not None:
-                counters["fault_delays_injected"] += 1
-                if report is not None:
-                    report.delay_injected = True
-                await asyncio.sleep(fault.delay_s)
-            if fault.abort is not None:
-                counters["fault_aborts_injected"] += 1
-                return LocalReply(fault.abort.http_status or 200, "fault filter abort", "FI",
-                                  grpc_status=fault.abort.grpc_status)
-        # 3. local rate limit
-        if (route_bucket is not None and not route_bucket.try_consume(now)) or (
-            runtime.bucket is not None and not runtime.bucket.try_consume(now)
-        ):
-            counters["ratelimit_rate_limited"] += 1
-            return _RATE_LIMITED
-        # 4. admission, with a connection slot when one is free (the pending wait is in step 5)
-        try_queue = plan.try_queue
-        route_queue = plan.route_queue
-        if timeout is not None and timeout != route.timeout_s:
-            route_queue = None  # the inbound deadline comes first: a one-off timer (step 5)
-        task: asyncio.Task[object] | None = None
-        if try_queue is not None or route_queue is not None or timeout is not None:
-            task = current_task(loop)  # before any slot is taken: arming fails without a task
-            if task is None:
-                raise RuntimeError("UpstreamRunner.run must run inside a task (its timeouts cancel the task)")
         limits = runtime.limits
-        admission = limits.try_admit()
-        if admission == REFUSED:
-            return _OVERFLOW
-        holding_connection = admission == ADMITTED
-        runtime.budget.deposit(now)
-
-        # 5. route timeout around the pending wait, every attempt and every backoff
+        try_queue = plan.try_queue
+        tap: InjectedRequest[R] | None = None
         route_timer: QueuedTimer | TaskTimer | None = None
-        if route_queue is not None and task is not None:
-            route_timer = route_queue.arm(task)
-        elif timeout is not None:
-            route_timer = TaskTimer(loop, loop.time() + timeout)  # capped by a deadline: a one-off timer
+        if first is None:
+            now = clock()
+            counters["upstream_rq_total"] += 1
+
+            # 1. deadline
+            deadline = current_deadline()
+            timeout: float | None = None  # set only under an inbound deadline: min(route timeout, time left)
+            if deadline is not None:
+                try:
+                    timeout = remaining_timeout(route.timeout_s, deadline, now)
+                except DeadlineExceeded:
+                    counters["upstream_rq_timeout"] += 1
+                    return _DEADLINE_PASSED
+            # 2. fault — a test's injected faults first (meshlib.testing; off: this one attribute check)
+            injector = self.owner._faults
+            if injector is not None:
+                tap = injector.begin(decision, runtime, self.transport, report)
+                if tap is not None:
+                    injected = await tap.before()
+                    if injected is not None:
+                        return injected
+                    send = tap.wrap(send)
+            if route.fault is not None:
+                fault = decide_fault(route.fault, self.rng)
+                if fault.delay_s is not None:
+                    counters["fault_delays_injected"] += 1
+                    if report is not None:
+                        report.delay_injected = True
+                    await asyncio.sleep(fault.delay_s)
+                if fault.abort is not None:
+                    counters["fault_aborts_injected"] += 1
+                    return LocalReply(fault.abort.http_status or 200, "fault filter abort", "FI",
+                                      grpc_status=fault.abort.grpc_status)
+            # 3. local rate limit
+            if (route_bucket is not None and not route_bucket.try_consume(now)) or (
+                runtime.bucket is not None and not runtime.bucket.try_consume(now)
+            ):
+                counters["ratelimit_rate_limited"] += 1
+                return _RATE_LIMITED
+            # 4. admission, with a connection slot when one is free (the pending wait is in step 5)
+            route_queue = plan.route_queue
+            if timeout is not None and timeout != route.timeout_s:
+                route_queue = None  # the inbound deadline comes first: a one-off timer (step 5)
+            task: asyncio.Task[object] | None = None
+            if try_queue is not None or route_queue is not None or timeout is not None:
+                task = current_task(loop)  # before any slot is taken: arming fails without a task
+                if task is None:
+                    raise RuntimeError("UpstreamRunner.run must run inside a task (its timeouts cancel the task)")
+            admission = limits.try_admit()
+            if admission == REFUSED:
+                return _OVERFLOW
+            holding_connection = admission == ADMITTED
+            runtime.budget.deposit(now)
+
+            # 5. route timeout around the pending wait, every attempt and every backoff
+            if route_queue is not None and task is not None:
+                route_timer = route_queue.arm(task)
+            elif timeout is not None:
+                route_timer = TaskTimer(loop, loop.time() + timeout)  # capped by a deadline: a one-off timer
+        else:  # steps 1–5 ran in the fused path: nothing unusual, admitted with a connection
+            now = first.now
+            task = first.task
+            route_timer = first.route_timer
+            holding_connection = True
         classifier = plan.classifier
         retry: RetryState | None = None  # made on the first retriable outcome: most requests never need it
         stats = self.stats
@@ -290,6 +354,7 @@ class UpstreamRunner(Generic[R]):
         holding_retry = False
         attempt = 1
         try_timer: QueuedTimer | None = None
+        response: R | None
         try:
             if not holding_connection:
                 # Every connection is busy: wait for one as pending (max_pending_requests);
@@ -299,54 +364,54 @@ class UpstreamRunner(Generic[R]):
                 holding_connection = True
             # 6. attempt loop
             while True:
-                pick.now = now
-                pick.hash_key = hash_key
-                pick.attempt = attempt - 1
-                pick.avoid = tried
-                endpoint = balancer.pick(pick)
-                if endpoint is None:
-                    counters["upstream_cx_none_healthy"] += 1
-                    return _NO_HEALTHY
-                key = endpoint.key
-                hint = try_queue.timeout if try_queue is not None else None
-                if route_timer is not None:
-                    remaining = route_timer.when - loop.time()
-                    hint = remaining if hint is None else min(hint, remaining)
-                host = stats.get(key, now)
-                host.active_requests += 1
-                if report is not None:
-                    report.attempts = attempt
-                    report.upstream_host = key
-                response: R | None = None
-                try_timer = try_queue.arm(task) if try_queue is not None and task is not None else None
-                try:
-                    response = await send(endpoint, attempt, hint)
-                    outcome = self.classify(response)
-                except asyncio.CancelledError:
-                    if try_timer is None or not try_timer.expired():
-                        raise
-                    counters["upstream_rq_per_try_timeout"] += 1
-                    outcome = _PER_TRY_TIMEOUT
-                except Exception as exc:
-                    classified = self.classify_error(exc)
-                    if classified is None:
-                        if not isinstance(exc, TimeoutError):
+                if first is not None:  # attempt 1, made by the fused path
+                    key = first.key
+                    host = first.host
+                    response = first.response
+                    outcome = first.outcome
+                    try_timer = first.try_timer
+                    first = None
+                else:
+                    pick.now = now
+                    pick.hash_key = hash_key
+                    pick.attempt = attempt - 1
+                    pick.avoid = tried
+                    endpoint = balancer.pick(pick)
+                    if endpoint is None:
+                        counters["upstream_cx_none_healthy"] += 1
+                        return _NO_HEALTHY
+                    key = endpoint.key
+                    hint = try_queue.timeout if try_queue is not None else None
+                    if route_timer is not None:
+                        remaining = route_timer.when - loop.time()
+                        hint = remaining if hint is None else min(hint, remaining)
+                    host = stats.get(key, now)
+                    host.active_requests += 1
+                    if report is not None:
+                        report.attempts = attempt
+                        report.upstream_host = key
+                    response = None
+                    try_timer = try_queue.arm(task) if try_queue is not None and task is not None else None
+                    try:
+                        response = await send(endpoint, attempt, hint)
+                        outcome = self.classify(response)
+                    except asyncio.CancelledError:
+                        if try_timer is None or not try_timer.expired():
                             raise
-                        # The transport's own timeout (e.g. a socket read timeout).
                         counters["upstream_rq_per_try_timeout"] += 1
-                        classified = _PER_TRY_TIMEOUT
-                    elif classified.kind is OutcomeKind.CONNECT_FAILURE:
-                        counters["upstream_cx_connect_fail"] += 1  # every failed connection, as Envoy counts
-                    elif classified.kind is OutcomeKind.PROTOCOL_ERROR:
-                        counters["upstream_cx_protocol_error"] += 1  # likewise every garbled response
-                    outcome = classified
-                finally:
-                    if try_timer is not None:
-                        try_timer.cancel()
-                    host.active_requests -= 1
-                    if holding_retry:
-                        limits.release_retry()  # Envoy holds the retry slot until the retried attempt ends
-                        holding_retry = False
+                        outcome = _PER_TRY_TIMEOUT
+                    except Exception as exc:
+                        classified = self.outcome_of_error(exc, counters)
+                        if classified is None:
+                            raise
+                        outcome = classified
+                    finally:
+                        if try_timer is not None:
+                            try_timer.cancel()
+                        host.active_requests -= 1
+                        if holding_retry:
+                            limits.release_retry()  # Envoy holds the retry slot until the retried attempt ends
+                            holding_retry = False
                 if tap is not None:
                     tap.record(outcome)
                 decay_s = balancer.ewma_decay_s

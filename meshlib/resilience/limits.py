@@ -130,6 +130,10 @@ class ClusterLimits:
         self.upstream_cx_overflow += 1
         return ADMITTED_PENDING
 
+    def admits_at_once(self) -> bool:
+        """Whether :meth:`try_admit` would return :data:`ADMITTED` now (nothing is taken or counted)."""
+        return self._rq_active < self._max_requests and self._cx_active < self._max_connections
+
     def release_admitted(self, connection: bool) -> None:
         """Release a request admitted by :meth:`try_admit`, and its connection slot when ``connection``."""
         if self._rq_active <= 0 or (connection and self._cx_active <= 0):

@@ -186,10 +186,11 @@ class _CompiledVirtualHost:
     route.
     """
 
-    __slots__ = ("columns", "entries", "path", "virtual_host")
+    __slots__ = ("columns", "entries", "memo_headers", "path", "virtual_host")
 
     def __init__(self, virtual_host: VirtualHost, config_port: int | None) -> None:
         self.virtual_host = virtual_host
+        self.memo_headers = _memo_headers(virtual_host, config_port)
         builders: dict[str, _ColumnBuilder] = {
             _PATH: _ColumnBuilder(_PATH, _LOWER_PATH),  # kind unused: the path is read directly
             _PATH_CI: _ColumnBuilder(_PATH_CI, _LOWER_PATH),
@@ -328,6 +329,25 @@ def _index_block(
     return compile_conditions(residual)
 
 
+def _memo_headers(virtual_host: VirtualHost, config_port: int | None) -> tuple[str, ...] | None:
+    """Every header a condition of ``virtual_host`` reads, sorted; None if one reads the query string.
+
+    Routing on this host is then a function of (method, scheme, authority,
+    path, these headers' values): what a memo of routing decisions keys on.
+    """
+    names: set[str] = set()
+    for route in virtual_host.routes:
+        for block in _live_blocks(route, config_port):
+            if block is None:
+                continue
+            for cond in conditions(block):
+                if cond.field == "query":
+                    return None
+                if cond.field in ("header", "without_header"):
+                    names.add(cond.name)
+    return tuple(sorted(names))
+
+
 def _live_blocks(route: Route, config_port: int | None) -> Iterable[RouteMatch | None]:
     """The route's blocks that can match on this port; ``(None,)`` for a route without blocks.
 
@@ -454,6 +474,20 @@ class RouteTable:
         if vhost is None:
             return None
         return vhost.route(request)
+
+    def memo_headers(self, authority: str, port: int) -> tuple[str, ...] | None:
+        """The headers routing a request for ``authority`` on ``port`` reads; None: it reads the query too.
+
+        :meth:`route` is a pure function of the request's method, scheme,
+        authority, path and the values of these headers (joined as Envoy
+        joins repeats), so a memo keyed on them returns what :meth:`route`
+        would. ``()`` when no virtual host matches (no route, whatever the request).
+        """
+        compiled = self._by_port.get(port)
+        if compiled is None:
+            return ()
+        vhost = compiled.exact.get(authority) or compiled.find(authority)
+        return () if vhost is None else vhost.memo_headers
 
     # ------------------------------------------------------------------ diagnostics
 

@@ -1,0 +1,374 @@
+"""The fused happy path of the aiohttp client middleware: one coroutine for a plain routed request.
+
+Most requests of a mesh-routed session are plain: one destination, no fault,
+no mirror, no rate limit, no TLS to add, no inbound deadline, no test fault
+controller, telemetry off, a free connection slot, and a first attempt that
+answers with a status the retry policy keeps. For those the general path
+(:func:`~meshlib.decision.decide`, then
+:meth:`~meshlib.resilience.attempts.UpstreamRunner.run` with its closures)
+pays for generality it does not use. Here:
+
+- the routing decision is memoised per configuration and request shape —
+  ``(port, method, scheme, authority, path, values of the headers the virtual
+  host's routes read)`` (:meth:`~meshlib.routing.RouteTable.memo_headers`) —
+  in a dict bounded to :data:`MEMO_LIMIT` entries (cleared when full, so
+  hostile traffic cannot grow it) and dropped when the configuration is
+  swapped; virtual hosts whose routes read query parameters are not memoised;
+- admission, the retry-budget deposit, the queued route and per-try timers,
+  the pick, attempt 1, outlier and load feedback and the counters run inline
+  in the middleware's own coroutine, in the order the runner runs them;
+- anything unusual falls back *before* the request is touched (the full path
+  :func:`~meshlib.aiohttp.client.client_middleware` runs it), and an attempt 1
+  whose outcome is not final (a retriable status, a connection error, a
+  per-try timeout) is handed to the runner with
+  :class:`~meshlib.resilience.attempts.FirstAttempt`, which carries on as if
+  it had made that attempt itself — retries, budget, breaker and counters
+  behave exactly as on the full path (``tests/unit/aiohttp/test_fused.py``
+  compares the two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+from yarl import URL
+
+from meshlib.aiohttp.connector import set_connect_timeout
+from meshlib.aiohttp.local_reply import local_response
+from meshlib.balancing import observe_rtt
+from meshlib.config.model import Cluster, Endpoint, Route, WeightedCluster
+from meshlib.decision import Action, Decision, decide
+from meshlib.mesh_state import MeshState
+from meshlib.request import RequestView
+from meshlib.request_id import new_request_id
+from meshlib.resilience.attempts import FirstAttempt, LocalReply, UpstreamRunner
+from meshlib.resilience.cluster_runtime import STATUS_COUNTERS
+from meshlib.resilience.deadline import current_deadline
+from meshlib.resilience.outcome import Outcome, OutcomeKind
+from meshlib.resilience.retry import is_idempotent_method
+from meshlib.routing import apply_header_ops
+from meshlib.routing.match import header_value
+
+if TYPE_CHECKING:
+    from meshlib.mesh import Mesh
+
+MEMO_LIMIT = 4096  # memoised request shapes per configuration; the memo is cleared when it is full
+ATTEMPT_COUNT = "x-envoy-attempt-count"
+EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
+_ATTEMPTS = [str(n) for n in range(10)]
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_NO_QUERY: dict[str, str] = {}
+_URL_CACHE_LIMIT = 4096
+_PER_TRY_TIMEOUT = Outcome(OutcomeKind.PER_TRY_TIMEOUT)
+_TIMED_OUT = b"meshlib: upstream request timeout\n"
+_NONE_HEALTHY = b"meshlib: no healthy upstream\n"
+
+MemoKey = tuple[object, ...]
+
+
+def timeout_hint(seconds: float) -> str:
+    """``x-envoy-expected-rq-timeout-ms`` for ``seconds`` left: whole milliseconds, rounded up, at least 1."""
+    return str(max(1, math.ceil(seconds * 1000)))
+
+
+class FusedRoute:
+    """One memoised routing decision that the fused path can run, and what it precomputes for it."""
+
+    __slots__ = ("authority", "balancer", "close", "cluster", "cluster_name", "connect_timeout_s", "decision",
+                 "destination", "path", "request_ops", "response_ops", "route")
+
+    def __init__(self, decision: Decision, route: Route, destination: WeightedCluster, cluster: Cluster) -> None:
+        self.decision = decision
+        self.route = route
+        self.destination = destination
+        self.cluster = cluster
+        self.cluster_name = cluster.name
+        assert decision.balancer is not None
+        self.balancer = decision.balancer
+        self.path = decision.path  # the rewritten path, None: the request's own
+        self.authority = decision.authority  # the rewritten Host, None: unchanged
+        pool = cluster.policy.connection_pool
+        self.close = pool.max_requests_per_connection == 1  # Istio's maxRequestsPerConnection: 1
+        self.connect_timeout_s = pool.connect_timeout_s
+        self.request_ops = tuple(ops for ops in (route.headers.request, destination.headers.request) if not ops.empty)
+        self.response_ops = tuple(
+            ops for ops in (route.headers.response, destination.headers.response) if not ops.empty
+        )
+
+
+def fusable(state: MeshState, decision: Decision) -> FusedRoute | None:
+    """``decision`` as a :class:`FusedRoute`, or None when it needs the full path whatever the request."""
+    if decision.action is not Action.ROUTE or decision.hit is None:
+        return None
+    route = decision.hit.route
+    destination = decision.destination
+    cluster = decision.cluster
+    if (
+        destination is None
+        or cluster is None
+        or len(route.destinations) != 1  # a weighted draw per request
+        or route.fault is not None
+        or route.mirrors
+        or id(route) in state.route_buckets
+        or cluster.policy.tls.mode != "DISABLE"
+        or (not cluster.endpoints and cluster.resolution == "NONE")  # passthrough cluster
+        or cluster.policy.lb.hash_policies
+    ):
+        return None
+    decision.request = None  # shared by every request of this shape: keep no request's headers alive
+    return FusedRoute(decision, route, destination, cluster)
+
+
+class FusedPath:
+    """The memo and the fused coroutine of one mesh's client middleware."""
+
+    __slots__ = ("_hints", "_memo", "_memo_state", "_names", "_urls", "apply_response_ops", "fallback", "mesh",
+                 "runner", "suppress_hints")
+
+    def __init__(
+        self, mesh: Mesh, runner: UpstreamRunner[ClientResponse],
+        apply_response_ops: Callable[..., None], *, suppress_hints: bool = False,
+    ) -> None:
+        self.mesh = mesh
+        self.runner = runner
+        self.apply_response_ops = apply_response_ops  # the middleware's: (response, *HeaderOps)
+        self.suppress_hints = suppress_hints
+        # The full path, for requests found unusual before they were touched (set by the middleware).
+        self.fallback: Callable[[ClientRequest, ClientHandlerType], Awaitable[ClientResponse]] | None = None
+        self._memo: dict[MemoKey, FusedRoute | None] = {}
+        self._names: dict[tuple[str, int], tuple[str, ...] | None] = {}
+        self._memo_state: MeshState | None = None
+        self._urls: dict[tuple[str, int, str, str, str], URL] = {}
+        self._hints: dict[float, str] = {}
+
+    def __len__(self) -> int:
+        """Memoised request shapes (for tests and diagnostics)."""
+        return len(self._memo)
+
+    def lookup(self, req: ClientRequest) -> FusedRoute | None:
+        """The fused route for ``req``, or None: the full path handles it (see the module docstring)."""
+        mesh = self.mesh
+        if mesh._faults is not None or current_deadline() is not None:
+            return None
+        state = mesh._state
+        if state is not self._memo_state:  # a new configuration: everything memoised is stale
+            self._memo.clear()
+            self._names.clear()
+            self._memo_state = state
+        url = req.url
+        headers = req.headers
+        authority = headers.get(hdrs.HOST) or url.raw_authority
+        port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
+        names = self._names.get((authority, port), ())
+        if names == ():
+            names = state.routes.memo_headers(authority, port)
+            if len(self._names) >= MEMO_LIMIT:
+                self._names.clear()
+            self._names[(authority, port)] = names
+        if names is None:
+            return None  # the routes read the query string: not memoised
+        if names:
+            key: MemoKey = (port, req.method, url.scheme, authority, url.raw_path,
+                            *[header_value(headers, name) for name in names])
+        else:
+            key = (port, req.method, url.scheme, authority, url.raw_path)
+        memo = self._memo
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        view = RequestView(req.method, authority, url.raw_path, url.scheme, headers,
+                           url.query if url.raw_query_string else _NO_QUERY)
+        decision = decide(state, view, port, mesh.rng)
+        fused = fusable(state, decision)
+        if fused is None and decision.action is Action.ROUTE and decision.hit is not None \
+                and len(decision.hit.route.destinations) != 1:
+            return None  # a weighted draw per request: decide() again on the full path, nothing memoised
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        memo[key] = fused
+        return fused
+
+    def _hint(self, seconds: float) -> str:
+        hint = self._hints.get(seconds)
+        if hint is None:
+            if len(self._hints) >= 64:
+                self._hints.clear()
+            hint = self._hints[seconds] = timeout_hint(seconds)
+        return hint
+
+    def _endpoint_url(self, endpoint: Endpoint, scheme: str, path: str, query: str) -> URL:
+        key = (endpoint.address, endpoint.port, scheme, path, query)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_LIMIT:
+                self._urls.clear()
+            url = self._urls[key] = URL.build(
+                scheme=scheme, host=endpoint.address, port=endpoint.port, path=path, query_string=query, encoded=True
+            )
+        return url
+
+    async def request(self, req: ClientRequest, handler: ClientHandlerType, fused: FusedRoute) -> ClientResponse:
+        """Route ``req`` by ``fused``: the runner's steps 4–6 for attempt 1, inline (see the module docstring)."""
+        mesh = self.mesh
+        runtime = mesh._runtimes.runtimes.get(fused.cluster_name)
+        if runtime is None or runtime.bucket is not None or not runtime.limits.admits_at_once():
+            assert self.fallback is not None  # nothing touched yet: the full path takes it from the start
+            return await self.fallback(req, handler)
+        runner = self.runner
+        headers = req.headers
+        url = req.url
+        if hdrs.X_REQUEST_ID not in headers:
+            headers[hdrs.X_REQUEST_ID] = new_request_id()
+        for ops in fused.request_ops:
+            apply_header_ops(ops, headers)
+        if fused.authority is not None:
+            headers[hdrs.HOST] = fused.authority
+        if fused.close:
+            headers[hdrs.CONNECTION] = "close"
+        set_connect_timeout(req, fused.connect_timeout_s)
+        scheme = url.scheme
+        path = url.raw_path if fused.path is None else fused.path
+        query = url.raw_query_string
+        if scheme in ("https", "wss") and req.server_hostname is None:
+            req.server_hostname = url.host
+
+        # The runner's steps 4–5 (steps 1–3 have nothing to do for a fused route).
+        route = fused.route
+        loop = asyncio.get_running_loop()
+        plan = runner.plan_for(route, loop)
+        counters = runtime.counters
+        clock = runner.clock
+        now = clock()
+        counters["upstream_rq_total"] += 1
+        try_queue = plan.try_queue
+        route_queue = plan.route_queue
+        task: asyncio.Task[object] | None = None
+        if try_queue is not None or route_queue is not None:
+            task = asyncio.current_task(loop)
+            if task is None:
+                raise RuntimeError("the mesh middleware must run inside a task (its timeouts cancel the task)")
+        limits = runtime.limits
+        limits.try_admit()  # ADMITTED: admits_at_once() said so, and nothing ran in between
+        runtime.budget.deposit(now)
+        route_timer = route_queue.arm(task) if route_queue is not None and task is not None else None
+        handed_over = False  # once attempt 1 is handed to the runner, the runner releases what is held
+        try:
+            # Step 6, attempt 1.
+            pick = runner._pick
+            pick.now = now
+            pick.hash_key = None
+            pick.attempt = 0
+            pick.avoid = ()
+            balancer = fused.balancer
+            endpoint = balancer.pick(pick)
+            if endpoint is None:
+                counters["upstream_cx_none_healthy"] += 1
+                return local_response(req, 503, _NONE_HEALTHY, flag="UH")
+            key = endpoint.key
+            req.url = self._endpoint_url(endpoint, scheme, path, query)
+            if not self.suppress_hints:
+                headers[ATTEMPT_COUNT] = "1"
+                if route_timer is not None:
+                    remaining = route_timer.when - loop.time()
+                    hint = remaining if try_queue is None else min(try_queue.timeout, remaining)
+                    headers[EXPECTED_TIMEOUT] = timeout_hint(hint)
+                elif try_queue is not None:
+                    headers[EXPECTED_TIMEOUT] = self._hint(try_queue.timeout)
+            host = runner.stats.get(key, now)
+            host.active_requests += 1
+            response: ClientResponse | None = None
+            try_timer = try_queue.arm(task) if try_queue is not None and task is not None else None
+            try:
+                response = await handler(req)
+                outcome = runner.classify(response)
+            except asyncio.CancelledError:
+                if try_timer is None or not try_timer.expired():
+                    raise
+                counters["upstream_rq_per_try_timeout"] += 1
+                outcome = _PER_TRY_TIMEOUT
+            except Exception as exc:
+                classified = runner.outcome_of_error(exc, counters)
+                if classified is None:
+                    raise
+                outcome = classified
+            finally:
+                if try_timer is not None:
+                    try_timer.cancel()
+                host.active_requests -= 1
+            classifier = plan.classifier
+            if response is None or (
+                classifier is not None
+                and classifier.should_retry(outcome, idempotent=is_idempotent_method(req.method), body_replayable=True)
+            ):
+                # Not final: the runner carries on from this outcome (and releases what is held).
+                handed_over = True
+                first = FirstAttempt(now=now, task=task, route_timer=route_timer, key=key, host=host,
+                                     response=response, outcome=outcome, try_timer=try_timer)
+                result = await runner.run(
+                    fused.decision, runtime, self._sender(req, handler, scheme, path, query),
+                    idempotent=is_idempotent_method(req.method),
+                    body_replayable=lambda: not getattr(req.body, "consumed", False),
+                    first=first,
+                )
+                return self._rendered(req, result, fused)
+            # Final: the runner's feedback and bookkeeping after the loop, inline.
+            decay_s = balancer.ewma_decay_s
+            outlier = runtime.outlier
+            if decay_s is not None or outlier is not None:
+                done = clock()
+                if decay_s is not None:
+                    observe_rtt(host, done - now, done, decay_s)
+                if outlier is not None:
+                    outlier.record(key, outcome, done)
+            guard_body = runner.guard_body
+            if guard_body is not None and (route_timer is not None or try_timer is not None):
+                route_when = route_timer.when if route_timer is not None else math.inf
+                if try_timer is not None and try_timer.when < route_when:
+                    guard_body(response, try_timer.when, counters, "upstream_rq_per_try_timeout")
+                else:
+                    guard_body(response, route_when, counters, "upstream_rq_timeout")
+            counters["upstream_rq_completed"] += 1
+            status_counter = STATUS_COUNTERS.get(outcome.http_status // 100)
+            if status_counter is not None:
+                counters[status_counter] += 1
+            if fused.response_ops:
+                self.apply_response_ops(response, *fused.response_ops)
+            return response
+        except asyncio.CancelledError:
+            if handed_over or route_timer is None or not route_timer.expired():
+                raise
+            counters["upstream_rq_timeout"] += 1
+            return local_response(req, 504, _TIMED_OUT, flag="UT")
+        finally:
+            if not handed_over:
+                if route_timer is not None:
+                    route_timer.cancel()
+                runtime.release_admitted(True)
+
+    def _sender(
+        self, req: ClientRequest, handler: ClientHandlerType, scheme: str, path: str, query: str
+    ) -> Callable[[Endpoint, int, float | None], Awaitable[ClientResponse]]:
+        """The runner's ``send`` for the attempts after a handed-over attempt 1 (made only then)."""
+
+        def send(endpoint: Endpoint, attempt: int, timeout_hint_s: float | None) -> Awaitable[ClientResponse]:
+            req.url = self._endpoint_url(endpoint, scheme, path, query)
+            if not self.suppress_hints:
+                req.headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
+                if timeout_hint_s is not None:
+                    req.headers[EXPECTED_TIMEOUT] = timeout_hint(timeout_hint_s)
+            return handler(req)
+
+        return send
+
+    def _rendered(self, req: ClientRequest, result: ClientResponse | LocalReply, fused: FusedRoute) -> ClientResponse:
+        if isinstance(result, LocalReply):
+            return local_response(req, result.status, f"meshlib: {result.body}\n".encode(), headers=result.headers,
+                                  flag=result.flag)
+        if fused.response_ops:
+            self.apply_response_ops(result, *fused.response_ops)
+        return result
