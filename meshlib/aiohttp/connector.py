@@ -5,7 +5,7 @@ out of a middleware's reach. DestinationRule ``tcp.connectTimeout`` (Istio
 default 10 s) is per cluster, so the client middleware records the picked
 cluster's value on the request it dials (:func:`set_connect_timeout`) and this
 connector caps ``sock_connect`` with it when it opens a new connection.
-Pooled connections cost one dictionary read.
+Pooled connections cost nothing here.
 
 For clusters with DestinationRule ``tls`` it also counts TLS failures
 (``ssl.connection_error``, ``ssl.fail_verify_san``) and checks the peer's
@@ -33,7 +33,6 @@ from aiohttp import (
     TCPConnector,
 )
 from aiohttp.client_proto import ResponseHandler
-from aiohttp.connector import Connection
 
 if TYPE_CHECKING:
     from meshlib.security.tls_contexts import PeerExpectation
@@ -70,18 +69,19 @@ def set_connect_timeout(req: ClientRequest, timeout_s: float) -> None:
 class MeshConnector(TCPConnector):
     """A ``TCPConnector`` that honours the per-cluster connect timeout set by the mesh middleware."""
 
-    # aiohttp's own signature, as a plain method handing back the base class's coroutine
-    # (aiohttp awaits it): no coroutine frame of our own on every request.
-    def connect(
+    # aiohttp's own signature, as a plain method handing back the base class's coroutine. aiohttp
+    # calls it only to open a new connection (a pooled one never gets here), so the cap costs
+    # nothing on requests that reuse a connection.
+    def _create_connection(
         self,
         req: ClientRequest,
         traces: list[Any],
         timeout: ClientTimeout,
-    ) -> Coroutine[Any, Any, Connection]:
+    ) -> Coroutine[Any, Any, ResponseHandler]:
         limit: float | None = getattr(req, _CONNECT_TIMEOUT, None)
         if limit is not None and (timeout.sock_connect is None or limit < timeout.sock_connect):
             timeout = _capped_timeout(timeout, limit)
-        return super().connect(req, traces, timeout)
+        return super()._create_connection(req, traces, timeout)
 
     def _wrap_create_connection(
         self, *args: Any, req: ClientRequest, **kwargs: Any
