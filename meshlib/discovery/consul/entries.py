@@ -51,6 +51,8 @@ from meshlib.discovery.consul.fields import (
     as_list,
     as_object,
     as_str,
+    object_at,
+    objects_in,
     problem,
 )
 from meshlib.errors import ConfigProblem
@@ -148,8 +150,7 @@ def _router(name: str, top: Fields, out: list[ConfigProblem]) -> ServiceRouter:
         raise FieldError("Routes", f"more than {MAX_ROUTES} routes")
     routes: list[ServiceRoute] = []
     for i, item in enumerate(routes_raw):
-        path = f"Routes[{i}]"
-        route = Fields(as_object(item, path, required=True) or {}, path)
+        route = object_at(item, f"Routes[{i}]")
         match = _http_match(route, out, name)
         dest_raw = as_object(route.get("Destination"), route.at("Destination"))
         destination = _destination(Fields(dest_raw, route.at("Destination"))) if dest_raw is not None else None
@@ -248,8 +249,7 @@ def _splitter(name: str, top: Fields, out: list[ConfigProblem]) -> ServiceSplitt
     seen: set[tuple[str, str, str, str]] = set()
     total_scaled = 0
     for i, item in enumerate(splits_raw):
-        path = f"Splits[{i}]"
-        split = Fields(as_object(item, path, required=True) or {}, path)
+        split = object_at(item, f"Splits[{i}]")
         weight_raw = split.get("Weight")
         weight = 0.0 if weight_raw is None else _weight(weight_raw, split.at("Weight"))
         entry = ServiceSplit(
@@ -264,7 +264,7 @@ def _splitter(name: str, top: Fields, out: list[ConfigProblem]) -> ServiceSplitt
         key = (entry.service or name, entry.service_subset, entry.namespace or "default", entry.partition)
         if key in seen:
             out.append(problem(
-                "service-splitter", name, path,
+                "service-splitter", name, split.path,
                 "split destination occurs more than once: "
                 f'service="{key[0]}", subset="{key[1]}", namespace="{key[2]}", partition="{key[3]}"',
             ))
@@ -313,11 +313,10 @@ def _service_defaults(name: str, top: Fields, out: list[ConfigProblem]) -> Servi
         defaults_raw = as_object(upstream.get("Defaults"), upstream.at("Defaults"))
         if defaults_raw is not None:
             defaults = parts.upstream_config(Fields(defaults_raw, upstream.at("Defaults")), name, out)
-        for i, item in enumerate(as_list(upstream.get("Overrides"), upstream.at("Overrides"))[:MAX_ROUTES]):
-            path = f"{upstream.at('Overrides')}[{i}]"
-            override = parts.upstream_config(Fields(as_object(item, path, required=True) or {}, path), name, out)
+        for fields in objects_in(upstream, "Overrides", MAX_ROUTES):
+            override = parts.upstream_config(fields, name, out)
             if not override.name:
-                out.append(problem("service-defaults", name, f"{path}.Name", "Name is required"))
+                out.append(problem("service-defaults", name, fields.at("Name"), "Name is required"))
             overrides.append(override)
     return ServiceDefaults(name, protocol, defaults, tuple(overrides))
 

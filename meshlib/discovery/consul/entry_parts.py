@@ -35,6 +35,8 @@ from meshlib.discovery.consul.fields import (
     as_list,
     as_object,
     as_str,
+    object_at,
+    objects_in,
     problem,
 )
 from meshlib.errors import ConfigProblem
@@ -53,9 +55,7 @@ Fail = Callable[[str, str], None]
 
 def header_matches(http: Fields, fail: Fail) -> tuple[HeaderMatch, ...]:
     out: list[HeaderMatch] = []
-    for j, item in enumerate(as_list(http.get("Header"), http.at("Header"))[:MAX_ITEMS]):
-        path = f"{http.at('Header')}[{j}]"
-        header = Fields(as_object(item, path, required=True) or {}, path)
+    for header in objects_in(http, "Header", MAX_ITEMS):
         match = HeaderMatch(
             name=as_str(header.get("Name"), header.at("Name")),
             present=as_bool(header.get("Present"), header.at("Present")),
@@ -66,10 +66,10 @@ def header_matches(http: Fields, fail: Fail) -> tuple[HeaderMatch, ...]:
             invert=as_bool(header.get("Invert"), header.at("Invert")),
         )
         if not match.name:
-            fail(path, "missing required Name field")
+            fail(header.path, "missing required Name field")
         count = sum(1 for v in (match.present, match.exact, match.prefix, match.suffix, match.regex) if v)
         if count != 1:
-            fail(path, "should only contain one of Present, Exact, Prefix, Suffix, or Regex")
+            fail(header.path, "should only contain one of Present, Exact, Prefix, Suffix, or Regex")
         if match.regex and (why := regex_problem(match.regex)) is not None:
             fail(header.at("Regex"), f"invalid regex {match.regex!r}: {why}")
         out.append(match)
@@ -78,9 +78,7 @@ def header_matches(http: Fields, fail: Fail) -> tuple[HeaderMatch, ...]:
 
 def query_matches(http: Fields, fail: Fail) -> tuple[QueryParamMatch, ...]:
     out: list[QueryParamMatch] = []
-    for j, item in enumerate(as_list(http.get("QueryParam"), http.at("QueryParam"))[:MAX_ITEMS]):
-        path = f"{http.at('QueryParam')}[{j}]"
-        query = Fields(as_object(item, path, required=True) or {}, path)
+    for query in objects_in(http, "QueryParam", MAX_ITEMS):
         match = QueryParamMatch(
             name=as_str(query.get("Name"), query.at("Name")),
             present=as_bool(query.get("Present"), query.at("Present")),
@@ -88,9 +86,9 @@ def query_matches(http: Fields, fail: Fail) -> tuple[QueryParamMatch, ...]:
             regex=as_str(query.get("Regex"), query.at("Regex")),
         )
         if not match.name:
-            fail(path, "missing required Name field")
+            fail(query.path, "missing required Name field")
         if sum(1 for v in (match.present, match.exact, match.regex) if v) != 1:
-            fail(path, "should only contain one of Present, Exact, or Regex")
+            fail(query.path, "should only contain one of Present, Exact, or Regex")
         if match.regex and (why := regex_problem(match.regex)) is not None:
             fail(query.at("Regex"), f"invalid regex {match.regex!r}: {why}")
         out.append(match)
@@ -224,8 +222,7 @@ def resolver(name: str, top: Fields, out: list[ConfigProblem]) -> ServiceResolve
 
     failover: dict[str, Failover] = {}
     for key, item in list(failover_raw.items())[:MAX_SUBSETS]:
-        path = f'Failover["{key}"]'
-        failover[key] = _failover(Fields(as_object(item, path, required=True) or {}, path), key, name, subsets, fail)
+        failover[key] = _failover(object_at(item, f'Failover["{key}"]'), key, name, subsets, fail)
 
     connect = as_duration(top.get("ConnectTimeout"), "ConnectTimeout")
     if connect is not None and connect < 0:
@@ -283,9 +280,7 @@ def _check_redirect(
 def _failover(f: Fields, key: str, name: str, subsets: dict[str, ResolverSubset], fail: Fail) -> Failover:
     datacenters = tuple(as_str(dc, f"{f.at('Datacenters')}[{i}]")
                         for i, dc in enumerate(as_list(f.get("Datacenters"), f.at("Datacenters"))[:MAX_ITEMS]))
-    targets = tuple(_target(Fields(as_object(t, f"{f.at('Targets')}[{i}]", required=True) or {},
-                                   f"{f.at('Targets')}[{i}]"))
-                    for i, t in enumerate(as_list(f.get("Targets"), f.at("Targets"))[:MAX_ITEMS]))
+    targets = tuple(_target(target) for target in objects_in(f, "Targets", MAX_ITEMS))
     policy_raw = as_object(f.get("Policy"), f.at("Policy"))
     mode = as_str(Fields(policy_raw).get("Mode"), f.at("Policy.Mode")) if policy_raw is not None else ""
     failover = Failover(
@@ -338,9 +333,7 @@ def _load_balancer(lb: Fields, fail: Fail) -> LoadBalancerSpec:
     ring = Fields(ring_raw or {}, lb.at("RingHashConfig"))
     least = Fields(least_raw or {}, lb.at("LeastRequestConfig"))
     policies: list[HashPolicySpec] = []
-    for i, item in enumerate(as_list(lb.get("HashPolicies"), lb.at("HashPolicies"))[:MAX_ITEMS]):
-        path = f"{lb.at('HashPolicies')}[{i}]"
-        hp = Fields(as_object(item, path, required=True) or {}, path)
+    for hp in objects_in(lb, "HashPolicies", MAX_ITEMS):
         cookie_raw = as_object(hp.get("CookieConfig"), hp.at("CookieConfig"))
         cookie = Fields(cookie_raw or {}, hp.at("CookieConfig"))
         spec = HashPolicySpec(
@@ -353,7 +346,7 @@ def _load_balancer(lb: Fields, fail: Fail) -> LoadBalancerSpec:
             cookie_path=as_str(cookie.get("Path"), cookie.at("Path")),
             has_cookie_config=cookie_raw is not None,
         )
-        _check_hash_policy(spec, path, fail)
+        _check_hash_policy(spec, hp.path, fail)
         policies.append(spec)
     spec_lb = LoadBalancerSpec(
         policy=policy,

@@ -17,7 +17,7 @@ a JSON number is a count of nanoseconds, as Go's encoder writes a Duration.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +96,17 @@ def as_object(value: Any, field: str, *, required: bool = False) -> Mapping[str,
     if not isinstance(value, Mapping):
         raise FieldError(field, f"must be an object, not {_json_type(value)}")
     return value
+
+
+def object_at(value: Any, path: str) -> Fields:
+    """A required JSON object at ``path``, as :class:`Fields`; :class:`FieldError` when absent or not an object."""
+    return Fields(as_object(value, path, required=True) or {}, path)
+
+
+def objects_in(parent: Fields, key: str, limit: int) -> Iterator[Fields]:
+    """The first ``limit`` items of the list field ``key``, each a required object (paths ``Key[0]``, ``Key[1]``…)."""
+    for index, item in enumerate(as_list(parent.get(key), parent.at(key))[:limit]):
+        yield object_at(item, f"{parent.at(key)}[{index}]")
 
 
 def as_list(value: Any, field: str) -> list[Any]:
