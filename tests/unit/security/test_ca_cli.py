@@ -50,50 +50,24 @@ def test_init_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "use --force" in capsys.readouterr().err
 
 
-def test_issue_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("ca_dir", "spiffe_id", "message"),
+    [
+        ("ca", "spiffe://other.org/ns/a/sa/b", "not in this CA's trust domain 'cluster.local'"),
+        ("none", "spiffe://cluster.local/ns/a/sa/b", "No such file or directory"),
+        ("ca", "spiffe://cluster.local/a//b", "empty segment"),
+    ],
+)
+def test_issue_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ca_dir: str, spiffe_id: str, message: str
+) -> None:
     assert main(["ca", "init", "--out", str(tmp_path / "ca")]) == 0
-    code = main(
-        [
-            "ca",
-            "issue",
-            "--ca",
-            str(tmp_path / "ca"),
-            "--spiffe-id",
-            "spiffe://other.org/ns/a/sa/b",
-            "--out",
-            str(tmp_path / "x"),
-        ]
-    )
-    assert code == 1
-    assert "not in this CA's trust domain 'cluster.local'" in capsys.readouterr().err
-    code = main(
-        [
-            "ca",
-            "issue",
-            "--ca",
-            str(tmp_path / "none"),
-            "--spiffe-id",
-            "spiffe://cluster.local/ns/a/sa/b",
-            "--out",
-            str(tmp_path / "x"),
-        ]
-    )
-    assert code == 1
-    assert "No such file or directory" in capsys.readouterr().err
-    code = main(
-        [
-            "ca",
-            "issue",
-            "--ca",
-            str(tmp_path / "ca"),
-            "--spiffe-id",
-            "spiffe://cluster.local/a//b",
-            "--out",
-            str(tmp_path / "x"),
-        ]
-    )
-    assert code == 1
-    assert "empty segment" in capsys.readouterr().err
+    capsys.readouterr()
+    issue = ["ca", "issue", "--ca", str(tmp_path / ca_dir), "--spiffe-id", spiffe_id, "--out", str(tmp_path / "x")]
+    assert main(issue) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1, err
 
 
 def test_parse_ttl() -> None:
