@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -11,12 +12,13 @@ from pathlib import Path
 from aiohttp import web
 
 import meshlib
-from meshlib.security.bundle import CertBundle, StaticCertificateSource
+from meshlib.security.bundle import CertBundle, CertificateSource, StaticCertificateSource
 from meshlib.security.ca import MeshCA
 from meshlib.security.peer import peer_identity
 from meshlib.security.spiffe import SpiffeId
 
 SERVICE = "reviews.default.svc.cluster.local"
+ONE_REQUEST_PER_CONNECTION = "\n    connectionPool: {http: {maxRequestsPerConnection: 1}}"
 
 
 def svid(ca: MeshCA, service_account: str, *, namespace: str = "default", ttl: timedelta = timedelta(hours=1),
@@ -109,6 +111,61 @@ def mesh_with(path: Path, text: str, bundle: CertBundle | None = None, **kwargs:
     if bundle is not None:
         mesh.use_certificates(StaticCertificateSource(bundle))
     return mesh
+
+
+@dataclass
+class MutualPair:
+    """A STRICT server mesh behind an :class:`IdentityServer`, and an ISTIO_MUTUAL client mesh for it."""
+
+    server_mesh: meshlib.Mesh
+    server: IdentityServer
+    client: meshlib.Mesh
+
+
+async def start_mutual_pair(
+    directory: Path, server_certs: CertificateSource, client_certs: CertificateSource, server_id: str
+) -> MutualPair:
+    """Start the server; the client expects ``server_id`` and dials a new connection for every request,
+    so each request handshakes with the certificates current at that moment."""
+    server_mesh = mesh_with(directory / "server.yaml", peer_authentication("STRICT"))
+    server_mesh.use_certificates(server_certs)
+    server = await IdentityServer(server_mesh).start(server_mesh.server_ssl_context())
+    client = mesh_with(
+        directory / "client.yaml",
+        client_yaml(server.port, "{mode: ISTIO_MUTUAL}" + ONE_REQUEST_PER_CONNECTION, service_account=server_id),
+    )
+    client.use_certificates(client_certs)
+    return MutualPair(server_mesh, server, client)
+
+
+async def traffic_with_rotation(
+    client: meshlib.Mesh,
+    url: str,
+    rotate: Callable[[], Awaitable[None]],
+    *,
+    workers: int,
+    requests_each: int,
+    rotate_after: int,
+) -> list[int]:
+    """``workers`` concurrent loops of ``requests_each`` GETs of ``url`` through ``client`` (started and
+    stopped here); ``rotate()`` is awaited once, by the loop that sees the ``rotate_after``-th response.
+    Returns every response status, in arrival order."""
+    statuses: list[int] = []
+    rotated = asyncio.Event()
+
+    async def traffic(http: object) -> None:
+        for _ in range(requests_each):
+            async with http.get(url) as resp:  # type: ignore[attr-defined]
+                statuses.append(resp.status)
+                await resp.read()
+            if len(statuses) >= rotate_after and not rotated.is_set():
+                rotated.set()  # before awaiting, so no other loop starts a second rotation
+                await rotate()
+
+    async with client, client.session() as http:
+        await asyncio.gather(*(traffic(http) for _ in range(workers)))
+    assert rotated.is_set(), f"fewer than {rotate_after} responses: the rotation never ran"
+    return statuses
 
 
 Factory = Callable[[], MeshCA]

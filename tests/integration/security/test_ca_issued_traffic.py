@@ -16,7 +16,7 @@ from meshlib.security import MeshCA, SpiffeId, StaticCertificateSource
 from meshlib.security.ca_client import CaClientCertificateSource
 from meshlib.security.ca_service import BootstrapTokens, CertificateAuthorityService
 from meshlib.security.grpc_credentials import rotating_server_credentials
-from tests.integration.security.mtls_setup import IdentityServer, client_yaml, mesh_with, peer_authentication
+from tests.integration.security.mtls_setup import start_mutual_pair, traffic_with_rotation
 
 pytestmark = pytest.mark.asyncio
 URL = "http://reviews:9080/r"
@@ -57,31 +57,17 @@ async def test_ca_issued_svids_rotate_under_traffic(ca_port: tuple[MeshCA, int],
         source_for(ca, port, tmp_path, REVIEWS) as server_certs,
         source_for(ca, port, tmp_path, PRODUCTPAGE) as client_certs,
     ):
-        server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("STRICT"))
-        server_mesh.use_certificates(server_certs)
-        server = await IdentityServer(server_mesh).start(server_mesh.server_ssl_context())
-        one_per_connection = "\n    connectionPool: {http: {maxRequestsPerConnection: 1}}"
-        client = mesh_with(
-            tmp_path / "client.yaml",
-            client_yaml(server.port, "{mode: ISTIO_MUTUAL}" + one_per_connection, service_account=str(REVIEWS)),
-        )
-        client.use_certificates(client_certs)
+        pair = await start_mutual_pair(tmp_path, server_certs, client_certs, str(REVIEWS))
+        server = pair.server
         first_client = client_certs.current()
-        statuses: list[int] = []
-        renewed = asyncio.Event()
 
-        async def traffic(http: object) -> None:
-            for _ in range(20):
-                async with http.get(URL) as resp:  # type: ignore[attr-defined]
-                    statuses.append(resp.status)
-                    await resp.read()
-                if len(statuses) >= 30 and not renewed.is_set():
-                    renewed.set()  # renew both from the CA mid-traffic (new keys, new certificates)
-                    await asyncio.gather(client_certs.rotate_now(), server_certs.rotate_now())
+        async def renew() -> None:  # both from the CA, mid-traffic (new keys, new certificates)
+            await asyncio.gather(client_certs.rotate_now(), server_certs.rotate_now())
 
         try:
-            async with client, client.session() as http:
-                await asyncio.gather(*(traffic(http) for _ in range(3)))
+            statuses = await traffic_with_rotation(
+                pair.client, URL, renew, workers=3, requests_each=20, rotate_after=30
+            )
         finally:
             await server.stop()
     assert statuses == [200] * 60

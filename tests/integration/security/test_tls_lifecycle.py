@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +18,9 @@ from tests.integration.security.mtls_setup import (
     client_yaml,
     mesh_with,
     peer_authentication,
+    start_mutual_pair,
     svid,
+    traffic_with_rotation,
     write_bundle,
 )
 
@@ -27,7 +28,6 @@ pytestmark = pytest.mark.asyncio
 URL = "http://reviews:9080/r"
 REVIEWS_ID = "spiffe://cluster.local/ns/default/sa/reviews"
 CLIENT_ID = "spiffe://cluster.local/ns/default/sa/productpage"
-ONE_REQUEST_PER_CONNECTION = "\n    connectionPool: {http: {maxRequestsPerConnection: 1}}"
 
 
 def serial(pem: bytes) -> int:
@@ -38,36 +38,19 @@ async def test_rotation_under_traffic_without_a_failed_request(tmp_path: Path) -
     ca = MeshCA.create_root("cluster.local")
     server_source = StaticCertificateSource(svid(ca, "reviews"))
     client_source = StaticCertificateSource(svid(ca, "productpage"))
-    server_mesh = mesh_with(tmp_path / "server.yaml", peer_authentication("STRICT"))
-    server_mesh.use_certificates(server_source)
-    server = await IdentityServer(server_mesh).start(server_mesh.server_ssl_context())
-    client = mesh_with(
-        tmp_path / "client.yaml",
-        client_yaml(server.port, "{mode: ISTIO_MUTUAL}" + ONE_REQUEST_PER_CONNECTION, service_account=REVIEWS_ID),
-    )
-    client.use_certificates(client_source)
-    statuses: list[int] = []
+    pair = await start_mutual_pair(tmp_path, server_source, client_source, REVIEWS_ID)
+    server_mesh, server, client = pair.server_mesh, pair.server, pair.client
     first_client, first_server = client_source.current(), server_source.current()
-    rotated = asyncio.Event()
 
-    async def traffic(http: object) -> None:
-        for _ in range(30):
-            async with http.get(URL) as resp:  # type: ignore[attr-defined]
-                statuses.append(resp.status)
-                await resp.read()
-            if len(statuses) >= 40 and not rotated.is_set():
-                # Rotate both sides mid-stream (every request dials a new connection).
-                client_source.replace(svid(ca, "productpage"))
-                server_source.replace(svid(ca, "reviews"))
-                rotated.set()
+    async def rotate() -> None:  # both sides, mid-stream (every request dials a new connection)
+        client_source.replace(svid(ca, "productpage"))
+        server_source.replace(svid(ca, "reviews"))
 
     try:
-        async with client, client.session() as http:
-            await asyncio.gather(*(traffic(http) for _ in range(4)))
+        statuses = await traffic_with_rotation(client, URL, rotate, workers=4, requests_each=30, rotate_after=40)
     finally:
         await server.stop()
     assert statuses == [200] * 120
-    assert rotated.is_set()
     new_client = serial(client_source.current().cert_chain_pem)
     # The server saw the old client certificate first and the new one after the rotation, nothing else.
     assert set(server.serials) == {serial(first_client.cert_chain_pem), new_client}
