@@ -651,11 +651,18 @@ class Mesh:
 
         return MeshServerInterceptor(self, InboundPolicy(**policy))
 
-    def middleware(self) -> aiohttp.ClientMiddlewareType:
-        """An aiohttp client middleware that routes every request through the mesh."""
+    def middleware(self, *, suppress_envoy_headers: bool = False) -> aiohttp.ClientMiddlewareType:
+        """An aiohttp client middleware that routes every request through the mesh.
+
+        ``suppress_envoy_headers=True`` sends no ``x-envoy-attempt-count`` and
+        ``x-envoy-expected-rq-timeout-ms`` upstream, as Envoy's router option of
+        that name (Istio leaves them on)::
+
+            session = aiohttp.ClientSession(middlewares=(mesh.middleware(suppress_envoy_headers=True),))
+        """
         from meshlib.aiohttp.client import client_middleware
 
-        return client_middleware(self)
+        return client_middleware(self, suppress_envoy_headers=suppress_envoy_headers)
 
     def connector(self, **kwargs: Any) -> aiohttp.TCPConnector:
         """A ``TCPConnector`` that applies each cluster's connect timeout (``tcp.connectTimeout``).
@@ -670,13 +677,23 @@ class Mesh:
     def session(self, **kwargs: Any) -> aiohttp.ClientSession:
         """An ``aiohttp.ClientSession`` with the mesh middleware (outermost) installed.
 
-        Keyword arguments go to ``ClientSession``; ``middlewares=`` are added after the mesh's.
+        Keyword arguments go to ``ClientSession``; ``middlewares=`` are added after the mesh's;
+        ``suppress_envoy_headers=True`` as for :meth:`middleware`.
         Without ``connector=`` the session gets :meth:`connector` (per-cluster connect timeouts).
+        Without ``timeout=`` aiohttp's default 300 s total timeout is kept by the mesh's own
+        timer queue rather than one aiohttp timer per request (``meshlib.aiohttp.total_timeout``)::
+
+            async with mesh.session(suppress_envoy_headers=True) as http:
+                ...
         """
+        from meshlib.aiohttp.total_timeout import SESSION_TIMEOUT
+
         extra = tuple(kwargs.pop("middlewares", ()))
+        suppress = bool(kwargs.pop("suppress_envoy_headers", False))
         if "connector" not in kwargs:
             kwargs["connector"] = self.connector()
-        return aiohttp.ClientSession(middlewares=(self.middleware(), *extra), **kwargs)
+        kwargs.setdefault("timeout", SESSION_TIMEOUT)
+        return aiohttp.ClientSession(middlewares=(self.middleware(suppress_envoy_headers=suppress), *extra), **kwargs)
 
     def grpc_channel(
         self, target: str, *, options: Sequence[tuple[str, Any]] | None = None, credentials: Any = None

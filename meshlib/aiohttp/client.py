@@ -11,6 +11,7 @@ it), and aiohttp's pool is then keyed per endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ from meshlib.aiohttp.connector import set_connect_timeout, set_peer_check, tls_f
 from meshlib.aiohttp.fused import FusedPath, timeout_hint
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
 from meshlib.aiohttp.mirror import MirrorSender, ShadowTls
+from meshlib.aiohttp.total_timeout import TotalTimeouts, settle
 from meshlib.config.model import Endpoint, HeaderOps, MeshSnapshot
 from meshlib.decision import Action, decide
 from meshlib.errors import MeshError
@@ -45,6 +47,7 @@ from meshlib.request_id import new_request_id
 from meshlib.resilience.attempts import LocalReply, UpstreamRunner
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
+from meshlib.resilience.timer import QueuedTimer
 from meshlib.routing import apply_header_ops, mirrors_to_send
 from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
@@ -117,6 +120,7 @@ def client_middleware(mesh: Mesh, *, suppress_envoy_headers: bool = False) -> Cl
     mirror_sender = mesh._mirrors = MirrorSender()
     # Plain requests run fused in one coroutine (meshlib.aiohttp.fused); the rest take route_request.
     fused_path = FusedPath(mesh, runner, _apply_response_ops, suppress_hints=suppress_envoy_headers)
+    totals = TotalTimeouts()
 
     # A plain function handing back the coroutine (aiohttp awaits it): one coroutine frame
     # less to enter, suspend and resume on every request.
@@ -125,15 +129,17 @@ def client_middleware(mesh: Mesh, *, suppress_envoy_headers: bool = False) -> Cl
         carried = INBOUND_HEADERS.get()
         if carried:  # called while handling an inbound request: carry its trace headers on
             inject(req.headers, carried, skip_trace=telemetry is not None and telemetry.tracing is not None)
+        total = totals.arm(req)  # aiohttp's total timeout, when the session leaves it to meshlib
         if telemetry is None:
             fused = fused_path.lookup(req)
             if fused is not None:
-                return fused_path.request(req, handler, fused)
-            return route_request(req, handler, None)
-        return route_request(req, handler, _observe(req, telemetry))
+                return fused_path.request(req, handler, fused, total)
+            return route_request(req, handler, None, total)
+        return route_request(req, handler, _observe(req, telemetry), total)
 
     async def route_request(
-        req: ClientRequest, handler: ClientHandlerType, observation: Observation | None
+        req: ClientRequest, handler: ClientHandlerType, observation: Observation | None,
+        total: QueuedTimer | None = None,
     ) -> ClientResponse:
         # With telemetry on, the middleware began ``observation`` and it is finished here, so an
         # observed request runs in this one coroutine as well; ``response`` is what it ended with.
@@ -267,11 +273,17 @@ def client_middleware(mesh: Mesh, *, suppress_envoy_headers: bool = False) -> Cl
                 _apply_response_ops(result, route.headers.response, destination.headers.response)
             response = result
             return response
+        except asyncio.CancelledError:
+            if total is not None and total.expired():  # meshlib's ClientTimeout.total (total_timeout.py)
+                raise TimeoutError from None
+            raise
         finally:
+            if total is not None:
+                settle(total, response)
             if observation is not None:
                 _observed(observation, req, response)
 
-    fused_path.fallback = lambda req, handler: route_request(req, handler, None)
+    fused_path.fallback = lambda req, handler, total: route_request(req, handler, None, total)
     return meshlib_client_middleware
 
 

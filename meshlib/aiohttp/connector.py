@@ -34,6 +34,8 @@ from aiohttp import (
 )
 from aiohttp.client_proto import ResponseHandler
 
+from meshlib.aiohttp.total_timeout import SESSION_CONNECT_TIMEOUT, SESSION_TIMEOUT
+
 if TYPE_CHECKING:
     from meshlib.security.tls_contexts import PeerExpectation
 
@@ -78,6 +80,8 @@ class MeshConnector(TCPConnector):
         traces: list[Any],
         timeout: ClientTimeout,
     ) -> Coroutine[Any, Any, ResponseHandler]:
+        if timeout is SESSION_TIMEOUT:  # mesh.session()'s default: aiohttp bounds the TLS handshake by the total
+            timeout = SESSION_CONNECT_TIMEOUT
         limit: float | None = getattr(req, _CONNECT_TIMEOUT, None)
         if limit is not None and (timeout.sock_connect is None or limit < timeout.sock_connect):
             timeout = _capped_timeout(timeout, limit)

@@ -39,6 +39,7 @@ from yarl import URL
 
 from meshlib.aiohttp.connector import set_connect_timeout
 from meshlib.aiohttp.local_reply import local_response
+from meshlib.aiohttp.total_timeout import settle
 from meshlib.balancing import observe_rtt
 from meshlib.config.model import Cluster, Endpoint, Route, WeightedCluster
 from meshlib.decision import Action, Decision, decide
@@ -50,6 +51,7 @@ from meshlib.resilience.cluster_runtime import STATUS_COUNTERS
 from meshlib.resilience.deadline import current_deadline
 from meshlib.resilience.outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
+from meshlib.resilience.timer import QueuedTimer
 from meshlib.routing import apply_header_ops
 from meshlib.routing.match import header_value
 
@@ -138,7 +140,9 @@ class FusedPath:
         self.apply_response_ops = apply_response_ops  # the middleware's: (response, *HeaderOps)
         self.suppress_hints = suppress_hints
         # The full path, for requests found unusual before they were touched (set by the middleware).
-        self.fallback: Callable[[ClientRequest, ClientHandlerType], Awaitable[ClientResponse]] | None = None
+        self.fallback: (
+            Callable[[ClientRequest, ClientHandlerType, QueuedTimer | None], Awaitable[ClientResponse]] | None
+        ) = None
         self._memo: dict[MemoKey, FusedRoute | None] = {}
         self._names: dict[tuple[str, int], tuple[str, ...] | None] = {}
         self._memo_state: MeshState | None = None
@@ -212,13 +216,18 @@ class FusedPath:
             )
         return url
 
-    async def request(self, req: ClientRequest, handler: ClientHandlerType, fused: FusedRoute) -> ClientResponse:
-        """Route ``req`` by ``fused``: the runner's steps 4–6 for attempt 1, inline (see the module docstring)."""
+    async def request(
+        self, req: ClientRequest, handler: ClientHandlerType, fused: FusedRoute, total: QueuedTimer | None
+    ) -> ClientResponse:
+        """Route ``req`` by ``fused``: the runner's steps 4–6 for attempt 1, inline (see the module docstring).
+
+        ``total``: the request's entry for aiohttp's total timeout (:mod:`meshlib.aiohttp.total_timeout`).
+        """
         mesh = self.mesh
         runtime = mesh._runtimes.runtimes.get(fused.cluster_name)
         if runtime is None or runtime.bucket is not None or not runtime.limits.admits_at_once():
             assert self.fallback is not None  # nothing touched yet: the full path takes it from the start
-            return await self.fallback(req, handler)
+            return await self.fallback(req, handler, total)
         runner = self.runner
         headers = req.headers
         url = req.url
@@ -257,6 +266,7 @@ class FusedPath:
         runtime.budget.deposit(now)
         route_timer = route_queue.arm(task) if route_queue is not None and task is not None else None
         handed_over = False  # once attempt 1 is handed to the runner, the runner releases what is held
+        returned: ClientResponse | None = None  # what the caller gets (the total timeout then covers its body)
         try:
             # Step 6, attempt 1.
             pick = runner._pick
@@ -268,7 +278,8 @@ class FusedPath:
             endpoint = balancer.pick(pick)
             if endpoint is None:
                 counters["upstream_cx_none_healthy"] += 1
-                return local_response(req, 503, _NONE_HEALTHY, flag="UH")
+                returned = local_response(req, 503, _NONE_HEALTHY, flag="UH")
+                return returned
             key = endpoint.key
             req.url = self._endpoint_url(endpoint, scheme, path, query)
             if not self.suppress_hints:
@@ -315,7 +326,8 @@ class FusedPath:
                     body_replayable=lambda: not getattr(req.body, "consumed", False),
                     first=first,
                 )
-                return self._rendered(req, result, fused)
+                returned = self._rendered(req, result, fused)
+                return returned
             # Final: the runner's feedback and bookkeeping after the loop, inline.
             decay_s = balancer.ewma_decay_s
             outlier = runtime.outlier
@@ -338,13 +350,19 @@ class FusedPath:
                 counters[status_counter] += 1
             if fused.response_ops:
                 self.apply_response_ops(response, *fused.response_ops)
-            return response
+            returned = response
+            return returned
         except asyncio.CancelledError:
-            if handed_over or route_timer is None or not route_timer.expired():
-                raise
-            counters["upstream_rq_timeout"] += 1
-            return local_response(req, 504, _TIMED_OUT, flag="UT")
+            if not handed_over and route_timer is not None and route_timer.expired():
+                counters["upstream_rq_timeout"] += 1
+                returned = local_response(req, 504, _TIMED_OUT, flag="UT")
+                return returned
+            if total is not None and total.expired():  # aiohttp's total timeout (total_timeout.py)
+                raise TimeoutError from None
+            raise
         finally:
+            if total is not None:
+                settle(total, returned)
             if not handed_over:
                 if route_timer is not None:
                     route_timer.cancel()
