@@ -37,6 +37,7 @@ from meshlib.security.ca import DEFAULT_SVID_TTL, MeshCA, certs_pem
 from meshlib.security.ca_proto import METHOD_NAME, SERVICE_NAME, IstioCertificateRequest, IstioCertificateResponse
 from meshlib.security.errors import InvalidSpiffeId, IssuanceRefused, SecurityError
 from meshlib.security.spiffe import SpiffeId
+from meshlib.security.table_file import table_lines
 from meshlib.security.verify import verify_svid
 
 _log = logging.getLogger(__name__)
@@ -99,26 +100,14 @@ class BootstrapTokens:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BootstrapTokens:
         """Load a tokens file; :class:`SecurityError` naming ``file:line`` on a bad line."""
-        name = os.fspath(path)
-        try:
-            with open(name, "rb") as handle:
-                data = handle.read(MAX_TOKENS_FILE_BYTES + 1)
-        except OSError as exc:
-            raise SecurityError(f"{name}: cannot read tokens file: {exc.strerror}") from None
-        if len(data) > MAX_TOKENS_FILE_BYTES:
-            raise SecurityError(f"{name}: tokens file is larger than {MAX_TOKENS_FILE_BYTES} bytes")
         tokens = cls()
-        for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            parts = line.split()
+        for where, parts in table_lines(path, "tokens file", MAX_TOKENS_FILE_BYTES):
             if len(parts) < 2:
-                raise SecurityError(f"{name}:{number}: expected '<spiffe-id> <token> [dns-name ...]'")
+                raise SecurityError(f"{where}: expected '<spiffe-id> <token> [dns-name ...]'")
             try:
                 tokens.add(parts[1], SpiffeId.parse(parts[0]), parts[2:])
             except (InvalidSpiffeId, ValueError) as exc:
-                raise SecurityError(f"{name}:{number}: {exc}") from None
+                raise SecurityError(f"{where}: {exc}") from None
         return tokens
 
 

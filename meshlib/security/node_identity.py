@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 
 from meshlib.security.errors import InvalidSpiffeId, SecurityError
 from meshlib.security.spiffe import SpiffeId
+from meshlib.security.table_file import table_lines
 
 MAX_MAP_FILE_BYTES = 1 << 20
 MAX_NODE_ID_LENGTH = 1024
@@ -72,29 +73,17 @@ class NodeIdRule:
     @classmethod
     def from_file(cls, trust_domain: str, path: str | os.PathLike[str]) -> NodeIdRule:
         """Load an allow map; :class:`SecurityError` names ``file:line`` on a bad line."""
-        name = os.fspath(path)
-        try:
-            with open(name, "rb") as handle:
-                data = handle.read(MAX_MAP_FILE_BYTES + 1)
-        except OSError as exc:
-            raise SecurityError(f"{name}: cannot read node id map: {exc.strerror}") from None
-        if len(data) > MAX_MAP_FILE_BYTES:
-            raise SecurityError(f"{name}: node id map is larger than {MAX_MAP_FILE_BYTES} bytes")
         allow: dict[SpiffeId, list[str]] = {}
-        for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            parts = line.split()
+        for where, parts in table_lines(path, "node id map", MAX_MAP_FILE_BYTES):
             if len(parts) < 2:
-                raise SecurityError(f"{name}:{number}: expected '<spiffe-id> <node-id-pattern> ...'")
+                raise SecurityError(f"{where}: expected '<spiffe-id> <node-id-pattern> ...'")
             try:
                 identity = SpiffeId.parse(parts[0])
             except InvalidSpiffeId as exc:
-                raise SecurityError(f"{name}:{number}: {exc}") from None
+                raise SecurityError(f"{where}: {exc}") from None
             for pattern in parts[1:]:
                 if "*" in pattern[:-1]:
-                    raise SecurityError(f"{name}:{number}: {pattern!r}: '*' is only allowed at the end")
+                    raise SecurityError(f"{where}: {pattern!r}: '*' is only allowed at the end")
             allow.setdefault(identity, []).extend(parts[1:])
         return cls(trust_domain, allow)
 
