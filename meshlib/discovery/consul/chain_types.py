@@ -226,33 +226,28 @@ def _match_json(match: HttpMatch) -> dict[str, Any]:
         if value:
             http[key] = value
     if match.headers:
-        headers = []
-        for h in match.headers:
-            item: dict[str, Any] = {"Name": h.name}
-            fields: tuple[tuple[str, str | bool], ...] = (
-                ("Present", h.present), ("Exact", h.exact), ("Prefix", h.prefix),
-                ("Suffix", h.suffix), ("Regex", h.regex), ("Invert", h.invert),
-            )
-            for name, setting in fields:
-                if setting:
-                    item[name] = setting
-            headers.append(item)
-        http["Header"] = headers
+        http["Header"] = [
+            _named_matcher(h.name, (("Present", h.present), ("Exact", h.exact), ("Prefix", h.prefix),
+                                    ("Suffix", h.suffix), ("Regex", h.regex), ("Invert", h.invert)))
+            for h in match.headers
+        ]
     if match.query_params:
-        params = []
-        for q in match.query_params:
-            entry: dict[str, Any] = {"Name": q.name}
-            query_fields: tuple[tuple[str, str | bool], ...] = (
-                ("Present", q.present), ("Exact", q.exact), ("Regex", q.regex),
-            )
-            for name, setting in query_fields:
-                if setting:
-                    entry[name] = setting
-            params.append(entry)
-        http["QueryParam"] = params
+        http["QueryParam"] = [
+            _named_matcher(q.name, (("Present", q.present), ("Exact", q.exact), ("Regex", q.regex)))
+            for q in match.query_params
+        ]
     if match.methods:
         http["Methods"] = list(match.methods)
     return {"HTTP": http}
+
+
+def _named_matcher(name: str, settings: tuple[tuple[str, str | bool], ...]) -> dict[str, Any]:
+    """A header or query-parameter matcher as Consul renders it: ``Name``, then the settings that are set."""
+    out: dict[str, Any] = {"Name": name}
+    for key, setting in settings:
+        if setting:
+            out[key] = setting
+    return out
 
 
 def _destination_json(d: RouteDestination) -> dict[str, Any]:
