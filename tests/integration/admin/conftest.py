@@ -1,9 +1,11 @@
-"""An admin server for the embedded bookinfo mesh, on a loopback ephemeral port."""
+"""An admin server for the embedded bookinfo mesh, on a loopback ephemeral port, and GET helpers."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -11,6 +13,22 @@ import meshlib
 from meshlib.admin import AdminServer, start_admin
 
 EJECTED = "127.0.0.1:19182"  # reviews v2's only endpoint
+REVIEWS = "reviews.default.svc.cluster.local"
+V2 = f"outbound|9080|v2|{REVIEWS}"
+
+
+async def get(server: AdminServer, path: str) -> tuple[int, str, str]:
+    """(status, Content-Type, body) of ``GET path`` on the admin server."""
+    async with aiohttp.ClientSession() as http, http.get(server.url + path.lstrip("/")) as response:
+        return response.status, response.headers["Content-Type"], await response.text()
+
+
+async def get_json(server: AdminServer, path: str) -> Any:
+    """The JSON body of ``GET path``, which must answer 200 with ``application/json``."""
+    async with aiohttp.ClientSession() as http, http.get(server.url + path.lstrip("/")) as response:
+        assert response.status == 200, await response.text()
+        assert response.content_type == "application/json"
+        return await response.json()
 
 
 @pytest.fixture

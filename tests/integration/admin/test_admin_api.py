@@ -6,7 +6,6 @@ import asyncio
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,22 +16,7 @@ from meshlib.admin.config_dump import match_summary, plain
 from meshlib.config.model import LbKind, RouteMatch, StringMatch
 from meshlib.mesh import default_config_path
 
-from .conftest import EJECTED
-
-REVIEWS = "reviews.default.svc.cluster.local"
-V2 = f"outbound|9080|v2|{REVIEWS}"
-
-
-async def get(server: AdminServer, path: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as http, http.get(server.url + path.lstrip("/")) as response:
-        return response.status, response.headers["Content-Type"], await response.text()
-
-
-async def get_json(server: AdminServer, path: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(server.url + path.lstrip("/")) as response:
-        assert response.status == 200
-        assert response.content_type == "application/json"
-        return await response.json()
+from .conftest import EJECTED, REVIEWS, V2, get, get_json
 
 
 @pytest.mark.asyncio

@@ -4,9 +4,7 @@ readable without JavaScript."""
 from __future__ import annotations
 
 from html.parser import HTMLParser
-from typing import Any
 
-import aiohttp
 import pytest
 
 import meshlib
@@ -14,23 +12,9 @@ from meshlib.admin import AdminServer, start_admin
 from meshlib.admin.app import ENDPOINTS
 from meshlib.tracing.record import OutboundRecord
 
-from .conftest import EJECTED
+from .conftest import EJECTED, REVIEWS, V2, get, get_json
 
 pytestmark = pytest.mark.asyncio
-
-REVIEWS = "reviews.default.svc.cluster.local"
-V2 = f"outbound|9080|v2|{REVIEWS}"
-
-
-async def get(server: AdminServer, path: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as http, http.get(server.url + path.lstrip("/")) as response:
-        return response.status, response.headers["Content-Type"], await response.text()
-
-
-async def get_json(server: AdminServer, path: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(server.url + path.lstrip("/")) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
 
 
 def record_to_reviews_v1() -> OutboundRecord:
