@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import aiohttp
 import pytest_asyncio
 
 from meshlib.discovery.consul.source import consul_source_of
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator
+from tests.conftest import Backend, BackendFactory
+
+HTTP = {"Kind": "service-defaults", "Name": "web", "Protocol": "http"}
+SUBSETS = {
+    "Kind": "service-resolver",
+    "Name": "web",
+    "DefaultSubset": "v1",
+    "Subsets": {"v1": {"Filter": '"v1" in Service.Tags'}, "v2": {"Filter": '"v2" in Service.Tags'}},
+}
 
 
 @contextlib.asynccontextmanager
@@ -36,6 +47,35 @@ async def consul() -> AsyncIterator[ConsulEmulator]:
 def url(service: str, path: str = "/") -> str:
     """A request URL for a Consul service, as a Consul DNS user writes it."""
     return f"http://{service}.service.consul{path}"
+
+
+async def web_v1_and_v2(
+    consul: ConsulEmulator, backend: BackendFactory, resolver: Mapping[str, Any] = SUBSETS
+) -> tuple[Backend, Backend]:
+    """Backends ``v1`` and ``v2`` registered as instances of ``web`` (ids ``web-v1``/``web-v2``, tagged
+    ``v1``/``v2``), ``web`` declared HTTP, and ``resolver`` (default: subsets v1/v2 by tag, v1 the default)."""
+    v1, v2 = await backend("v1"), await backend("v2")
+    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
+    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
+    consul.set_config_entry(HTTP)
+    consul.set_config_entry(dict(resolver))
+    return v1, v2
+
+
+async def names(http: aiohttp.ClientSession, n: int, path: str = "/", **headers: str) -> Counter[str]:
+    """Which backends (``x-backend``) answered ``n`` GETs of ``web``; every answer must be a 200."""
+    seen: Counter[str] = Counter()
+    for _ in range(n):
+        async with http.get(url("web", path), headers=headers) as response:
+            assert response.status == 200, await response.text()
+            seen[response.headers["x-backend"]] += 1
+    return seen
+
+
+def served_by(mesh: Mesh, service: str, **headers: str) -> set[str]:
+    """The endpoints ``mesh.explain`` would pick from for a GET of ``service``."""
+    decision: dict[str, Any] = mesh.explain("GET", url(service), headers)
+    return {endpoint for found in decision["endpoints"].values() for endpoint in found}
 
 
 async def until(mesh: Mesh, predicate: Callable[[], bool], timeout_s: float = 8.0) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from typing import Any
 
-import aiohttp
 import pytest
 
 from meshlib.discovery.consul.register import TtlCheck
@@ -15,32 +13,9 @@ from meshlib.discovery.consul.source import consul_source_of
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator
 from tests.conftest import BackendFactory
-from tests.integration.consul.conftest import until, url
+from tests.integration.consul.conftest import HTTP, SUBSETS, names, served_by, until, url, web_v1_and_v2
 
 pytestmark = pytest.mark.asyncio
-
-HTTP = {"Kind": "service-defaults", "Name": "web", "Protocol": "http"}
-SUBSETS = {
-    "Kind": "service-resolver",
-    "Name": "web",
-    "DefaultSubset": "v1",
-    "Subsets": {"v1": {"Filter": '"v1" in Service.Tags'}, "v2": {"Filter": '"v2" in Service.Tags'}},
-}
-
-
-async def names(http: aiohttp.ClientSession, n: int, path: str = "/", **headers: str) -> Counter[str]:
-    seen: Counter[str] = Counter()
-    for _ in range(n):
-        async with http.get(url("web", path), headers=headers) as response:
-            assert response.status == 200, await response.text()
-            seen[response.headers["x-backend"]] += 1
-    return seen
-
-
-def served_by(mesh: Mesh, service: str, **headers: str) -> set[str]:
-    decision: dict[str, Any] = mesh.explain("GET", url(service), headers)
-    return {endpoint for found in decision["endpoints"].values() for endpoint in found}
-
 
 async def test_instances_follow_consul_health(consul: ConsulEmulator, backend: BackendFactory) -> None:
     a, b = await backend("a"), await backend("b")
@@ -61,11 +36,7 @@ async def test_instances_follow_consul_health(consul: ConsulEmulator, backend: B
 
 
 async def test_canary_split_by_service_splitter(consul: ConsulEmulator, backend: BackendFactory) -> None:
-    v1, v2 = await backend("v1"), await backend("v2")
-    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
-    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
-    consul.set_config_entry(HTTP)
-    consul.set_config_entry(SUBSETS)
+    await web_v1_and_v2(consul, backend)
     consul.set_config_entry(
         {"Kind": "service-splitter", "Name": "web",
          "Splits": [{"Weight": 80, "ServiceSubset": "v1"}, {"Weight": 20, "ServiceSubset": "v2"}]}
@@ -88,11 +59,7 @@ async def test_canary_split_by_service_splitter(consul: ConsulEmulator, backend:
 async def test_header_route_by_service_router_and_failover_when_subset_goes_critical(
     consul: ConsulEmulator, backend: BackendFactory
 ) -> None:
-    v1, v2 = await backend("v1"), await backend("v2")
-    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
-    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
-    consul.set_config_entry(HTTP)
-    consul.set_config_entry({**SUBSETS, "Failover": {"v2": {"ServiceSubset": "v1"}}})
+    v1, v2 = await web_v1_and_v2(consul, backend, {**SUBSETS, "Failover": {"v2": {"ServiceSubset": "v1"}}})
     consul.set_config_entry(
         {"Kind": "service-router", "Name": "web", "Routes": [
             {"Match": {"HTTP": {"Header": [{"Name": "x-canary", "Exact": "yes"}]}},
@@ -133,11 +100,7 @@ async def test_maintenance_mode_drains_an_instance(consul: ConsulEmulator, backe
 async def test_invalid_entry_is_reported_and_the_rest_keeps_working(
     consul: ConsulEmulator, backend: BackendFactory
 ) -> None:
-    v1, v2 = await backend("v1"), await backend("v2")
-    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
-    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
-    consul.set_config_entry(HTTP)
-    consul.set_config_entry(SUBSETS)
+    _, v2 = await web_v1_and_v2(consul, backend)
     good = {"Kind": "service-splitter", "Name": "web",
             "Splits": [{"Weight": 100, "ServiceSubset": "v2"}]}
     consul.set_config_entry(good)

@@ -12,8 +12,7 @@ import pytest
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator
 from tests.conftest import BackendFactory
-from tests.integration.consul.conftest import until, until_status, url
-from tests.integration.consul.test_consul_live_http import served_by
+from tests.integration.consul.conftest import served_by, until, until_status, url
 
 pytestmark = pytest.mark.asyncio
 

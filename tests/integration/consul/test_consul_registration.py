@@ -17,8 +17,7 @@ from meshlib.discovery.consul.register import HttpCheck, TtlCheck, register_serv
 from meshlib.grpc import consul_grpc_registration
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator, ManualClock
-from tests.integration.consul.conftest import emulator, until, url
-from tests.integration.consul.test_consul_live_http import served_by
+from tests.integration.consul.conftest import emulator, served_by, until, url
 
 pytestmark = pytest.mark.asyncio
 
@@ -48,7 +47,7 @@ async def health_until(consul: ConsulEmulator, service: str, predicate: Any, tim
 
 
 def check_status(entry: dict[str, Any]) -> str:
-    statuses = {c["Status"] for c in entry["Checks"] if c["ServiceID"]}
+    statuses: set[str] = {c["Status"] for c in entry["Checks"] if c["ServiceID"]}
     assert len(statuses) == 1
     return statuses.pop()
 

@@ -17,8 +17,7 @@ import pytest
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import AclToken, ConsulEmulator
 from tests.conftest import BackendFactory
-from tests.integration.consul.conftest import until, until_status, url
-from tests.integration.consul.test_consul_live_http import HTTP, SUBSETS, names, served_by
+from tests.integration.consul.conftest import names, served_by, until, until_status, url, web_v1_and_v2
 
 pytestmark = pytest.mark.asyncio
 
@@ -102,11 +101,7 @@ spec:
 async def test_istio_overlay_wins_for_its_host_and_hot_reloads(
     consul: ConsulEmulator, backend: BackendFactory, tmp_path: Path
 ) -> None:
-    v1, v2 = await backend("v1"), await backend("v2")
-    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
-    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
-    consul.set_config_entry(HTTP)
-    consul.set_config_entry(SUBSETS)  # Consul alone: DefaultSubset v1
+    await web_v1_and_v2(consul, backend)  # Consul alone: DefaultSubset v1
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(overlay_yaml("v2"))
     mesh = Mesh.from_consul(consul.address, overlay=tmp_path, rng=random.Random(1))
@@ -140,11 +135,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 async def test_validate_and_explain_against_live_consul(consul: ConsulEmulator, backend: BackendFactory) -> None:
-    v1, v2 = await backend("v1"), await backend("v2")
-    consul.add_service("web", v1.port, service_id="web-v1", tags=["v1"])
-    consul.add_service("web", v2.port, service_id="web-v2", tags=["v2"])
-    consul.set_config_entry(HTTP)
-    consul.set_config_entry(SUBSETS)
+    v1, _ = await web_v1_and_v2(consul, backend)
     code, out, err = await run_cli("validate", "--consul", consul.address)
     assert code == 0, err
     assert "ok: consul dc1: 1 service(s)" in out

@@ -18,8 +18,7 @@ from cryptography.x509.oid import NameOID
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator
 from tests.conftest import BackendFactory
-from tests.integration.consul.conftest import emulator, until_status
-from tests.integration.consul.test_consul_live_http import served_by
+from tests.integration.consul.conftest import emulator, served_by, until_status
 
 pytestmark = pytest.mark.asyncio
 
