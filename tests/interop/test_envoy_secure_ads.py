@@ -11,6 +11,7 @@ import pytest
 from meshlib.controlplane import CLUSTER, LISTENER, ControlPlane, FileSnapshotSource, StatusBoard
 from meshlib.security import MeshCA, SpiffeId
 from meshlib.security.plane_security import CONTROL_PLANE_IDENTITY, ControlPlaneSecurity
+from tests.integration.security.mtls_setup import write_svid
 from tests.interop.envoy_process import EnvoyProcess, envoy_bootstrap
 from tests.interop.mesh_yaml import free_port, service_yaml, write_config
 
@@ -42,15 +43,6 @@ def secure_envoy_bootstrap(node_id: str, xds_port: int, cert_dir: Path) -> dict[
         },
     }
     return bootstrap
-
-
-def write_svid(ca: MeshCA, directory: Path, spiffe_id: SpiffeId) -> Path:
-    bundle = ca.issue_bundle(spiffe_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "cert-chain.pem").write_bytes(bundle.cert_chain_pem)
-    (directory / "key.pem").write_bytes(bundle.private_key_pem)
-    (directory / "root-cert.pem").write_bytes(bundle.trust_bundle_pem)
-    return directory
 
 
 async def test_envoy_over_mtls_and_a_mismatched_node_id(tmp_path: Path) -> None:

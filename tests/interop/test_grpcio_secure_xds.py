@@ -21,8 +21,9 @@ import pytest_asyncio
 from meshlib.controlplane import ControlPlane
 from meshlib.security import MeshCA, SpiffeId
 from meshlib.security.bootstrap_tls import secure_bootstrap
-from meshlib.security.ca import WORKLOAD_CHAIN_FILE, WORKLOAD_KEY_FILE, WORKLOAD_ROOT_FILE
+from meshlib.security.ca import WORKLOAD_ROOT_FILE
 from meshlib.security.plane_security import ControlPlaneSecurity
+from tests.integration.security.mtls_setup import write_svid
 from tests.unit.controlplane import resources as r
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
@@ -54,15 +55,6 @@ async def backend_port() -> AsyncIterator[int]:
     await server.start()
     yield port
     await server.stop(None)
-
-
-def write_svid(ca: MeshCA, directory: Path, spiffe_id: SpiffeId) -> Path:
-    bundle = ca.issue_bundle(spiffe_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / WORKLOAD_CHAIN_FILE).write_bytes(bundle.cert_chain_pem)
-    (directory / WORKLOAD_KEY_FILE).write_bytes(bundle.private_key_pem)
-    (directory / WORKLOAD_ROOT_FILE).write_bytes(bundle.trust_bundle_pem)
-    return directory
 
 
 async def run_client(bootstrap: dict[str, object], timeout_s: float) -> str:

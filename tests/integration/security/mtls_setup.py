@@ -13,7 +13,7 @@ from aiohttp import web
 
 import meshlib
 from meshlib.security.bundle import CertBundle, CertificateSource, StaticCertificateSource
-from meshlib.security.ca import MeshCA
+from meshlib.security.ca import WORKLOAD_CHAIN_FILE, WORKLOAD_KEY_FILE, WORKLOAD_ROOT_FILE, MeshCA
 from meshlib.security.peer import peer_identity
 from meshlib.security.spiffe import SpiffeId
 
@@ -29,11 +29,22 @@ def svid(ca: MeshCA, service_account: str, *, namespace: str = "default", ttl: t
 def write_bundle(directory: Path, bundle: CertBundle) -> dict[str, str]:
     """The bundle as files (cert chain, key, CA) for DestinationRule MUTUAL / Envoy."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {"cert": directory / "cert-chain.pem", "key": directory / "key.pem", "ca": directory / "root-cert.pem"}
+    paths = {
+        "cert": directory / WORKLOAD_CHAIN_FILE,
+        "key": directory / WORKLOAD_KEY_FILE,
+        "ca": directory / WORKLOAD_ROOT_FILE,
+    }
     paths["cert"].write_bytes(bundle.cert_chain_pem)
     paths["key"].write_bytes(bundle.private_key_pem)
     paths["ca"].write_bytes(bundle.trust_bundle_pem)
     return {name: str(path) for name, path in paths.items()}
+
+
+def write_svid(ca: MeshCA, directory: Path, spiffe_id: SpiffeId) -> Path:
+    """An SVID for ``spiffe_id`` from ``ca``, written as a workload certificate directory
+    (``cert-chain.pem``, ``key.pem``, ``root-cert.pem``); returns ``directory``."""
+    write_bundle(directory, ca.issue_bundle(spiffe_id))
+    return directory
 
 
 @dataclass

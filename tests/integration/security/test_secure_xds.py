@@ -21,12 +21,12 @@ from meshlib.discovery.xds import xds_source_of
 from meshlib.mesh import Mesh
 from meshlib.security import MeshCA, SpiffeId
 from meshlib.security.bootstrap_tls import secure_bootstrap
-from meshlib.security.ca import WORKLOAD_CHAIN_FILE, WORKLOAD_KEY_FILE, WORKLOAD_ROOT_FILE
 from meshlib.security.node_identity import NodeIdRule
 from meshlib.security.plane_security import ControlPlaneSecurity
 from meshlib.xds import ClientKind, encode_resources, grpc_bootstrap
 from meshlib.xds.channel_creds import ChannelCredentialsError
 from tests.conftest import BackendFactory
+from tests.integration.security.mtls_setup import write_svid
 
 pytestmark = pytest.mark.asyncio
 WAIT = 15.0
@@ -41,15 +41,6 @@ spec:
   ports: [{{number: 9080, name: http, protocol: HTTP}}]
   endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
 """
-
-
-def write_svid(ca: MeshCA, directory: Path, spiffe_id: SpiffeId) -> Path:
-    bundle = ca.issue_bundle(spiffe_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / WORKLOAD_CHAIN_FILE).write_bytes(bundle.cert_chain_pem)
-    (directory / WORKLOAD_KEY_FILE).write_bytes(bundle.private_key_pem)
-    (directory / WORKLOAD_ROOT_FILE).write_bytes(bundle.trust_bundle_pem)
-    return directory
 
 
 @pytest.fixture(scope="module")
