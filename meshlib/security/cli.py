@@ -71,6 +71,13 @@ def add_ca_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     token.set_defaults(run=run_ca_token)
 
 
+def _failed(command: str, exc: Exception) -> int:
+    """Print ``meshlib ca <command>: <why>`` on stderr (a file error as ``<reason>: <file>``); exit status 1."""
+    why = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
+    print(f"meshlib ca {command}: {why}", file=sys.stderr)
+    return 1
+
+
 def run_ca_init(args: argparse.Namespace) -> int:
     """``meshlib ca init``: exit 0 on success, 1 with a message on failure."""
     from meshlib.security.ca import CA_KEY_FILE, DEFAULT_INTERMEDIATE_TTL, DEFAULT_ROOT_TTL, MeshCA
@@ -91,12 +98,8 @@ def run_ca_init(args: argparse.Namespace) -> int:
             ttl = parse_ttl(args.ttl) if args.ttl else DEFAULT_ROOT_TTL
             ca = MeshCA.create_root(args.trust_domain or "cluster.local", ttl=ttl)
         ca.save(out)
-    except (SecurityError, ValueError) as exc:
-        print(f"meshlib ca init: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"meshlib ca init: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 1
+    except (SecurityError, ValueError, OSError) as exc:
+        return _failed("init", exc)
     kind = "intermediate" if args.intermediate_of else "root"
     expiry = ca.cert.not_valid_after_utc.isoformat()
     print(f"meshlib ca init: {kind} CA for trust domain {ca.trust_domain} in {out} (valid until {expiry})")
@@ -127,12 +130,8 @@ def run_ca_issue(args: argparse.Namespace) -> int:
         write_private_file(out / WORKLOAD_KEY_FILE, bundle.private_key_pem)
         (out / WORKLOAD_CHAIN_FILE).write_bytes(bundle.cert_chain_pem)
         (out / WORKLOAD_ROOT_FILE).write_bytes(bundle.trust_bundle_pem)
-    except (SecurityError, ValueError) as exc:
-        print(f"meshlib ca issue: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"meshlib ca issue: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 1
+    except (SecurityError, ValueError, OSError) as exc:
+        return _failed("issue", exc)
     print(f"meshlib ca issue: {spiffe_id} in {out} (valid until {bundle.not_after.isoformat()})")
     return 0
 
@@ -148,8 +147,7 @@ def run_ca_token(args: argparse.Namespace) -> int:
     try:
         spiffe_id = SpiffeId.parse(args.spiffe_id)
     except InvalidSpiffeId as exc:
-        print(f"meshlib ca token: {exc}", file=sys.stderr)
-        return 1
+        return _failed("token", exc)
     token = secrets.token_urlsafe(32)
     line = " ".join([str(spiffe_id), token, *args.dns]) + "\n"
     try:
@@ -160,8 +158,7 @@ def run_ca_token(args: argparse.Namespace) -> int:
             handle.write(line)
         write_private_file(Path(args.out), token.encode() + b"\n")
     except OSError as exc:
-        print(f"meshlib ca token: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 1
+        return _failed("token", exc)
     print(f"meshlib ca token: token for {spiffe_id} in {args.out}, registered in {args.tokens}")
     return 0
 
