@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import consul as pyconsul
 import pytest
 
@@ -82,6 +83,15 @@ class ConsulTarget:
 
     def deregister_later(self, kind: str, name: str) -> None:
         self.cleanups.append((kind, name))
+
+    async def register_service(
+        self, http: aiohttp.ClientSession, body: dict[str, Any], service_id: str | None = None
+    ) -> None:
+        """``PUT /v1/agent/service/register`` (it must answer 200); the service is deregistered
+        after the test (by ``service_id``, else the body's ``ID``, else its ``Name``)."""
+        async with http.put(f"{self.url}/v1/agent/service/register", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+        self.deregister_later("service", service_id or str(body.get("ID", body["Name"])))
 
 
 @pytest.fixture

@@ -17,17 +17,11 @@ async def get(http: aiohttp.ClientSession, url: str, **params: str) -> tuple[int
         return resp.status, int(resp.headers.get("X-Consul-Index", "0")), body
 
 
-async def register(http: aiohttp.ClientSession, target: ConsulTarget, body: dict[str, object]) -> None:
-    async with http.put(f"{target.url}/v1/agent/service/register", json=body) as resp:
-        assert resp.status == 200, await resp.text()
-    target.deregister_later("service", str(body.get("ID", body["Name"])))
-
-
 @pytest.mark.asyncio
 async def test_health_blocks_until_the_service_changes(consul_target: ConsulTarget, unique: str) -> None:
     url = f"{consul_target.url}/v1/health/service/{unique}"
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        await register(http, consul_target, {"Name": unique, "Port": 1, "Check": {"TTL": "60s"}})
+        await consul_target.register_service(http, {"Name": unique, "Port": 1, "Check": {"TTL": "60s"}})
         status, index, body = await get(http, url)
         assert status == 200
         assert index >= 1
@@ -45,7 +39,7 @@ async def test_health_blocks_until_the_service_changes(consul_target: ConsulTarg
 @pytest.mark.asyncio
 async def test_blocking_query_times_out_with_the_same_index(consul_target: ConsulTarget, unique: str) -> None:
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        await register(http, consul_target, {"Name": unique, "Port": 1})
+        await consul_target.register_service(http, {"Name": unique, "Port": 1})
         url = f"{consul_target.url}/v1/health/service/{unique}"
         _, index, first = await get(http, url)
         started = time.monotonic()
@@ -60,11 +54,11 @@ async def test_blocking_query_times_out_with_the_same_index(consul_target: Consu
 @pytest.mark.asyncio
 async def test_unrelated_writes_do_not_wake_a_health_watch(consul_target: ConsulTarget, unique: str) -> None:
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        await register(http, consul_target, {"Name": f"{unique}-watched", "Port": 1})
+        await consul_target.register_service(http, {"Name": f"{unique}-watched", "Port": 1})
         url = f"{consul_target.url}/v1/health/service/{unique}-watched"
         _, index, _ = await get(http, url)
         blocked = asyncio.create_task(get(http, url, index=str(index), wait="2s"))
-        await register(http, consul_target, {"Name": f"{unique}-other", "Port": 2})
+        await consul_target.register_service(http, {"Name": f"{unique}-other", "Port": 2})
         _, services_index, _ = await get(http, f"{consul_target.url}/v1/catalog/services")
         status, returned, _ = await blocked
     assert status == 200
@@ -75,7 +69,7 @@ async def test_unrelated_writes_do_not_wake_a_health_watch(consul_target: Consul
 @pytest.mark.asyncio
 async def test_catalog_services_index_ignores_health_changes(consul_target: ConsulTarget, unique: str) -> None:
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        await register(http, consul_target, {"Name": unique, "Port": 1, "Check": {"TTL": "60s"}})
+        await consul_target.register_service(http, {"Name": unique, "Port": 1, "Check": {"TTL": "60s"}})
         _, before, _ = await get(http, f"{consul_target.url}/v1/catalog/services")
         _, health_before, _ = await get(http, f"{consul_target.url}/v1/health/service/{unique}")
         async with http.put(f"{consul_target.url}/v1/agent/check/pass/service:{unique}") as resp:
@@ -122,7 +116,7 @@ async def test_bad_query_parameters(consul_target: ConsulTarget, params: dict[st
 @pytest.mark.asyncio
 async def test_agent_service_hash_blocking(consul_target: ConsulTarget, unique: str) -> None:
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        await register(http, consul_target, {"Name": unique, "Port": 1, "Tags": ["a"]})
+        await consul_target.register_service(http, {"Name": unique, "Port": 1, "Tags": ["a"]})
         url = f"{consul_target.url}/v1/agent/service/{unique}"
         async with http.get(url) as resp:
             first = await resp.json()
@@ -137,7 +131,7 @@ async def test_agent_service_hash_blocking(consul_target: ConsulTarget, unique: 
         blocked = asyncio.create_task(watch())
         done, _ = await asyncio.wait({blocked}, timeout=0.3)
         assert not done
-        await register(http, consul_target, {"Name": unique, "Port": 1, "Tags": ["a", "b"]})
+        await consul_target.register_service(http, {"Name": unique, "Port": 1, "Tags": ["a", "b"]})
         changed = await asyncio.wait_for(blocked, 10)
     assert changed["Tags"] == ["a", "b"]
     assert changed["ContentHash"] != content_hash

@@ -63,9 +63,7 @@ async def test_http_check_maps_2xx_429_and_5xx(consul_target: ConsulTarget, prob
     body = {"Name": unique, "Port": probed.port, "Check": {
         "HTTP": f"http://127.0.0.1:{probed.port}/health", "Interval": "1s", "Timeout": "2s"}}
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        async with http.put(f"{consul_target.url}/v1/agent/service/register", json=body) as resp:
-            assert resp.status == 200, await resp.text()
-        consul_target.deregister_later("service", unique)
+        await consul_target.register_service(http, body, unique)
         check = await wait_for_status(http, consul_target, unique, f"service:{unique}", "passing")
         assert check["Type"] == "http"
         assert "200" in check["Output"]
@@ -84,9 +82,7 @@ async def test_tcp_check(consul_target: ConsulTarget, probed: Probed, unique: st
         {"CheckID": f"{unique}-up", "TCP": f"127.0.0.1:{probed.port}", "Interval": "1s"},
         {"CheckID": f"{unique}-down", "TCP": "127.0.0.1:1", "Interval": "1s", "Timeout": "1s"}]}
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        async with http.put(f"{consul_target.url}/v1/agent/service/register", json=body) as resp:
-            assert resp.status == 200, await resp.text()
-        consul_target.deregister_later("service", unique)
+        await consul_target.register_service(http, body, unique)
         await wait_for_status(http, consul_target, unique, f"{unique}-up", "passing")
         down = await wait_for_status(http, consul_target, unique, f"{unique}-down", "critical")
     assert down["Type"] == "tcp"
@@ -96,9 +92,7 @@ async def test_tcp_check(consul_target: ConsulTarget, probed: Probed, unique: st
 async def test_ttl_expires_to_critical(consul_target: ConsulTarget, unique: str) -> None:
     body = {"Name": unique, "Port": 1, "Check": {"TTL": "1s"}}
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        async with http.put(f"{consul_target.url}/v1/agent/service/register", json=body) as resp:
-            assert resp.status == 200
-        consul_target.deregister_later("service", unique)
+        await consul_target.register_service(http, body, unique)
         async with http.put(f"{consul_target.url}/v1/agent/check/pass/service:{unique}") as resp:
             assert resp.status == 200
         await wait_for_status(http, consul_target, unique, f"service:{unique}", "passing")
@@ -194,9 +188,7 @@ async def test_grpc_check(consul_target: ConsulTarget, unique: str) -> None:
             {"CheckID": f"{unique}-all", "GRPC": f"127.0.0.1:{health.port}", "Interval": "1s"},
             {"CheckID": f"{unique}-orders", "GRPC": f"127.0.0.1:{health.port}/orders", "Interval": "1s"}]}
         async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-            async with http.put(f"{consul_target.url}/v1/agent/service/register", json=body) as resp:
-                assert resp.status == 200, await resp.text()
-            consul_target.deregister_later("service", unique)
+            await consul_target.register_service(http, body, unique)
             check = await wait_for_status(http, consul_target, unique, f"{unique}-all", "passing")
             assert check["Type"] == "grpc"
             await wait_for_status(http, consul_target, unique, f"{unique}-orders", "passing")

@@ -30,9 +30,7 @@ async def test_health_service_matches_the_documented_sample(consul_target: Consu
                                 "wan": {"Address": "198.18.1.2", "Port": 80}},
             "Check": {"TTL": "30s", "Status": "passing"}}
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        async with http.put(f"{consul_target.url}/v1/agent/service/register", json=body) as resp:
-            assert resp.status == 200
-        consul_target.deregister_later("service", unique)
+        await consul_target.register_service(http, body, unique)
         async with http.get(f"{consul_target.url}/v1/health/service/{unique}") as resp:
             actual = await resp.json()
     checks = actual[0]["Checks"]
@@ -47,9 +45,7 @@ async def test_catalog_service_matches_the_documented_sample(consul_target: Cons
             "Meta": {"web_meta_value": "baz"},
             "TaggedAddresses": {"lan": {"Address": "172.17.0.3", "Port": 5000}}}
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
-        async with http.put(f"{consul_target.url}/v1/agent/service/register", json=body) as resp:
-            assert resp.status == 200
-        consul_target.deregister_later("service", unique)
+        await consul_target.register_service(http, body, unique)
         async with http.get(f"{consul_target.url}/v1/catalog/service/{unique}") as resp:
             actual = await resp.json()
     assert shape_problems(sample, actual) == []

@@ -103,9 +103,7 @@ async def test_camel_case_and_snake_case_bodies_mean_the_same(consul_target: Con
              "check": {"ttl": "30s", "status": "warning", "deregister_critical_service_after": "90m"}}
     async with aiohttp.ClientSession(headers=consul_target.headers) as http:
         for payload in (body, snake):
-            async with http.put(f"{consul_target.url}/v1/agent/service/register", json=payload) as resp:
-                assert resp.status == 200, await resp.text()
-            consul_target.deregister_later("service", payload.get("ID") or payload["id"])  # type: ignore[arg-type]
+            await consul_target.register_service(http, payload, payload.get("ID") or payload["id"])  # type: ignore[arg-type]
         async with http.get(f"{consul_target.url}/v1/health/service/{unique}") as resp:
             entries = {e["Service"]["ID"]: e for e in await resp.json()}
     camel, snake_entry = entries[f"{unique}-camel"], entries[f"{unique}-snake"]
