@@ -7,7 +7,8 @@
 - :mod:`meshlib.security.verify` — :func:`verify_svid`: chain + SPIFFE leaf checks, clear errors.
 - certificate sources: :class:`FileCertificateSource` (watched files), :class:`LocalCaCertificateSource`
   (an in-process CA); with the ``grpc`` extra ``meshlib.security.ca_client.CaClientCertificateSource``
-  (the control plane's CA) and ``meshlib.security.workload_api.WorkloadApiCertificateSource``.
+  (the control plane's CA) and ``meshlib.security.workload_api.WorkloadApiCertificateSource``;
+  their shared start/stop/subscribe lifecycle is :mod:`meshlib.security.source_lifecycle`.
 
 Example::
 
