@@ -46,7 +46,7 @@ from meshlib.decision import Action, Decision, decide
 from meshlib.mesh_state import MeshState
 from meshlib.request import RequestView
 from meshlib.request_id import new_request_id
-from meshlib.resilience.attempts import FirstAttempt, LocalReply, UpstreamRunner
+from meshlib.resilience.attempts import FirstAttempt, LocalReply, RoutePlan, UpstreamRunner
 from meshlib.resilience.cluster_runtime import STATUS_COUNTERS
 from meshlib.resilience.deadline import current_deadline
 from meshlib.resilience.outcome import Outcome, OutcomeKind
@@ -81,7 +81,7 @@ class FusedRoute:
     """One memoised routing decision that the fused path can run, and what it precomputes for it."""
 
     __slots__ = ("authority", "balancer", "close", "cluster", "cluster_name", "connect_timeout_s", "decision",
-                 "destination", "path", "request_ops", "response_ops", "route")
+                 "destination", "path", "plan", "plan_loop", "request_ops", "response_ops", "route")
 
     def __init__(self, decision: Decision, route: Route, destination: WeightedCluster, cluster: Cluster) -> None:
         self.decision = decision
@@ -100,6 +100,8 @@ class FusedRoute:
         self.response_ops = tuple(
             ops for ops in (route.headers.response, destination.headers.response) if not ops.empty
         )
+        self.plan: RoutePlan | None = None  # the runner's plan for the route, on ``plan_loop``
+        self.plan_loop: asyncio.AbstractEventLoop | None = None
 
 
 def fusable(state: MeshState, decision: Decision) -> FusedRoute | None:
@@ -249,7 +251,10 @@ class FusedPath:
         # The runner's steps 4–5 (steps 1–3 have nothing to do for a fused route).
         route = fused.route
         loop = asyncio.get_running_loop()
-        plan = runner.plan_for(route, loop)
+        plan = fused.plan
+        if plan is None or fused.plan_loop is not loop:
+            plan = fused.plan = runner.plan_for(route, loop)
+            fused.plan_loop = loop
         counters = runtime.counters
         clock = runner.clock
         now = clock()
@@ -289,7 +294,8 @@ class FusedPath:
                     hint = remaining if try_queue is None else min(try_queue.timeout, remaining)
                     headers[EXPECTED_TIMEOUT] = timeout_hint(hint)
                 elif try_queue is not None:
-                    headers[EXPECTED_TIMEOUT] = self._hint(try_queue.timeout)
+                    hint_text = self._hints.get(try_queue.timeout)
+                    headers[EXPECTED_TIMEOUT] = hint_text if hint_text is not None else self._hint(try_queue.timeout)
             host = runner.stats.get(key, now)
             host.active_requests += 1
             response: ClientResponse | None = None
