@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import io
-import signal
-import sys
 
 import pytest
 
 from meshlib.demo import DemoResult, play, scene_names
+from tests.integration.cli_process import run_cli, serving_cli
 
 pytestmark = pytest.mark.asyncio
 
@@ -114,57 +113,34 @@ async def test_metrics_count_every_scene_with_response_flags(demo_run: tuple[Dem
 
 
 async def test_cli_runs_a_scene_subset_and_rejects_unknown_names() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "meshlib.cli", "demo", "--fast", "--scenes", "headers,breaker",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    text = out.decode()
+    code, text, err = await run_cli("demo", "--fast", "--scenes", "headers,breaker")
+    assert code == 0, err
     assert "1. Header routing" in text and "2. Circuit breaking" in text and "Canary" not in text
     assert "all 3 claims held across 2 scenes" in text
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "meshlib.cli", "demo", "--scenes", "canary,nope",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 2
-    assert err.decode().strip() == (
+    code, _, err = await run_cli("demo", "--scenes", "canary,nope")
+    assert code == 2
+    assert err.strip() == (
         "meshlib demo: unknown scene(s) nope; choose from canary, headers, fault, retries, outlier, breaker, trace, "
         "metrics"
     )
 
 
 async def test_serve_keeps_services_and_admin_up_and_admin_attaches() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "meshlib.cli", "demo", "--serve", "--admin-port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    async with serving_cli("demo", "--serve", "--admin-port", "0") as proc:
         assert proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         async with asyncio.timeout(30):
             while not (lines and lines[-1].lstrip().startswith("admin")):
                 lines.append((await proc.stdout.readline()).decode())
                 assert lines[-1], "meshlib demo --serve ended early"
         assert lines[0].startswith("meshlib demo: serving bookinfo")
         admin_url = lines[-1].split()[1]
-        attach = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "meshlib.cli", "admin", "--attach", admin_url, "--filter", "productpage.*rq_total$",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(attach.communicate(), 30)
-        assert attach.returncode == 0, err.decode()
-        text = out.decode()
+        code, text, err = await run_cli("admin", "--attach", admin_url, "--filter", "productpage.*rq_total$",
+                                        timeout_s=30)
+        assert code == 0, err
         assert ", LIVE, up " in text.splitlines()[0]
         assert "127.0.0.1:19182" in text  # the clusters with their hosts
         # The warm-up visits went through productpage: its cluster counted them.
         assert "cluster.outbound|9080||productpage.default.svc.cluster.local.upstream_rq_total: 2" in text
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    assert proc.returncode == 0  # stopped by SIGTERM, cleanly

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import AclToken, ConsulEmulator
 from tests.conftest import BackendFactory
+from tests.integration.cli_process import run_cli, serving_cli
 from tests.integration.consul.conftest import names, served_by, until, until_status, url, web_v1_and_v2
 
 pytestmark = pytest.mark.asyncio
@@ -123,17 +122,6 @@ async def test_istio_overlay_wins_for_its_host_and_hot_reloads(
         assert await names(http, 5) == {"v1": 5}
 
 
-async def run_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "meshlib.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_validate_and_explain_against_live_consul(consul: ConsulEmulator, backend: BackendFactory) -> None:
     v1, _ = await web_v1_and_v2(consul, backend)
     code, out, err = await run_cli("validate", "--consul", consul.address)
@@ -157,12 +145,9 @@ async def test_validate_and_explain_against_live_consul(consul: ConsulEmulator, 
 async def test_control_plane_command_serves_consul(consul: ConsulEmulator, backend: BackendFactory) -> None:
     a = await backend("a")
     consul.add_service("web", a.port, service_id="web-a")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "meshlib.cli", "control-plane", "--consul", consul.address,
-        "--port", "0", "--status-port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    async with serving_cli(
+        "control-plane", "--consul", consul.address, "--port", "0", "--status-port", "0", stop_timeout_s=20
+    ) as process:
         assert process.stdout is not None
         async with asyncio.timeout(30):
             line = (await process.stdout.readline()).decode()
@@ -173,10 +158,6 @@ async def test_control_plane_command_serves_consul(consul: ConsulEmulator, backe
         assert status["config_source"] == "consul"
         assert status["config_version"].startswith("consul-")
         assert status["consul"]["connected"] is True
-    finally:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            await process.wait()
     assert process.returncode == 0
 
 

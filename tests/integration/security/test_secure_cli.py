@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +18,9 @@ from meshlib.cli import main
 from meshlib.discovery.xds import xds_source_of
 from meshlib.mesh import Mesh
 from meshlib.security.ca_client import CaClientCertificateSource
+from tests.integration.cli_process import serving_cli
 from tests.interop.mesh_yaml import FQDN, service_yaml, write_config
 
-CLI = (sys.executable, "-m", "meshlib.cli")
 READY = re.compile(
     r"ADS on (?P<ads>\S+), status on http://(?P<status>[^/\s]+)/status, mTLS, "
     r"CA for bootstrap tokens on (?P<ca>\S+)"
@@ -46,26 +44,10 @@ async def secure_plane(tmp_path: Path) -> AsyncIterator[SecurePlane]:
     write_config(config, service_yaml(9080, "HTTP", 18001, 18002))
     tokens = tmp_path / "tokens"
     tokens.write_text(f"spiffe://cluster.local/ns/default/sa/ratings {TOKEN}\n")
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "control-plane",
-        "--config",
-        str(config),
-        "--port",
-        "0",
-        "--status-port",
-        "0",
-        "--ca",
-        str(ca_dir),
-        "--ca-port",
-        "0",
-        "--ca-tokens",
-        str(tokens),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    try:
+    plane_args = ["--config", str(config), "--port", "0", "--status-port", "0"]
+    ca_args = ["--ca", str(ca_dir), "--ca-port", "0", "--ca-tokens", str(tokens)]
+    async with serving_cli("control-plane", *plane_args, *ca_args, stop_timeout_s=10) as process:
+        assert process.stdout is not None and process.stderr is not None
         async with asyncio.timeout(30):
             line = (await process.stdout.readline()).decode()
         match = READY.search(line)
@@ -73,11 +55,6 @@ async def secure_plane(tmp_path: Path) -> AsyncIterator[SecurePlane]:
             process.kill()
             pytest.fail(f"unexpected first line {line!r}: {(await process.stderr.read()).decode()[-2000:]}")
         yield SecurePlane(match["ads"], match["status"], match["ca"], ca_dir)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(10):
-                await process.wait()
 
 
 @pytest.mark.asyncio
