@@ -18,7 +18,8 @@ from meshlib.security.plane_security import ControlPlaneSecurity
 from meshlib.xds import ClientKind, encode_resources
 from meshlib.xds.channel_creds import ChannelCredentialsError
 from tests.conftest import BackendFactory
-from tests.integration.security.test_secure_xds import YAML, write_svid
+from tests.integration.security.mtls_setup import write_svid
+from tests.integration.security.test_secure_xds import YAML
 
 
 @pytest_asyncio.fixture
