@@ -70,6 +70,7 @@ _TIMED_OUT = b"meshlib: upstream request timeout\n"
 _NONE_HEALTHY = b"meshlib: no healthy upstream\n"
 
 MemoKey = tuple[object, ...]
+_UNKNOWN: tuple[str, ...] = ("not looked up",)  # a virtual host's header names not yet asked for
 
 
 def timeout_hint(seconds: float) -> str:
@@ -169,8 +170,8 @@ class FusedPath:
         headers = req.headers
         authority = headers.get(hdrs.HOST) or url.raw_authority
         port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
-        names = self._names.get((authority, port), ())
-        if names == ():
+        names = self._names.get((authority, port), _UNKNOWN)
+        if names is _UNKNOWN:
             names = state.routes.memo_headers(authority, port)
             if len(self._names) >= MEMO_LIMIT:
                 self._names.clear()
@@ -189,11 +190,10 @@ class FusedPath:
             pass
         view = RequestView(req.method, authority, url.raw_path, url.scheme, headers,
                            url.query if url.raw_query_string else _NO_QUERY)
-        decision = decide(state, view, port, mesh.rng)
-        fused = fusable(state, decision)
-        if fused is None and decision.action is Action.ROUTE and decision.hit is not None \
-                and len(decision.hit.route.destinations) != 1:
-            return None  # a weighted draw per request: decide() again on the full path, nothing memoised
+        hit = state.routes.route(view, port)
+        fused: FusedRoute | None = None  # memoised too: this shape takes the full path
+        if hit is not None and len(hit.route.destinations) == 1:  # decide() draws nothing from the rng then
+            fused = fusable(state, decide(state, view, port, mesh.rng))
         if len(memo) >= MEMO_LIMIT:
             memo.clear()
         memo[key] = fused
