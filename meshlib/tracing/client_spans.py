@@ -30,6 +30,7 @@ A span the sampler drops costs its ids and one sampler call, nothing after.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -129,7 +130,10 @@ class ClientSpan:
         """``traceparent`` (+ ``tracestate``, ``baggage``) for this span, written directly."""
         if not self.span_id:  # the API's no-op tracer: nothing to propagate
             return
-        headers["traceparent"] = f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.trace_flags & 0xFF:02x}"
+        headers["traceparent"] = (
+            f"00-{self.trace_id.to_bytes(16, 'big').hex()}-{self.span_id.to_bytes(8, 'big').hex()}"
+            f"-{_FLAGS_TEXT[self.trace_flags & 0xFF]}"
+        )
         if self.trace_state:
             headers["tracestate"] = self.trace_state.to_header()
         parent = self.parent
@@ -239,10 +243,58 @@ def compile_sampler(sampler: Any) -> Decide | None:
     return None
 
 
+_FLAGS_TEXT = [f"{flags:02x}" for flags in range(256)]
+
+
+def _default_random_bits(generator: Any) -> Callable[[int], int] | None:
+    """``random.getrandbits`` when ``generator`` is exactly the SDK's ``RandomIdGenerator``, else None."""
+    try:
+        from opentelemetry.sdk.trace import id_generator
+    except ImportError:
+        return None
+    if type(generator) is not id_generator.RandomIdGenerator:
+        return None
+    return random.getrandbits  # what RandomIdGenerator draws from (the ``random`` module's generator)
+
+
+def _root_decision(sampler: Any) -> bool | None:
+    """The decision for a span without a parent when it does not depend on the trace id (ALWAYS_ON/OFF)."""
+    try:
+        from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+    except ImportError:
+        return None
+    if isinstance(sampler, ParentBased) and type(sampler).should_sample is ParentBased.should_sample:
+        sampler = getattr(sampler, "_root", None)
+    if type(sampler) is StaticSampler and sampler._decision in (Decision.RECORD_AND_SAMPLE, Decision.DROP):
+        return bool(sampler._decision is Decision.RECORD_AND_SAMPLE)
+    return None
+
+
+def _current_context_reader() -> Callable[[], otel_context.Context]:
+    """The current OpenTelemetry context's getter: the context variable itself when that is the runtime."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    getter = getattr(variable, "get", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and callable(getter):
+        return getter  # type: ignore[no-any-return]
+    return otel_context.get_current
+
+
 class LazyClientSpans:
     """Mints :class:`ClientSpan` identities on the request path and records them later."""
 
-    __slots__ = ("_decide", "_ids", "_inner_ids", "_lean", "_random_ids", "_tracer")
+    __slots__ = (
+        "_current_context",
+        "_decide",
+        "_ids",
+        "_inner_ids",
+        "_lean",
+        "_random_bits",
+        "_random_ids",
+        "_root_decision",
+        "_tracer",
+        "_unsampled_child",
+    )
 
     def __init__(self, tracer: Any) -> None:
         ids = tracer.id_generator
@@ -255,6 +307,12 @@ class LazyClientSpans:
         assert decide is not None, "LazyClientSpans needs a built-in sampler (lazy_recording_supported)"
         self._decide = decide
         self._random_ids = bool(_RANDOM_FLAG) and ids.is_trace_id_random()
+        # The SDK's default generator draws from the ``random`` module: drawn here directly (same source).
+        self._random_bits = _default_random_bits(ids.inner)
+        self._current_context = _current_context_reader()
+        self._root_decision = _root_decision(tracer.sampler)  # a root span's decision, when it is a constant
+        # (parent, "00-<trace id>-", "-<flags>", tracestate) of the last unsampled child of a parent.
+        self._unsampled_child: tuple[SpanContext, str, str, str] = (INVALID_SPAN_CONTEXT, "", "", "")
         # Recorded spans are built as the exporter reads them when the processors allow it.
         self._lean = LeanSpanRecorder(tracer) if lean_recording_supported(tracer) else None
 
@@ -287,36 +345,70 @@ class LazyClientSpans:
         no context built — and None is returned: nothing is left to record.
         Sampled: the :class:`ClientSpan` to observe and record, its headers written.
         """
-        context = otel_context.get_current()
+        context = self._current_context()
         current = context.get(_SPAN_KEY)
-        parent = current.get_span_context() if isinstance(current, Span) else INVALID_SPAN_CONTEXT
-        inner = self._inner_ids
-        if parent.is_valid:
+        parent = (
+            current.get_span_context() if current is not None and isinstance(current, Span) else INVALID_SPAN_CONTEXT
+        )
+        cached = self._unsampled_child
+        if cached[0] is parent and parent is not INVALID_SPAN_CONTEXT:
+            # The same unsampled parent as the last request (a handler's calls): its trace id's text,
+            # flags, tracestate and the sampler's verdict (a function of the parent alone) are known.
+            _, prefix, suffix, trace_state_header = cached
+            headers["traceparent"] = f"{prefix}{self._span_id_hex()}{suffix}"
+            if trace_state_header:
+                headers["tracestate"] = trace_state_header
+            if context.get(_BAGGAGE_KEY):
+                baggage_propagator.inject(headers, context=context)
+            return None
+        random_bits = self._random_bits
+        if parent is not INVALID_SPAN_CONTEXT and parent.is_valid:
             trace_id = parent.trace_id
             random_flag = int(parent.trace_flags) & _RANDOM_FLAG
             trace_state: TraceState | None = parent.trace_state
         else:
-            trace_id = inner.generate_trace_id()
+            parent = INVALID_SPAN_CONTEXT
+            trace_id = random_bits(128) if random_bits is not None else self._inner_ids.generate_trace_id()
+            while not trace_id:  # as the SDK's RandomIdGenerator: never the invalid id
+                trace_id = self._inner_ids.generate_trace_id()
             random_flag = _RANDOM_FLAG if self._random_ids else 0
             trace_state = None
-        if self._decide(parent, trace_id):
+        root_decision = self._root_decision
+        if root_decision is not None and parent is INVALID_SPAN_CONTEXT:
+            sampled = root_decision
+        else:
+            sampled = self._decide(parent, trace_id)
+        if sampled:
             client_span = ClientSpan(method, url, time.time_ns(), None, None)
             client_span.parent = context
             client_span.trace_id = trace_id
-            client_span.span_id = inner.generate_span_id()
+            client_span.span_id = self._inner_ids.generate_span_id()
             client_span.trace_flags = _SAMPLED | random_flag
             client_span.recording = True
-            if parent.is_valid:
+            if parent is not INVALID_SPAN_CONTEXT:
                 client_span.trace_state = trace_state
                 client_span.parent_span_context = parent
             client_span.inject_w3c(headers, baggage_propagator)
             return client_span
-        headers["traceparent"] = f"00-{trace_id:032x}-{inner.generate_span_id():016x}-{random_flag:02x}"
-        if trace_state:
-            headers["tracestate"] = trace_state.to_header()
+        # int.to_bytes().hex(): a third of the instructions of a zero-padded hex format spec.
+        prefix = f"00-{trace_id.to_bytes(16, 'big').hex()}-"
+        suffix = f"-{_FLAGS_TEXT[random_flag]}"
+        trace_state_header = trace_state.to_header() if trace_state else ""
+        if parent is not INVALID_SPAN_CONTEXT:
+            self._unsampled_child = (parent, prefix, suffix, trace_state_header)  # one tuple: atomic
+        headers["traceparent"] = f"{prefix}{self._span_id_hex()}{suffix}"
+        if trace_state_header:
+            headers["tracestate"] = trace_state_header
         if context.get(_BAGGAGE_KEY):
             baggage_propagator.inject(headers, context=context)
         return None
+
+    def _span_id_hex(self) -> str:
+        random_bits = self._random_bits
+        span_id = random_bits(64) if random_bits is not None else self._inner_ids.generate_span_id()
+        while not span_id:  # as the SDK's RandomIdGenerator: never the invalid id
+            span_id = self._inner_ids.generate_span_id()
+        return span_id.to_bytes(8, "big").hex()
 
     def record(self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool) -> None:
         """Create the SDK span with the ids already sent upstream, and end it (run deferred)."""

@@ -64,13 +64,28 @@ def lean_recording_supported(tracer: Any) -> bool:
 class LeanSpanRecorder:
     """Turns a finished CLIENT span's fields into the SDK's ``ReadableSpan`` and ends it on the processors."""
 
-    __slots__ = ("_bounded", "_max_attributes", "_max_value_len", "_processor", "_processors", "_readable", "_tracer")
+    __slots__ = (
+        "_bounded",
+        "_decision",
+        "_max_attributes",
+        "_max_value_len",
+        "_metrics",
+        "_processor",
+        "_processors",
+        "_readable",
+        "_tracer",
+    )
 
     def __init__(self, tracer: Any) -> None:
         from opentelemetry.attributes import BoundedAttributes
         from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+        from opentelemetry.sdk.trace.sampling import Decision
 
         self._tracer = tracer
+        self._decision = Decision.RECORD_AND_SAMPLE
+        # The SDK's own span metrics (otel.sdk.span.started/live), when its internal metrics are on.
+        self._metrics = None if type(tracer._tracer_metrics) is NoOpTracerMetrics else tracer._tracer_metrics
         self._readable = ReadableSpan
         self._bounded = BoundedAttributes
         self._processor = tracer.span_processor
@@ -102,11 +117,12 @@ class LeanSpanRecorder:
     ) -> None:
         """End one sampled span: what ``start_span(...)`` + ``set_status`` + ``end(end_ns)`` would export."""
         tracer = self._tracer
-        if not tracer._is_enabled():  # the SDK's tracer configurator can disable a tracer at any time
+        if not tracer._tracer_config.is_enabled:  # the SDK's tracer configurator can disable a tracer any time
             return
-        from opentelemetry.sdk.trace.sampling import Decision
-
-        end_metrics: Callable[[], None] = tracer._tracer_metrics.start_span(parent, Decision.RECORD_AND_SAMPLE)
+        metrics = self._metrics
+        end_metrics: Callable[[], None] | None = (
+            None if metrics is None else metrics.start_span(parent, self._decision)
+        )
         span = self._readable(
             name=name,
             context=context,
@@ -122,7 +138,8 @@ class LeanSpanRecorder:
             end_time=end_ns,
             instrumentation_scope=tracer._instrumentation_scope,
         )
-        end_metrics()
+        if end_metrics is not None:
+            end_metrics()
         self._processor.on_end(span)
 
     def _attributes(self, attributes: dict[str, Any]) -> Any:

@@ -193,20 +193,24 @@ def test_the_fast_path_writes_what_begin_client_and_inject_write(sampled: bool) 
     fast_tracing, _ = _tracing(ParentBased(ALWAYS_ON))
     full_tracing, _ = _tracing(ParentBased(ALWAYS_ON))
     token = otel_context.attach(parent)
+    sent = []
     try:
-        fast: dict[str, str] = {}
-        span = fast_tracing.begin_client_or_propagate("GET", "http://a/", fast)
-        full: dict[str, str] = {}
-        full_tracing.inject(full_tracing.begin_client("GET", "http://a/", 1), full)
+        for _ in range(3):  # a handler's calls under one parent (the unsampled ones reuse what they derived)
+            fast: dict[str, str] = {}
+            span = fast_tracing.begin_client_or_propagate("GET", "http://a/", fast)
+            full: dict[str, str] = {}
+            full_tracing.inject(full_tracing.begin_client("GET", "http://a/", 1), full)
+            assert (span is not None) is sampled
+            assert fast.keys() == full.keys() == {"traceparent", "tracestate", "baggage"}
+            assert fast["tracestate"] == full["tracestate"] == "vendor=v1" and fast["baggage"] == full["baggage"]
+            # Same seeded id sequence in both providers: the same ids, the same flags.
+            assert fast["traceparent"] == full["traceparent"]
+            assert fast["traceparent"].startswith("00-00000000000000000000000000001234-")
+            assert fast["traceparent"].endswith("-01" if sampled else "-00")
+            sent.append(fast["traceparent"])
     finally:
         otel_context.detach(token)
-    assert (span is not None) is sampled
-    assert fast.keys() == full.keys() == {"traceparent", "tracestate", "baggage"}
-    assert fast["tracestate"] == full["tracestate"] == "vendor=v1" and fast["baggage"] == full["baggage"]
-    # Same seeded id sequence in both providers: the same ids, the same flags.
-    assert fast["traceparent"] == full["traceparent"]
-    assert fast["traceparent"].startswith("00-00000000000000000000000000001234-")
-    assert fast["traceparent"].endswith("-01" if sampled else "-00")
+    assert len(set(sent)) == 3  # a new span id each time
 
 
 def test_sampled_out_roots_leave_nothing_to_record() -> None:
