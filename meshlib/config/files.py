@@ -17,6 +17,7 @@ from pathlib import Path
 
 from meshlib.config.compile import DEFAULT_WORKLOAD, compile_snapshot, reference_problems
 from meshlib.config.documents import parse_file
+from meshlib.config.gc_pause import gc_paused
 from meshlib.config.istio_types import IstioResource, Meta
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.config.peer_authentication import PeerAuthenticationSpec
@@ -101,7 +102,8 @@ def _parse_cached(name: str, data: bytes) -> tuple[tuple[IstioResource, ...], tu
         if cached is not None:
             _PARSED.move_to_end(key)
             return cached
-    found, problems = parse_file(name, data.decode("utf-8"))
+    with gc_paused():  # hundreds of thousands of objects that all live until the parse ends (gc_pause)
+        found, problems = parse_file(name, data.decode("utf-8"))
     result = (tuple(found), tuple(problems))
     with _CACHE_LOCK:
         _PARSED[key] = result
