@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["gc_paused"]
+__all__ = ["gc_paused", "pause_gc"]
 
 _lock = threading.Lock()
 _depth = 0
@@ -46,3 +46,31 @@ def gc_paused() -> Iterator[None]:
             _depth -= 1
             if _depth == 0 and _was_enabled:
                 gc.enable()
+
+
+def pause_gc() -> Callable[[], None]:
+    """Pause cyclic garbage collection until the returned function is called (once; later calls do nothing).
+
+    For pauses that end in a callback rather than a ``with`` block (a control plane's
+    fan-out ends when its streams have written). Shares :func:`gc_paused`'s count.
+    """
+    global _depth, _was_enabled  # noqa: PLW0603 - see gc_paused
+    with _lock:
+        if _depth == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _depth += 1
+    released = False
+
+    def release() -> None:
+        global _depth  # noqa: PLW0603
+        nonlocal released
+        with _lock:
+            if released:
+                return
+            released = True
+            _depth -= 1
+            if _depth == 0 and _was_enabled:
+                gc.enable()
+
+    return release

@@ -189,6 +189,25 @@ class ResourceSnapshot:
 
 Watcher = Callable[[], None]
 
+# A push to thousands of streams allocates per stream (its response, gRPC's write operations) while
+# every stream's objects are alive: the cyclic collector then runs full passes over the whole heap
+# (~1 s each with 10,000 streams on a slow core) in the middle of the push. It is paused for the push
+# (reference counting still frees everything), at most this long.
+FANOUT_GC_PAUSE_STREAMS = 1000
+FANOUT_GC_PAUSE_S = 2.0
+
+
+def _pause_gc_for_fanout() -> None:
+    import asyncio
+
+    from meshlib.config.gc_pause import pause_gc
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # published from outside the loop: no timer to end a pause with
+        return
+    loop.call_later(FANOUT_GC_PAUSE_S, pause_gc())
+
 
 class SnapshotCache:
     """Snapshots by node group; streams watch their group and re-read it when told."""
@@ -226,7 +245,10 @@ class SnapshotCache:
             previous.types.get(t) is snapshot.types.get(t) for t in set(previous.types) | set(snapshot.types)
         ):
             return  # nothing changed: every type kept its object, so no stream has anything to send
-        for watcher in list(self._watchers.get(group, {}).values()):
+        watchers = list(self._watchers.get(group, {}).values())
+        if len(watchers) >= FANOUT_GC_PAUSE_STREAMS:
+            _pause_gc_for_fanout()
+        for watcher in watchers:
             watcher()
 
     def set_resources(self, group: str, resources: Resources, *, require_consistent: bool = False) -> ResourceSnapshot:

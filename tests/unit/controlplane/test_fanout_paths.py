@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -93,3 +94,41 @@ async def test_wait_until_sees_every_update_on_a_big_board() -> None:
     assert board.count(ENDPOINT, version="v2") == 5000
     assert board.count(ENDPOINT, version="v1") == 0
     assert board.count(ENDPOINT, state="STALE") == 0
+
+
+@pytest.mark.asyncio
+async def test_a_big_fanout_pauses_the_cyclic_collector_until_its_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from meshlib.config import gc_pause
+    from meshlib.controlplane import SnapshotCache, cache
+
+    released = asyncio.Event()
+    real_pause = gc_pause.pause_gc
+
+    def observed_pause() -> Callable[[], None]:
+        release = real_pause()
+
+        def end() -> None:
+            release()
+            released.set()
+
+        return end
+
+    monkeypatch.setattr(gc_pause, "pause_gc", observed_pause)
+    monkeypatch.setattr(cache, "FANOUT_GC_PAUSE_STREAMS", 3)
+    monkeypatch.setattr(cache, "FANOUT_GC_PAUSE_S", 0.01)
+    snapshots = SnapshotCache(node_group=lambda node: "g")
+    woken: list[int] = []
+    snapshots.set_resources("g", r.service("svc.test:50051", ("10.0.0.1", 8080)))
+    for i in range(2):
+        snapshots.watch("g", lambda i=i: woken.append(i))  # type: ignore[misc]
+    snapshots.set_resources("g", r.service("svc.test:50051", ("10.0.0.1", 8081)))
+    assert woken == [0, 1] and gc.isenabled()  # two streams: no pause
+    snapshots.watch("g", lambda: woken.append(2))
+    snapshots.set_resources("g", r.service("svc.test:50051", ("10.0.0.1", 8082)))
+    assert woken == [0, 1, 0, 1, 2]
+    assert not gc.isenabled()  # paused for the push...
+    async with asyncio.timeout(10):
+        await released.wait()
+    assert gc.isenabled()  # ...and back once its time is up
