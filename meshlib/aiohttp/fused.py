@@ -11,9 +11,10 @@ pays for generality it does not use. Here:
 - the routing decision is memoised per configuration and request shape —
   ``(port, method, scheme, authority, path, values of the headers the virtual
   host's routes read)`` (:meth:`~meshlib.routing.RouteTable.memo_headers`) —
-  in a dict bounded to :data:`MEMO_LIMIT` entries (cleared when full, so
-  hostile traffic cannot grow it) and dropped when the configuration is
-  swapped; virtual hosts whose routes read query parameters are not memoised;
+  in a dict bounded to :data:`MEMO_LIMIT` entries of at most
+  :data:`MEMO_KEY_CHARS` characters (cleared when full, so hostile traffic
+  cannot grow it) and dropped when the configuration is swapped; virtual
+  hosts whose routes read query parameters are not memoised;
 - admission, the retry-budget deposit, the queued route and per-try timers,
   the pick, attempt 1, outlier and load feedback and the counters run inline
   in the middleware's own coroutine, in the order the runner runs them;
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from meshlib.mesh import Mesh
 
 MEMO_LIMIT = 4096  # memoised request shapes per configuration; the memo is cleared when it is full
+MEMO_KEY_CHARS = 512  # a longer authority + path, or header value, is not memoised (keys stay small in bytes)
 ATTEMPT_COUNT = "x-envoy-attempt-count"
 EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
 _ATTEMPTS = [str(n) for n in range(10)]
@@ -178,11 +180,17 @@ class FusedPath:
             self._names[(authority, port)] = names
         if names is None:
             return None  # the routes read the query string: not memoised
+        path = url.raw_path
+        if len(path) + len(authority) > MEMO_KEY_CHARS:
+            return None  # a long path: routed by the full path, so the memo stays small in bytes too
         if names:
-            key: MemoKey = (port, req.method, url.scheme, authority, url.raw_path,
-                            *[header_value(headers, name) for name in names])
+            values = [header_value(headers, name) for name in names]
+            for value in values:
+                if value is not None and len(value) > MEMO_KEY_CHARS:
+                    return None
+            key: MemoKey = (port, req.method, url.scheme, authority, path, *values)
         else:
-            key = (port, req.method, url.scheme, authority, url.raw_path)
+            key = (port, req.method, url.scheme, authority, path)
         memo = self._memo
         try:
             return memo[key]

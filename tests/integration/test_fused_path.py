@@ -251,6 +251,10 @@ async def test_memo_is_bounded_and_dropped_on_reload(
                 sizes.append(len(memo))
             assert max(sizes) <= 8
             assert first.hits == 50
+            size = len(memo)
+            async with http.get("http://reviews:9080/" + "x" * 600) as resp:  # too long to memoise
+                assert resp.status == 200
+            assert len(memo) == size
             # The same shape again, then a new configuration sending it elsewhere: the memo must not answer.
             async with http.get("http://reviews:9080/item/49") as resp:
                 assert resp.status == 200
@@ -259,7 +263,7 @@ async def test_memo_is_bounded_and_dropped_on_reload(
             await mesh.wait_for_reload(attempts)
             async with http.get("http://reviews:9080/item/49") as resp:
                 assert resp.status == 200
-            assert (first.hits, second.hits) == (51, 1)
+            assert (first.hits, second.hits) == (52, 1)
             assert len(memo) == 1  # dropped with the old configuration, then refilled
 
 
