@@ -71,6 +71,7 @@ from meshlib.tracing.record import deliver_outbound
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
     from meshlib.security.tls_client import GrpcTls
+    from meshlib.tracing.client_spans import ClientSpan
     from meshlib.tracing.telemetry import Telemetry
 
 __all__ = ["MeshChannel", "http_to_grpc_status"]
@@ -345,20 +346,35 @@ class MeshChannel:
         # A plain def handing back the coroutine: one coroutine frame less per call on the hot path.
         telemetry = self._mesh._telemetry
         if telemetry is not None:
-            return self._observed(telemetry, path, metadata, attempt_fn, body_replayable)
+            tracing = telemetry.tracing
+            if tracing is None or telemetry.sinks:
+                return self._observed(telemetry, path, metadata, attempt_fn, body_replayable)
+            trace_headers: dict[str, str] = {}
+            span = tracing.begin_client_or_propagate(
+                "POST", f"http://{self.target}{path}", trace_headers, self.host, self.port
+            )
+            if span is not None:
+                return self._observed(telemetry, path, metadata, attempt_fn, body_replayable, span, trace_headers)
+            # Sampled out and no sink: the span's context travels, nothing is observed or finished.
+            return self._routed(
+                path, metadata, attempt_fn, body_replayable, observation=None, extra=tuple(trace_headers.items())
+            )
         return self._routed(path, metadata, attempt_fn, body_replayable, observation=None, extra=())
 
-    async def _observed(
+    async def _observed(  # noqa: PLR0917 - _run's arguments, plus a span begun there
         self, telemetry: Telemetry, path: str, metadata: Any,
         attempt_fn: Callable[[Lease, str, Metadata, float | None], Any], body_replayable: Callable[[], bool] | None,
+        begun: ClientSpan | None = None, begun_headers: dict[str, str] | None = None,
     ) -> Any:
         """``_routed`` with a CLIENT span and a record for the telemetry sinks (until the first message)."""
         tracing = telemetry.tracing
         observation = Observation()
-        start_ns = time.time_ns()
+        start_ns = time.time_ns() if begun is None else begun.start_ns
         started = time.perf_counter()
-        trace_headers: dict[str, str] = {}
-        if tracing is not None:
+        trace_headers: dict[str, str] = {} if begun_headers is None else begun_headers
+        if begun is not None:  # begun (and its context written) by _run
+            observation.span = begun
+        elif tracing is not None:
             span = observation.span = tracing.begin_client(
                 "POST", f"http://{self.target}{path}", start_ns, self.host, self.port
             )

@@ -335,8 +335,9 @@ class LazyClientSpans:
         client_span.recording = sampled
         return client_span
 
-    def begin_or_propagate(
-        self, method: str, url: object, headers: MutableMapping[str, str], baggage_propagator: TextMapPropagator
+    def begin_or_propagate(  # noqa: PLR0917 - the request's parts, as ClientSpan takes them
+        self, method: str, url: object, headers: MutableMapping[str, str], baggage_propagator: TextMapPropagator,
+        server_address: str | None = None, server_port: int | None = None,
     ) -> ClientSpan | None:
         """The request path's whole tracing work when the outbound propagator is W3C's (the default).
 
@@ -379,7 +380,7 @@ class LazyClientSpans:
         else:
             sampled = self._decide(parent, trace_id)
         if sampled:
-            client_span = ClientSpan(method, url, time.time_ns(), None, None)
+            client_span = ClientSpan(method, url, time.time_ns(), server_address, server_port)
             client_span.parent = context
             client_span.trace_id = trace_id
             client_span.span_id = self._inner_ids.generate_span_id()

@@ -149,7 +149,8 @@ class Tracing:
         return self._started(client_span, None)
 
     def begin_client_or_propagate(
-        self, method: str, url: object, headers: MutableMapping[str, str]
+        self, method: str, url: object, headers: MutableMapping[str, str], server_address: str | None = None,
+        server_port: int | None = None,
     ) -> ClientSpan | None:
         """Begin the CLIENT span of one outbound request and write its context into ``headers``.
 
@@ -164,8 +165,8 @@ class Tracing:
                 ...  # observe the request, then finish_client(span, observation)
         """
         if self._lazy is not None and self.injector is _W3C_INJECTOR:
-            return self._lazy.begin_or_propagate(method, url, headers, _BAGGAGE)
-        client_span = self.begin_client(method, url, time.time_ns())
+            return self._lazy.begin_or_propagate(method, url, headers, _BAGGAGE, server_address, server_port)
+        client_span = self.begin_client(method, url, time.time_ns(), server_address, server_port)
         self.inject(client_span, headers)
         if client_span.span is not None and not client_span.span.is_recording():
             return None  # a custom sampler dropped it: its context is on the wire, ending it does nothing
