@@ -21,7 +21,12 @@ Span shape:
 
 Cost: spans are finished off the response path (:mod:`meshlib.tracing.deferred`),
 and with the SDK's built-in samplers a CLIENT span is only minted on the
-request path and recorded afterwards (:mod:`meshlib.tracing.client_spans`).
+request path and recorded afterwards (:mod:`meshlib.tracing.client_spans`) —
+with the SDK's own batch/simple processors as the read-only span the exporter
+receives, without the SDK's live span object (:mod:`meshlib.tracing.lean_spans`).
+A span the sampler drops is only ids and ``traceparent``
+(:meth:`Tracing.begin_client_or_propagate`); its retries then carry the first
+attempt's context (there is no recorded span for them to be children of).
 """
 
 from __future__ import annotations
