@@ -12,7 +12,6 @@ it), and aiohttp's pool is then keyed per endpoint.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -36,8 +35,9 @@ from yarl import URL
 from meshlib.aiohttp.body_deadline import guard_body
 from meshlib.aiohttp.connector import set_connect_timeout, set_peer_check, tls_failure
 from meshlib.aiohttp.fused import FusedPath, timeout_hint
-from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER, local_response
+from meshlib.aiohttp.local_reply import local_response
 from meshlib.aiohttp.mirror import MirrorSender, ShadowTls
+from meshlib.aiohttp.observe import begin_observation, end_observation, traced_retry
 from meshlib.aiohttp.total_timeout import TotalTimeouts, settle
 from meshlib.config.model import Endpoint, HeaderOps, MeshSnapshot
 from meshlib.decision import Action, decide
@@ -51,13 +51,10 @@ from meshlib.resilience.timer import QueuedTimer
 from meshlib.routing import apply_header_ops, mirrors_to_send
 from meshlib.tracing.observation import Observation
 from meshlib.tracing.propagation import INBOUND_HEADERS, inject
-from meshlib.tracing.record import deliver_outbound
 
 if TYPE_CHECKING:
 
     from meshlib.mesh import Mesh
-    from meshlib.tracing.record import TelemetrySink
-    from meshlib.tracing.telemetry import Telemetry
 
 _NO_QUERY: dict[str, str] = {}
 _ATTEMPTS = [str(n) for n in range(10)]
@@ -130,12 +127,13 @@ def client_middleware(mesh: Mesh, *, suppress_envoy_headers: bool = False) -> Cl
         if carried:  # called while handling an inbound request: carry its trace headers on
             inject(req.headers, carried, skip_trace=telemetry is not None and telemetry.tracing is not None)
         total = totals.arm(req)  # aiohttp's total timeout, when the session leaves it to meshlib
-        if telemetry is None:
-            fused = fused_path.lookup(req)
-            if fused is not None:
-                return fused_path.request(req, handler, fused, total)
-            return route_request(req, handler, None, total)
-        return route_request(req, handler, _observe(req, telemetry), total)
+        # None with telemetry off, and when tracing alone is on and the span is sampled out (its context
+        # is on the request by then): the request then costs what it costs with telemetry off.
+        observation = begin_observation(req, telemetry) if telemetry is not None else None
+        fused = fused_path.lookup(req)
+        if fused is not None:
+            return fused_path.request(req, handler, fused, total, observation)
+        return route_request(req, handler, observation, total)
 
     async def route_request(
         req: ClientRequest, handler: ClientHandlerType, observation: Observation | None,
@@ -243,7 +241,7 @@ def client_middleware(mesh: Mesh, *, suppress_envoy_headers: bool = False) -> Cl
                     if timeout_hint_s is not None:
                         headers[EXPECTED_TIMEOUT] = timeout_hint(timeout_hint_s)
                 if attempt > 1 and observation is not None and observation.span is not None:
-                    return _traced_retry(req, handler, endpoint, attempt, observation)
+                    return traced_retry(req, handler, endpoint, attempt, observation)
                 return handler(req)
 
             def body_replayable() -> bool:
@@ -281,9 +279,9 @@ def client_middleware(mesh: Mesh, *, suppress_envoy_headers: bool = False) -> Cl
             if total is not None:
                 settle(total, response)
             if observation is not None:
-                _observed(observation, req, response)
+                end_observation(observation, req, response)
 
-    fused_path.fallback = lambda req, handler, total: route_request(req, handler, None, total)
+    fused_path.fallback = route_request
     return meshlib_client_middleware
 
 
@@ -293,95 +291,6 @@ def _mirror_tls(mesh: Mesh, snapshot: MeshSnapshot, cluster_name: str) -> Shadow
     if cluster is None or cluster.policy.tls.mode == "DISABLE":
         return None
     return mesh.upstream_tls().for_cluster(cluster), mesh._runtimes.runtimes[cluster.name].counters
-
-
-def _observe(req: ClientRequest, telemetry: Telemetry) -> Observation:
-    """Begin observing an outbound request: its start, and its CLIENT span's context on the wire."""
-    observation = Observation()
-    observation.telemetry = telemetry
-    url = observation.url = req.url  # as the caller asked (the attempt later dials an endpoint's URL)
-    start_ns = observation.start_ns = time.time_ns()
-    observation.started = time.perf_counter()
-    tracing = telemetry.tracing
-    if tracing is not None:
-        span = observation.span = tracing.begin_client(req.method, url, start_ns)
-        tracing.inject(span, req.headers)
-    return observation
-
-
-def _observed(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
-    """The request is over: take its timestamps now; everything else happens after the response."""
-    duration_s = observation.duration_s = time.perf_counter() - observation.started
-    observation.end_ns = observation.start_ns + int(duration_s * 1e9)
-    telemetry = observation.telemetry
-    assert telemetry is not None
-    client_span = observation.span
-    if telemetry.sinks or (client_span is not None and client_span.recording):  # sampled out, no sink: nothing
-        telemetry.deferred.defer(_finish, observation, req, response)
-
-
-def _finish(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
-    """How the request ended (status, Envoy response flags), into its span and record (run deferred)."""
-    flags = "-"
-    if response is not None:
-        observation.status = response.status
-        flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
-    if observation.delay_injected:
-        flags = "DI" if flags == "-" else f"{flags},DI"
-    if observation.attempts > 1 and (observation.status >= 500 or observation.status == 0):
-        flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
-    observation.flags = flags
-    telemetry = observation.telemetry
-    assert telemetry is not None
-    tracing = telemetry.tracing
-    client_span = observation.span
-    if tracing is not None and client_span is not None and client_span.recording:
-        tracing.finish_client(client_span, observation)
-    if telemetry.sinks:
-        _report(telemetry.sinks, observation, req)
-
-
-async def _traced_retry(
-    req: ClientRequest, handler: ClientHandlerType, endpoint: Endpoint, attempt: int, observation: Observation
-) -> ClientResponse:
-    """A retry as its own CLIENT span (``http.request.resend_count``); the upstream sees its context."""
-    telemetry = observation.telemetry
-    tracing = telemetry.tracing if telemetry is not None else None
-    assert telemetry is not None and tracing is not None and observation.span is not None
-    span = tracing.begin_attempt(observation.span, attempt, time.time_ns())
-    tracing.inject(span, req.headers)
-    status = 0
-    try:
-        response = await handler(req)
-        status = response.status
-        return response
-    finally:
-        telemetry.deferred.defer(tracing.finish_attempt, span, time.time_ns(), status, endpoint.key)
-
-
-def _report(sinks: tuple[TelemetrySink, ...], observation: Observation, req: ClientRequest) -> None:
-    """Build the request's record and hand it to the sinks."""
-    headers = req.headers
-    url = observation.url
-    assert isinstance(url, URL)
-    deliver_outbound(sinks, observation.outbound_record(
-        start_time_unix_ns=observation.start_ns,
-        duration_s=observation.duration_s,
-        method=req.method,
-        scheme=url.scheme,
-        authority=url.raw_authority,
-        path=url.raw_path,
-        status=observation.status,
-        flags=observation.flags,
-        request_id=headers.get(hdrs.X_REQUEST_ID),
-        user_agent=headers.get(hdrs.USER_AGENT),
-        request_bytes=_content_length(headers),
-    ))
-
-
-def _content_length(headers: CIMultiDict[str]) -> int:
-    value = headers.get(hdrs.CONTENT_LENGTH)
-    return int(value) if value and value.isdigit() else 0
 
 
 def _apply_response_ops(response: ClientResponse, *ops: HeaderOps) -> None:

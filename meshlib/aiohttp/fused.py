@@ -2,7 +2,7 @@
 
 Most requests of a mesh-routed session are plain: one destination, no fault,
 no mirror, no rate limit, no TLS to add, no inbound deadline, no test fault
-controller, telemetry off, a free connection slot, and a first attempt that
+controller, a free connection slot, and a first attempt that
 answers with a status the retry policy keeps. For those the general path
 (:func:`~meshlib.decision.decide`, then
 :meth:`~meshlib.resilience.attempts.UpstreamRunner.run` with its closures)
@@ -15,6 +15,8 @@ pays for generality it does not use. Here:
   :data:`MEMO_KEY_CHARS` characters (cleared when full, so hostile traffic
   cannot grow it) and dropped when the configuration is swapped; virtual
   hosts whose routes read query parameters are not memoised;
+- telemetry rides along: an observed request (a recorded CLIENT span, or
+  a sink) is described and finished here as on the full path;
 - admission, the retry-budget deposit, the queued route and per-try timers,
   the pick, attempt 1, outlier and load feedback and the counters run inline
   in the middleware's own coroutine, in the order the runner runs them;
@@ -40,6 +42,7 @@ from yarl import URL
 
 from meshlib.aiohttp.connector import set_connect_timeout
 from meshlib.aiohttp.local_reply import local_response
+from meshlib.aiohttp.observe import end_observation, traced_retry
 from meshlib.aiohttp.total_timeout import settle
 from meshlib.balancing import observe_rtt
 from meshlib.config.model import Cluster, Endpoint, Route, WeightedCluster
@@ -58,6 +61,12 @@ from meshlib.routing.match import header_value
 
 if TYPE_CHECKING:
     from meshlib.mesh import Mesh
+    from meshlib.tracing.observation import Observation
+
+# The full path: (request, handler, observation, total timeout entry) -> response.
+FullPath = Callable[
+    [ClientRequest, ClientHandlerType, "Observation | None", QueuedTimer | None], Awaitable[ClientResponse]
+]
 
 MEMO_LIMIT = 4096  # memoised request shapes per configuration; the memo is cleared when it is full
 MEMO_KEY_CHARS = 512  # a longer authority + path, or header value, is not memoised (keys stay small in bytes)
@@ -145,9 +154,7 @@ class FusedPath:
         self.apply_response_ops = apply_response_ops  # the middleware's: (response, *HeaderOps)
         self.suppress_hints = suppress_hints
         # The full path, for requests found unusual before they were touched (set by the middleware).
-        self.fallback: (
-            Callable[[ClientRequest, ClientHandlerType, QueuedTimer | None], Awaitable[ClientResponse]] | None
-        ) = None
+        self.fallback: FullPath | None = None
         self._memo: dict[MemoKey, FusedRoute | None] = {}
         self._names: dict[tuple[str, int], tuple[str, ...] | None] = {}
         self._memo_state: MeshState | None = None
@@ -227,20 +234,24 @@ class FusedPath:
         return url
 
     async def request(
-        self, req: ClientRequest, handler: ClientHandlerType, fused: FusedRoute, total: QueuedTimer | None
+        self, req: ClientRequest, handler: ClientHandlerType, fused: FusedRoute, total: QueuedTimer | None,
+        observation: Observation | None = None,
     ) -> ClientResponse:
         """Route ``req`` by ``fused``: the runner's steps 4–6 for attempt 1, inline (see the module docstring).
 
-        ``total``: the request's entry for aiohttp's total timeout (:mod:`meshlib.aiohttp.total_timeout`).
+        ``total``: the request's entry for aiohttp's total timeout (:mod:`meshlib.aiohttp.total_timeout`);
+        ``observation``: the request's telemetry (:mod:`meshlib.aiohttp.observe`), None when unobserved.
         """
         mesh = self.mesh
         runtime = mesh._runtimes.runtimes.get(fused.cluster_name)
         if runtime is None or runtime.bucket is not None or not runtime.limits.admits_at_once():
             assert self.fallback is not None  # nothing touched yet: the full path takes it from the start
-            return await self.fallback(req, handler, total)
+            return await self.fallback(req, handler, observation, total)
         runner = self.runner
         headers = req.headers
         url = req.url
+        if observation is not None:
+            observation.describe(fused.decision, headers.get(hdrs.HOST) or url.raw_authority)
         if hdrs.X_REQUEST_ID not in headers:
             headers[hdrs.X_REQUEST_ID] = new_request_id()
         for ops in fused.request_ops:
@@ -294,6 +305,9 @@ class FusedPath:
                 returned = local_response(req, 503, _NONE_HEALTHY, flag="UH")
                 return returned
             key = endpoint.key
+            if observation is not None:
+                observation.attempts = 1
+                observation.upstream_host = key
             req.url = self._endpoint_url(endpoint, scheme, path, query)
             if not self.suppress_hints:
                 headers[ATTEMPT_COUNT] = "1"
@@ -335,9 +349,10 @@ class FusedPath:
                 first = FirstAttempt(now=now, task=task, route_timer=route_timer, key=key, host=host,
                                      response=response, outcome=outcome, try_timer=try_timer)
                 result = await runner.run(
-                    fused.decision, runtime, self._sender(req, handler, scheme, path, query),
+                    fused.decision, runtime, self._sender(req, handler, scheme, path, query, observation),
                     idempotent=is_idempotent_method(req.method),
                     body_replayable=lambda: not getattr(req.body, "consumed", False),
+                    report=observation,
                     first=first,
                 )
                 returned = self._rendered(req, result, fused)
@@ -381,9 +396,12 @@ class FusedPath:
                 if route_timer is not None:
                     route_timer.cancel()
                 runtime.release_admitted(True)
+            if observation is not None:
+                end_observation(observation, req, returned)
 
-    def _sender(
-        self, req: ClientRequest, handler: ClientHandlerType, scheme: str, path: str, query: str
+    def _sender(  # noqa: PLR0917 - the request's parts the attempts need
+        self, req: ClientRequest, handler: ClientHandlerType, scheme: str, path: str, query: str,
+        observation: Observation | None,
     ) -> Callable[[Endpoint, int, float | None], Awaitable[ClientResponse]]:
         """The runner's ``send`` for the attempts after a handed-over attempt 1 (made only then)."""
 
@@ -393,6 +411,8 @@ class FusedPath:
                 req.headers[ATTEMPT_COUNT] = _ATTEMPTS[attempt] if attempt < 10 else str(attempt)
                 if timeout_hint_s is not None:
                     req.headers[EXPECTED_TIMEOUT] = timeout_hint(timeout_hint_s)
+            if observation is not None and observation.span is not None:  # a retry: its own CLIENT span
+                return traced_retry(req, handler, endpoint, attempt, observation)
             return handler(req)
 
         return send

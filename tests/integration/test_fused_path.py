@@ -11,6 +11,8 @@ configuration swap, and aiohttp's total timeout kept by meshlib's queue.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -356,3 +358,94 @@ async def test_total_timeout_is_meshlib_s(tmp_path: Path, monkeypatch: pytest.Mo
     finally:
         release.set()
         await runner.cleanup()
+
+
+def _observed_view(spans: list[Any], log: str, ports: dict[int, str]) -> tuple[object, ...]:
+    """Exported spans and access-log lines with what differs between two runs (ids, times, ports) named."""
+    def named(value: object) -> object:
+        if isinstance(value, str):
+            for port, name in ports.items():
+                value = value.replace(f":{port}", f":<{name}>")
+        return value
+
+    by_id = {s.context.span_id: s for s in spans}
+    span_view = sorted(
+        (s.name, str(s.kind), str(s.status.status_code),
+         tuple(sorted((k, named(v)) for k, v in s.attributes.items())),
+         by_id[s.parent.span_id].attributes.get("url.full") if s.parent and s.parent.span_id in by_id else None)
+        for s in spans
+    )
+    kept = ("response_code", "response_flags", "upstream_cluster", "upstream_host", "route_name", "attempts", "path")
+    log_view = [
+        tuple(named(entry.get(key)) for key in kept) for entry in map(json.loads, log.splitlines())
+    ]
+    return span_view, log_view
+
+
+@pytest.mark.parametrize("with_sink", [False, True], ids=["tracing", "tracing+access-log"])
+async def test_observed_requests_fused_as_on_the_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_sink: bool
+) -> None:
+    """A traced request (and one logged) takes the fused path and records what the full path records,
+    retry spans included; the upstream sees each attempt's own trace context."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    taken = _count_fused(monkeypatch)
+    views = []
+    for fused_on in (True, False):
+        if not fused_on:
+            _switch_off_fused(monkeypatch)
+        async with _upstreams("503", "ok") as ups:
+            config = tmp_path / f"mesh-{fused_on}.yaml"
+            config.write_text(_mesh_yaml({u.name: u.port for u in ups}, "    retries: {attempts: 2, retryOn: 5xx}"))
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            log = io.StringIO()
+            mesh = meshlib.Mesh.from_files(config, rng=random.Random(7))
+            mesh.enable_tracing(provider)
+            if with_sink:
+                mesh.enable_access_log(log)
+            async with mesh, mesh.session() as http:
+                seen = await _get_all(http, 6)
+                mesh.flush_telemetry()
+            spans = list(exporter.get_finished_spans())
+            views.append((seen, _observed_view(spans, log.getvalue(), {u.port: u.name for u in ups})))
+            # Every upstream request carried a sampled traceparent of a span that was exported.
+            sent = [h["traceparent"] for u in ups for h in u.headers]
+            exported = {f"{s.context.span_id:016x}" for s in spans}
+            assert len(sent) > 6 and all(int(t[-2:], 16) & 1 and t.split("-")[2] in exported for t in sent)
+    assert taken[0] == 6  # the first run took the fused path, the second none
+    assert views[0] == views[1]
+    span_view, log_view = views[0][1]
+    assert any(dict(attrs).get("http.request.resend_count") == 1 for _, _, _, attrs, _ in span_view)
+    assert len(log_view) == (6 if with_sink else 0)
+
+
+async def test_sampled_out_requests_take_the_fused_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracing on and the span sampled out: the context travels (unsampled), nothing is recorded."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    taken = _count_fused(monkeypatch)
+    async with _upstreams("ok") as (upstream,):
+        config = tmp_path / "mesh.yaml"
+        config.write_text(_mesh_yaml({"v1": upstream.port}, ""))
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        mesh = meshlib.Mesh.from_files(config)
+        mesh.enable_tracing(provider)
+        async with mesh, mesh.session() as http:
+            seen = await _get_all(http, 4)
+            mesh.flush_telemetry()
+    assert [s[0] for s in seen] == [200] * 4
+    assert taken[0] == 4
+    assert exporter.get_finished_spans() == ()
+    parents = [h["traceparent"].split("-") for h in upstream.headers]
+    assert len(parents) == 4 and all(not int(flags, 16) & 1 for *_, flags in parents)  # not sampled
+    assert len({trace_id for _, trace_id, _, _ in parents}) == 4  # a root per request, not one shared id

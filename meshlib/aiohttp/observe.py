@@ -1,0 +1,131 @@
+"""Telemetry of one outbound aiohttp request: its CLIENT span and its record for the sinks.
+
+The client middleware (:mod:`meshlib.aiohttp.client`) and its fused happy path
+(:mod:`meshlib.aiohttp.fused`) call :func:`begin_observation` before routing and
+:func:`end_observation` when the request is over; everything else (the span's
+recording, the record for metrics and access logs) runs deferred, off the
+response path (:mod:`meshlib.tracing.deferred`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+from multidict import CIMultiDict
+from yarl import URL
+
+from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
+from meshlib.config.model import Endpoint
+from meshlib.tracing.observation import Observation
+from meshlib.tracing.record import deliver_outbound
+
+if TYPE_CHECKING:
+    from meshlib.tracing.record import TelemetrySink
+    from meshlib.tracing.telemetry import Telemetry
+
+
+def begin_observation(req: ClientRequest, telemetry: Telemetry) -> Observation | None:
+    """Begin observing an outbound request: its start, and its CLIENT span's context on the wire.
+
+    None when there is nothing to observe: tracing only (no sink) and the span
+    sampled out — its ``traceparent`` is already on the request, and the request
+    then costs what it costs with telemetry off.
+    """
+    tracing = telemetry.tracing
+    if tracing is not None and not telemetry.sinks:
+        span = tracing.begin_client_or_propagate(req.method, req.url, req.headers)
+        if span is None:
+            return None
+        observation = Observation()
+        observation.telemetry = telemetry
+        observation.url = req.url
+        observation.start_ns = span.start_ns
+        observation.started = time.perf_counter()
+        observation.span = span
+        return observation
+    observation = Observation()
+    observation.telemetry = telemetry
+    url = observation.url = req.url  # as the caller asked (the attempt later dials an endpoint's URL)
+    start_ns = observation.start_ns = time.time_ns()
+    observation.started = time.perf_counter()
+    if tracing is not None:
+        begun = observation.span = tracing.begin_client(req.method, url, start_ns)
+        tracing.inject(begun, req.headers)
+    return observation
+
+
+def end_observation(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
+    """The request is over: take its timestamps now; everything else happens after the response."""
+    duration_s = observation.duration_s = time.perf_counter() - observation.started
+    observation.end_ns = observation.start_ns + int(duration_s * 1e9)
+    telemetry = observation.telemetry
+    assert telemetry is not None
+    client_span = observation.span
+    if telemetry.sinks or (client_span is not None and client_span.recording):  # sampled out, no sink: nothing
+        telemetry.deferred.defer(_finish, observation, req, response)
+
+
+def _finish(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
+    """How the request ended (status, Envoy response flags), into its span and record (run deferred)."""
+    flags = "-"
+    if response is not None:
+        observation.status = response.status
+        flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
+    if observation.delay_injected:
+        flags = "DI" if flags == "-" else f"{flags},DI"
+    if observation.attempts > 1 and (observation.status >= 500 or observation.status == 0):
+        flags = "URX" if flags == "-" else f"{flags},URX"  # the retries ran out on a failure
+    observation.flags = flags
+    telemetry = observation.telemetry
+    assert telemetry is not None
+    tracing = telemetry.tracing
+    client_span = observation.span
+    if tracing is not None and client_span is not None and client_span.recording:
+        tracing.finish_client(client_span, observation)
+    if telemetry.sinks:
+        _report(telemetry.sinks, observation, req)
+
+
+async def traced_retry(
+    req: ClientRequest, handler: ClientHandlerType, endpoint: Endpoint, attempt: int, observation: Observation
+) -> ClientResponse:
+    """A retry as its own CLIENT span (``http.request.resend_count``); the upstream sees its context."""
+    telemetry = observation.telemetry
+    tracing = telemetry.tracing if telemetry is not None else None
+    assert telemetry is not None and tracing is not None and observation.span is not None
+    span = tracing.begin_attempt(observation.span, attempt, time.time_ns())
+    tracing.inject(span, req.headers)
+    status = 0
+    try:
+        response = await handler(req)
+        status = response.status
+        return response
+    finally:
+        telemetry.deferred.defer(tracing.finish_attempt, span, time.time_ns(), status, endpoint.key)
+
+
+def _report(sinks: tuple[TelemetrySink, ...], observation: Observation, req: ClientRequest) -> None:
+    """Build the request's record and hand it to the sinks."""
+    headers = req.headers
+    url = observation.url
+    assert isinstance(url, URL)
+    deliver_outbound(sinks, observation.outbound_record(
+        start_time_unix_ns=observation.start_ns,
+        duration_s=observation.duration_s,
+        method=req.method,
+        scheme=url.scheme,
+        authority=url.raw_authority,
+        path=url.raw_path,
+        status=observation.status,
+        flags=observation.flags,
+        request_id=headers.get(hdrs.X_REQUEST_ID),
+        user_agent=headers.get(hdrs.USER_AGENT),
+        request_bytes=_content_length(headers),
+    ))
+
+
+def _content_length(headers: CIMultiDict[str]) -> int:
+    value = headers.get(hdrs.CONTENT_LENGTH)
+    return int(value) if value and value.isdigit() else 0
