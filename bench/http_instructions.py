@@ -1,6 +1,6 @@
 """Client-side instructions per HTTP request (callgrind), direct aiohttp vs the mesh paths; never asserted.
 
-    python bench/http_instructions.py [--requests 1500]
+    python bench/http_instructions.py [--requests 1500] [--paths direct meshlib ...]
 
 Timings on a shared machine drift; instruction counts repeat to well under 1%.
 For each path a client process makes ``--requests`` sequential requests (and,
@@ -70,6 +70,8 @@ def instructions(path: str, port: int, requests: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), metavar="PATH",
+                        help=f"paths to measure (default: all of {', '.join(map(repr, PATHS))})")
     parser.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -90,10 +92,10 @@ def main() -> None:
             port = int(port_file.read_text())
             print(f"client instructions per request, {args.requests} sequential requests (callgrind)")
             base = None
-            for path in PATHS:
+            for path in [p for p in PATHS if p in args.paths]:
                 per = (instructions(path, port, args.requests) - instructions(path, port, 0)) / args.requests
-                base = per if base is None else base
-                extra = "" if path == "direct" else f"   (+{(per - base) / 1000:.1f}k over direct)"
+                base = per if base is None and path == "direct" else base
+                extra = "" if base is None or path == "direct" else f"   (+{(per - base) / 1000:.1f}k over direct)"
                 print(f"  {path:24s} {per / 1000:8.1f}k{extra}", flush=True)
         finally:
             backend.terminate()

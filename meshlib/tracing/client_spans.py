@@ -57,6 +57,8 @@ from meshlib.tracing.url_redaction import redact_url_query
 __all__ = ["ClientSpan", "PresetIds", "lazy_recording_supported"]
 
 _SAMPLED = int(TraceFlags.SAMPLED)
+_TRACE_FLAGS = [TraceFlags(flags) for flags in range(256)]  # one object per value: made once, not per span
+_START_ATTRIBUTES_LIMIT = 4096  # (method, URL, address, port) shapes whose start attributes are kept
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
@@ -103,7 +105,25 @@ class ClientSpan:
         self.recording = False  # True when there is a span to record or end after the request
 
     def start_attributes(self) -> dict[str, Any]:
-        """The HTTP client span attributes known when the request started (semantic conventions)."""
+        """The HTTP client span attributes known when the request started (semantic conventions).
+
+        A new dict each call; its contents are worked out once per request shape
+        (``url.full`` is the costly part: the URL rendered, then redacted).
+        """
+        key = (self.method, self.url, self.server_address, self.server_port, self.resend_count)
+        try:
+            return dict(_START_ATTRIBUTES[key])
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable URL-like object
+            return self._start_attributes()
+        attributes = self._start_attributes()
+        if len(_START_ATTRIBUTES) >= _START_ATTRIBUTES_LIMIT:
+            _START_ATTRIBUTES.clear()
+        _START_ATTRIBUTES[key] = attributes
+        return dict(attributes)
+
+    def _start_attributes(self) -> dict[str, Any]:
         url = self.url
         address, port = self.server_address, self.server_port
         if address is None or port is None:
@@ -121,10 +141,7 @@ class ClientSpan:
         return attributes
 
     def span_context(self) -> SpanContext:
-        return SpanContext(
-            self.trace_id, self.span_id, is_remote=False, trace_flags=TraceFlags(self.trace_flags),
-            trace_state=self.trace_state,
-        )
+        return SpanContext(self.trace_id, self.span_id, False, _TRACE_FLAGS[self.trace_flags & 0xFF], self.trace_state)
 
     def inject_w3c(self, headers: MutableMapping[str, str], baggage_propagator: TextMapPropagator) -> None:
         """``traceparent`` (+ ``tracestate``, ``baggage``) for this span, written directly."""
@@ -144,6 +161,9 @@ class ClientSpan:
         """Headers in whatever formats ``propagator`` writes (a custom outbound propagator)."""
         span = self.span if self.span is not None else NonRecordingSpan(self.span_context())
         propagator.inject(headers, context=trace.set_span_in_context(span))
+
+
+_START_ATTRIBUTES: dict[tuple[object, ...], dict[str, Any]] = {}
 
 
 def _url_full(url: object) -> str:
@@ -418,10 +438,9 @@ class LazyClientSpans:
         lean = self._lean
         if lean is not None and lean.still_supported():
             merged = client_span.start_attributes()
-            for key, value in attributes.items():  # as the SDK's set_attributes: a key set again moves last
-                if key in merged:
-                    del merged[key]
-                merged[key] = value
+            for key in merged.keys() & attributes.keys():  # as the SDK's set_attributes: a key set again moves last
+                del merged[key]
+            merged.update(attributes)
             lean.record(
                 client_span.method, client_span.span_context(), parent=client_span.parent_span_context,
                 attributes=merged, start_ns=client_span.start_ns, end_ns=end_ns, error=error,

@@ -20,6 +20,13 @@ with the same fields the SDK would give it:
 and hands it to the provider's processors' ``on_end``: a ``BatchSpanProcessor``
 queues it for its exporter thread, which exports in batches as usual.
 
+Two shortcuts keep this cheap, each checked against the SDK when the recorder is
+made (and not taken when the check fails): the ``ReadableSpan`` gets its fields as
+one dict instead of through its thirteen-keyword constructor — the same fields with
+the same values, compared with a span the constructor built — and a
+``BatchSpanProcessor``'s queue is fed directly, skipping its ``on_end`` re-check that
+the span is sampled (every span recorded here is).
+
 It is used only where that is provably what the SDK would do: an SDK tracer (enabled)
 whose processors are exactly the SDK's ``BatchSpanProcessor`` / ``SimpleSpanProcessor``
 (their ``on_start`` and ``_on_ending`` do nothing), under a sampler
@@ -40,6 +47,68 @@ __all__ = ["LeanSpanRecorder", "lean_recording_supported"]
 
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
+
+
+def _span_builder(tracer: Any, readable: type[Any]) -> Callable[..., Any] | None:
+    """A ``ReadableSpan`` maker assigning the constructor's fields at once; None if it would differ.
+
+    ``build(name, context, parent, attributes, status, start_ns, end_ns)`` is checked
+    against the SDK's constructor here: same attribute names, same values.
+    """
+    resource, info, scope = tracer.resource, tracer.instrumentation_info, tracer._instrumentation_scope
+    new = object.__new__
+    # The constructor's fields in its order; a copy per span gets the varying ones (a copy is cheaper
+    # than a thirteen-key literal).
+    template: dict[str, Any] = {
+        "_name": None, "_context": None, "_kind": SpanKind.CLIENT, "_instrumentation_info": info,
+        "_instrumentation_scope": scope, "_parent": None, "_start_time": None, "_end_time": None,
+        "_attributes": None, "_events": (), "_links": (), "_resource": resource, "_status": None,
+    }
+
+    def build(  # noqa: PLR0917 - a hot path: positional is cheaper
+        name: str, context: SpanContext, parent: SpanContext | None, attributes: Any, status: Status,
+        start_ns: int, end_ns: int,
+    ) -> Any:
+        fields = template.copy()
+        fields["_name"] = name
+        fields["_context"] = context
+        fields["_parent"] = parent
+        fields["_start_time"] = start_ns
+        fields["_end_time"] = end_ns
+        fields["_attributes"] = attributes
+        fields["_status"] = status
+        span = new(readable)
+        span.__dict__ = fields
+        return span
+
+    sample = (
+        "GET", SpanContext(1, 2, False), SpanContext(1, 3, True), MappingProxyType({"k": "v"}), _ERROR, 10, 20
+    )
+    try:
+        expected = readable(
+            name=sample[0], context=sample[1], parent=sample[2], resource=resource, attributes=sample[3],
+            events=(), links=(), kind=SpanKind.CLIENT, instrumentation_info=info, status=sample[4],
+            start_time=sample[5], end_time=sample[6], instrumentation_scope=scope,
+        )
+        built = build(*sample)
+    except Exception:  # an SDK whose ReadableSpan takes other arguments: the constructor it is
+        return None
+    return build if type(built) is type(expected) and vars(built) == vars(expected) else None
+
+
+def _enders(processors: tuple[Any, ...]) -> tuple[Callable[[Any], None], ...]:
+    """What ends a span on each processor: a batch processor's queue directly, else ``on_end``."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    enders: list[Callable[[Any], None]] = []
+    for processor in processors:
+        emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
+        # BatchSpanProcessor.on_end is "if the span is sampled: self._batch_processor.emit(span)".
+        if type(processor) is BatchSpanProcessor and callable(emit):
+            enders.append(emit)
+        else:
+            enders.append(processor.on_end)
+    return tuple(enders)
 
 
 def lean_recording_supported(tracer: Any) -> bool:
@@ -66,7 +135,9 @@ class LeanSpanRecorder:
 
     __slots__ = (
         "_bounded",
+        "_build",
         "_decision",
+        "_enders",
         "_max_attributes",
         "_max_value_len",
         "_metrics",
@@ -90,6 +161,8 @@ class LeanSpanRecorder:
         self._bounded = BoundedAttributes
         self._processor = tracer.span_processor
         self._processors = self._processor._span_processors  # a new tuple whenever one is added
+        self._enders = _enders(self._processors)
+        self._build = _span_builder(tracer, ReadableSpan)
         limits = tracer._span_limits
         self._max_attributes: int | None = limits.max_span_attributes
         self._max_value_len: int | None = limits.max_span_attribute_length
@@ -102,6 +175,7 @@ class LeanSpanRecorder:
         if not lean_recording_supported(self._tracer):
             return False
         self._processor, self._processors = processor, processor._span_processors
+        self._enders = _enders(self._processors)
         return True
 
     def record(
@@ -123,24 +197,30 @@ class LeanSpanRecorder:
         end_metrics: Callable[[], None] | None = (
             None if metrics is None else metrics.start_span(parent, self._decision)
         )
-        span = self._readable(
-            name=name,
-            context=context,
-            parent=parent,
-            resource=tracer.resource,
-            attributes=self._attributes(attributes),
-            events=(),
-            links=(),
-            kind=SpanKind.CLIENT,
-            instrumentation_info=tracer.instrumentation_info,
-            status=_ERROR if error else _UNSET,
-            start_time=start_ns,
-            end_time=end_ns,
-            instrumentation_scope=tracer._instrumentation_scope,
-        )
+        build = self._build
+        if build is not None:
+            span = build(name, context, parent, self._attributes(attributes), _ERROR if error else _UNSET,
+                         start_ns, end_ns)
+        else:
+            span = self._readable(
+                name=name,
+                context=context,
+                parent=parent,
+                resource=tracer.resource,
+                attributes=self._attributes(attributes),
+                events=(),
+                links=(),
+                kind=SpanKind.CLIENT,
+                instrumentation_info=tracer.instrumentation_info,
+                status=_ERROR if error else _UNSET,
+                start_time=start_ns,
+                end_time=end_ns,
+                instrumentation_scope=tracer._instrumentation_scope,
+            )
         if end_metrics is not None:
             end_metrics()
-        self._processor.on_end(span)
+        for end in self._enders:
+            end(span)
 
     def _attributes(self, attributes: dict[str, Any]) -> Any:
         """The attributes as the SDK would hold them once the span ended (limits applied)."""

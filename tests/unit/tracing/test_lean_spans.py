@@ -75,20 +75,28 @@ def _fields(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
+class ForcedBatchSdkPath(BatchSpanProcessor):
+    """Behaves as BatchSpanProcessor; being a subclass, it keeps meshlib on the SDK's span path."""
+
+
 def _record_both(
     parent: Context, end_attributes: dict[str, Any], *, error: bool, url: object = "http://reviews:9080/r?x=1",
-    **provider_kwargs: Any,
+    processors: tuple[type[Any], type[Any]] = (SimpleSpanProcessor, ForcedSdkPath), **provider_kwargs: Any,
 ) -> tuple[ReadableSpan, ReadableSpan]:
     spans = []
-    for processor_type in (SimpleSpanProcessor, ForcedSdkPath):
+    for processor_type in processors:
         provider, exporter = _provider(processor_type, **provider_kwargs)
         tracer = provider.get_tracer("meshlib", "9.9")
         lazy = LazyClientSpans(tracer)
-        assert (lazy._lean is not None) is (processor_type is SimpleSpanProcessor)
+        assert (lazy._lean is not None) is (processor_type is processors[0])
+        if lazy._lean is not None:
+            assert lazy._lean._build is not None  # the installed SDK's ReadableSpan takes the one-dict shortcut
         client_span = lazy.begin(parent, ClientSpan("GET", url, 1_000_000_123, None, None))
         lazy.record(client_span, dict(end_attributes), 1_000_450_789, error)
+        provider.force_flush()
         [span] = exporter.get_finished_spans()
         spans.append(span)
+        provider.shutdown()
     return spans[0], spans[1]
 
 
@@ -103,6 +111,33 @@ def test_root_span_fields_equal(error: bool) -> None:
     assert _fields(lean) == _fields(sdk)
     assert lean.to_json() == sdk.to_json()
     assert lean.parent is None and lean.status.status_code.name == ("ERROR" if error else "UNSET")
+
+
+def test_a_batch_processor_is_fed_directly_and_exports_the_same_span() -> None:
+    lean, sdk = _record_both(Context(), END, error=True, processors=(BatchSpanProcessor, ForcedBatchSdkPath))
+    assert _fields(lean) == _fields(sdk)
+    assert lean.to_json() == sdk.to_json()
+
+
+def test_a_readable_span_with_other_fields_keeps_its_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshlib.tracing import lean_spans
+
+    original = ReadableSpan.__init__
+
+    def init(self: ReadableSpan, *args: Any, **kwargs: Any) -> None:  # a future SDK with one field more
+        original(self, *args, **kwargs)
+        self._extra = "new"  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(ReadableSpan, "__init__", init)
+    provider, exporter = _provider(SimpleSpanProcessor)
+    tracer = provider.get_tracer("meshlib", "9.9")
+    assert lean_spans._span_builder(tracer, ReadableSpan) is None
+    lazy = LazyClientSpans(tracer)
+    assert lazy._lean is not None and lazy._lean._build is None
+    client_span = lazy.begin(Context(), ClientSpan("GET", "http://reviews:9080/r", 1_000, None, None))
+    lazy.record(client_span, {"meshlib.attempts": 1}, 2_000, False)
+    [span] = exporter.get_finished_spans()
+    assert span._extra == "new"  # type: ignore[attr-defined]  # built by the constructor
 
 
 def test_child_of_a_remote_sampled_parent_with_tracestate() -> None:
