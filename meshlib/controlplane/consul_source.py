@@ -32,19 +32,18 @@ from typing import Any
 
 from meshlib.config.compile import DEFAULT_WORKLOAD
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
-from meshlib.controlplane.cache import Resources
+from meshlib.controlplane.encoded_source import EncodedSnapshotSource
 from meshlib.controlplane.plane import ControlPlane
 from meshlib.discovery.consul.client import ConsulClient, ConsulSettings
 from meshlib.discovery.consul.source import ConsulConfigSource
 from meshlib.discovery.consul.watch import WatchTiming
-from meshlib.xds import ClientKind, encode_resources
 
 __all__ = ["ConsulSnapshotSource"]
 
 log = logging.getLogger(__name__)
 
 
-class ConsulSnapshotSource:
+class ConsulSnapshotSource(EncodedSnapshotSource):
     """Consul → ``{type_url: {name: proto}}`` per client kind, republished when Consul changes."""
 
     def __init__(
@@ -61,7 +60,7 @@ class ConsulSnapshotSource:
         timing: WatchTiming | None = None,
         initial_sync_timeout_s: float = 10.0,
     ) -> None:
-        self.bind_address = bind_address
+        super().__init__(bind_address)
         self.consul = ConsulConfigSource(
             ConsulClient(ConsulSettings.resolve(address, token=token, dc=dc)),
             workload,
@@ -73,32 +72,11 @@ class ConsulSnapshotSource:
             timing=timing,
             initial_sync_timeout_s=initial_sync_timeout_s,
         )
-        self.snapshot: MeshSnapshot | None = None
-        self._plane: ControlPlane | None = None
-        self._encoded: dict[str, Resources] = {}
         self._task: asyncio.Task[None] | None = None
 
     def _publish(self, snapshot: MeshSnapshot) -> None:
-        self.snapshot = snapshot
-        self._encoded = {}
         log.info("consul: version %s (%d clusters)", snapshot.version, len(snapshot.clusters))
-        if self._plane is not None:
-            self._plane.notify_changed()
-
-    # -- the snapshot_source protocol ---------------------------------------------
-
-    def __call__(self, group: str) -> Resources | None:
-        """The resources for a node group (a :class:`ClientKind` value; unknown groups get Envoy's shapes)."""
-        if self.snapshot is None:
-            return None
-        found = self._encoded.get(group)
-        if found is None:
-            try:
-                kind = ClientKind(group)
-            except ValueError:
-                kind = ClientKind.ENVOY
-            found = self._encoded[group] = encode_resources(self.snapshot, kind, bind_address=self.bind_address)
-        return found
+        super()._publish(snapshot)
 
     # -- running ---------------------------------------------------------------------
 
@@ -107,11 +85,6 @@ class ConsulSnapshotSource:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.consul.run(), name="meshlib-consul-source")
         return await self.consul.wait_first()
-
-    def attach(self, plane: ControlPlane) -> None:
-        """Notify ``plane`` on every new snapshot and add ``config_*``/``consul`` keys to its ``status()``."""
-        self._plane = plane
-        plane.add_status_extra(self.status)
 
     async def watch(self, plane: ControlPlane | None = None) -> None:
         """Run until cancelled (attaching ``plane`` first, if given); stops the watches on the way out."""

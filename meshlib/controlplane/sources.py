@@ -31,17 +31,16 @@ from typing import Any
 
 from meshlib.config.compile import DEFAULT_WORKLOAD
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
-from meshlib.controlplane.cache import Resources
+from meshlib.controlplane.encoded_source import EncodedSnapshotSource
 from meshlib.controlplane.plane import ControlPlane
 from meshlib.discovery.files import FileConfigSource
-from meshlib.xds import ClientKind, encode_resources
 
 __all__ = ["FileSnapshotSource"]
 
 log = logging.getLogger(__name__)
 
 
-class FileSnapshotSource:
+class FileSnapshotSource(EncodedSnapshotSource):
     """Istio YAML ``paths`` → ``{type_url: {name: proto}}`` per client kind, republished on edits."""
 
     def __init__(
@@ -52,12 +51,9 @@ class FileSnapshotSource:
         workload: WorkloadIdentity = DEFAULT_WORKLOAD,
         poll_interval_s: float = 0.25,
     ) -> None:
+        super().__init__(bind_address)
         self.paths = [str(p) for p in paths]
-        self.bind_address = bind_address
         self.files = FileConfigSource(self.paths, workload, self._publish, poll_interval_s=poll_interval_s)
-        self.snapshot: MeshSnapshot | None = None
-        self._plane: ControlPlane | None = None
-        self._encoded: dict[str, Resources] = {}  # per group, for the current snapshot
 
     # -- loading -----------------------------------------------------------------
 
@@ -67,37 +63,7 @@ class FileSnapshotSource:
         self._set_snapshot(snapshot)
         return snapshot
 
-    def _set_snapshot(self, snapshot: MeshSnapshot) -> None:
-        self.snapshot = snapshot
-        self._encoded = {}
-
-    def _publish(self, snapshot: MeshSnapshot) -> None:
-        """A valid edit (called by the file watcher): keep it and ask the plane for a debounced push."""
-        self._set_snapshot(snapshot)
-        if self._plane is not None:
-            self._plane.notify_changed()
-
-    # -- the snapshot_source protocol ---------------------------------------------
-
-    def __call__(self, group: str) -> Resources | None:
-        """The resources for a node group (a :class:`ClientKind` value; unknown groups get Envoy's shapes)."""
-        if self.snapshot is None:
-            return None
-        found = self._encoded.get(group)
-        if found is None:
-            try:
-                kind = ClientKind(group)
-            except ValueError:
-                kind = ClientKind.ENVOY
-            found = self._encoded[group] = encode_resources(self.snapshot, kind, bind_address=self.bind_address)
-        return found
-
     # -- plane integration -----------------------------------------------------------
-
-    def attach(self, plane: ControlPlane) -> None:
-        """Notify ``plane`` on valid edits and add ``config_*`` keys to its ``status()``."""
-        self._plane = plane
-        plane.add_status_extra(self.status)
 
     async def watch(self, plane: ControlPlane | None = None) -> None:
         """Poll the files until cancelled (attaching ``plane`` first, if given)."""
