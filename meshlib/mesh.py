@@ -281,6 +281,7 @@ class Mesh:
         namespace: str = "default",
         labels: Mapping[str, str] | None = None,
         locality: str = "",
+        workload_name: str = "",
         outbound_traffic_policy: OutboundTrafficPolicy = "ALLOW_ANY",
         initial_sync_timeout_s: float = 10.0,
         rng: random.Random | None = None,
@@ -296,7 +297,10 @@ class Mesh:
         reads go to the leader. ``overlay`` is Istio YAML (files or directories,
         hot-reloaded) applied on top. ``async with mesh`` waits for the first
         sync (at most ``initial_sync_timeout_s``); afterwards Consul outages leave
-        the last good configuration in force, and ``mesh.status()`` shows each watch::
+        the last good configuration in force, and ``mesh.status()`` shows each watch.
+        ``workload_name`` is this service's own Consul name: its ``service-defaults``
+        ``UpstreamConfig`` (Defaults, Overrides) then shapes the clusters it calls,
+        as Consul applies a downstream's upstream config to its sidecar::
 
             mesh = Mesh.from_consul("127.0.0.1:8500")
             async with mesh, mesh.session() as http:
@@ -308,7 +312,9 @@ class Mesh:
             from meshlib.discovery.consul.client import ConsulClient, ConsulSettings
             from meshlib.discovery.consul.source import ConsulConfigSource
 
-        workload = WorkloadIdentity(namespace=namespace, labels=Labels(labels), locality=Locality.parse(locality))
+        workload = WorkloadIdentity(
+            namespace=namespace, labels=Labels(labels), locality=Locality.parse(locality), name=workload_name
+        )
         settings = ConsulSettings.resolve(address, token=token, dc=dc)
         overlay_paths = [overlay] if isinstance(overlay, (str, Path)) else list(overlay or [])
         holder: list[Mesh] = []

@@ -152,3 +152,21 @@ async def test_an_empty_consul_syncs_at_once(consul: ConsulEmulator) -> None:
     async with asyncio.timeout(10.0), mesh:  # well before the 30 s initial deadline
         assert mesh.status()["synced"] is True
         assert mesh.status()["services"] == 0
+
+
+async def test_the_callers_upstream_config_applies_with_workload_name(
+    consul: ConsulEmulator, backend: BackendFactory
+) -> None:
+    a = await backend("a")
+    consul.add_service("web", a.port, service_id="web-a")
+    consul.set_config_entry({"Kind": "service-defaults", "Name": "frontend", "UpstreamConfig": {
+        "Defaults": {"ConnectTimeoutMs": 1500, "Limits": {"MaxConnections": 7}}}})
+    cluster = "outbound|80||web.service.consul"
+    pools = []
+    for name in ("frontend", ""):
+        mesh = Mesh.from_consul(consul.address, workload_name=name, rng=random.Random(2))
+        async with mesh, mesh.session() as http:
+            assert await names(http, 2) == Counter({"a": 2})
+            pool = mesh.snapshot.clusters[cluster].policy.connection_pool
+            pools.append((pool.connect_timeout_s, pool.max_connections))
+    assert pools == [(1.5, 7), (5.0, 1024)]  # the caller's UpstreamConfig; else Consul's 5 s and Envoy's limit
