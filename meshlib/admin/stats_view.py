@@ -31,7 +31,7 @@ from typing import Any, Final
 import re2
 
 from meshlib.tracing.metrics import REQUEST_BYTES, REQUEST_DURATION, REQUESTS_TOTAL, RESPONSE_BYTES, IstioMetrics
-from meshlib.tracing.prometheus import escape_label_value, format_value
+from meshlib.tracing.prometheus import escape_label_value, format_value, stat_number
 
 __all__ = [
     "MAX_FILTER_LENGTH",
@@ -82,14 +82,6 @@ def compile_filter(pattern: str | None) -> StatFilter | None:
     return lambda name: regex.search(name) is not None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int | float):
-        return value
-    return None
-
-
 def _cluster_stat_name(cluster: str, stat: str) -> str:
     if stat in _CIRCUIT_BREAKER_STATS:
         return f"cluster.{cluster}.circuit_breakers.default.{stat}"
@@ -114,13 +106,13 @@ def stats_lines(mesh_stats: Mapping[str, Any], metrics: IstioMetrics | None) -> 
             if stat == "ejected_hosts" and isinstance(value, Mapping):
                 lines.append(StatLine(f"cluster.{cluster}.outlier_detection.ejections_active", len(value)))
                 continue
-            number = _number(value)
+            number = stat_number(value)
             if number is not None:
                 lines.append(StatLine(_cluster_stat_name(cluster, stat), number))
     breakers: Mapping[str, Mapping[str, Any]] = mesh_stats.get("breakers") or {}
     for name, values in breakers.items():
         for stat, value in values.items():
-            number = _number(value)
+            number = stat_number(value)
             if number is not None:
                 lines.append(StatLine(f"meshlib.breaker.{name}.{stat}", number))
     lines.sort(key=lambda line: line.name)

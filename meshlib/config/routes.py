@@ -128,7 +128,7 @@ class RouteBuilder:
         listeners: dict[str, Listener] = {}
         for number in sorted(by_port):
             name = str(number)
-            route_configs[name] = RouteConfiguration(name, _dedupe_domains(by_port[number]))
+            route_configs[name] = RouteConfiguration(name, dedupe_domains(by_port[number]))
             listeners[f"0.0.0.0_{number}"] = Listener(f"0.0.0.0_{number}", number, name)
         return route_configs, listeners
 
@@ -242,7 +242,7 @@ class RouteBuilder:
         return retry
 
 
-def _dedupe_domains(vhosts: list[VirtualHost]) -> tuple[VirtualHost, ...]:
+def dedupe_domains(vhosts: list[VirtualHost]) -> tuple[VirtualHost, ...]:
     """Envoy rejects a domain used twice in one route configuration; the first vhost keeps it."""
     seen: set[str] = set()
     out: list[VirtualHost] = []

@@ -129,7 +129,8 @@ def _render_istio(metrics: IstioMetrics, out: list[str]) -> None:
             out.extend(_histogram_lines(name, labels, (s.duration_ms, s.request_bytes, s.response_bytes)[index]))
 
 
-def _number(value: Any) -> float | None:
+def stat_number(value: Any) -> float | None:
+    """A stat's value as a number (a bool as 0/1), or None when it is not one."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int | float):
@@ -160,7 +161,7 @@ def _render_mesh_stats(stats: Mapping[str, Any], out: list[str]) -> None:
                 fam.add("meshlib_cluster_ejected_hosts", "gauge", "Hosts of the cluster currently ejected.",
                         f"meshlib_cluster_ejected_hosts{{{label}}} {len(value)}")
                 continue
-            number = _number(value)
+            number = stat_number(value)
             if number is None:
                 continue
             family, kind = _cluster_stat_family(stat)
@@ -175,7 +176,7 @@ def _render_mesh_stats(stats: Mapping[str, Any], out: list[str]) -> None:
             ("ejection_count", "meshlib_host_ejections_total", "counter", "Times the host was ejected."),
             ("ewma_cost_s", "meshlib_host_ewma_cost_seconds", "gauge", "Moving average of request cost."),
         ):
-            number = _number(h.get(key))
+            number = stat_number(h.get(key))
             if number is not None:
                 fam.add(family, kind, help_text, f"{family}{{{label}}} {format_value(number)}")
     breakers: Mapping[str, Mapping[str, Any]] = stats.get("breakers") or {}
@@ -187,7 +188,7 @@ def _render_mesh_stats(stats: Mapping[str, Any], out: list[str]) -> None:
             fam.add("meshlib_breaker_state", "gauge", "1 for the breaker's current state.",
                     f'meshlib_breaker_state{{{label},state="{candidate}"}} {int(state == candidate)}')
         for key in ("calls", "successes", "failures_total", "rejections", "excluded", "cancellations"):
-            number = _number(b.get(key))
+            number = stat_number(b.get(key))
             if number is not None:
                 family = "meshlib_breaker_" + (key if key.endswith("_total") else key + "_total")
                 fam.add(family, "counter", f"Circuit breaker {key}.", f"{family}{{{label}}} {format_value(number)}")
@@ -197,7 +198,7 @@ def _render_mesh_stats(stats: Mapping[str, Any], out: list[str]) -> None:
 def _render_inbound_rbac(inbound: Mapping[str, Any], fam: _Families) -> None:
     # Envoy's RBAC filter stats, named as Envoy exports them, once any request was checked (no policy,
     # no filter, no series); denials per policy are labelled by configured policy names only (bounded).
-    counts = {stat: _number(inbound.get(stat)) for stat in ("rbac.allowed", "rbac.denied", "rbac.logged")}
+    counts = {stat: stat_number(inbound.get(stat)) for stat in ("rbac.allowed", "rbac.denied", "rbac.logged")}
     if not any(counts.values()):
         return
     for stat, number in counts.items():
@@ -207,7 +208,7 @@ def _render_inbound_rbac(inbound: Mapping[str, Any], fam: _Families) -> None:
                     f'{family}{{envoy_http_conn_manager_prefix="inbound"}} {format_value(number)}')
     denied: Mapping[str, Any] = inbound.get("denied_by_policy") or {}
     for policy in sorted(denied):
-        number = _number(denied[policy])
+        number = stat_number(denied[policy])
         if number is not None:
             fam.add("meshlib_inbound_rbac_denied_by_policy", "counter",
                     "Inbound requests denied, by the AuthorizationPolicy that denied them.",

@@ -48,6 +48,7 @@ from meshlib.config.model import (
     WorkloadIdentity,
     cluster_name,
 )
+from meshlib.config.routes import dedupe_domains
 from meshlib.discovery.consul.bexpr import BexprError
 from meshlib.discovery.consul.catalog import Instance, parse_instances
 from meshlib.discovery.consul.chain import ChainError, compile_chain, compile_resolver
@@ -331,7 +332,7 @@ class _Build:
         route_configs: dict[str, RouteConfiguration] = {}
         listeners: dict[str, Listener] = {}
         for number in sorted(by_port):
-            route_configs[str(number)] = RouteConfiguration(str(number), _dedupe(by_port[number]))
+            route_configs[str(number)] = RouteConfiguration(str(number), dedupe_domains(by_port[number]))
             listeners[f"0.0.0.0_{number}"] = Listener(f"0.0.0.0_{number}", number, str(number))
         return MeshSnapshot(
             version=self._version(),
@@ -353,15 +354,3 @@ class _Build:
 def _domains(name: str, datacenter: str, port: int) -> tuple[str, ...]:
     names = [name.lower(), f"{name}.service.consul".lower(), f"{name}.service.{datacenter}.consul".lower()]
     return tuple(d for n in names for d in (n, f"{n}:{port}"))
-
-
-def _dedupe(vhosts: list[VirtualHost]) -> tuple[VirtualHost, ...]:
-    """A domain may appear once per route configuration; the first virtual host keeps it."""
-    seen: set[str] = set()
-    out: list[VirtualHost] = []
-    for vhost in vhosts:
-        kept = tuple(d for d in vhost.domains if d not in seen)
-        seen.update(kept)
-        if kept:
-            out.append(vhost if len(kept) == len(vhost.domains) else VirtualHost(vhost.name, kept, vhost.routes))
-    return tuple(out)
