@@ -25,7 +25,6 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -33,6 +32,7 @@ import aiohttp
 from meshlib.config.model import Labels, Locality, MeshSnapshot, WorkloadIdentity
 from meshlib.discovery.files import FileConfigSource
 from meshlib.host_stats import HostStatsTable
+from meshlib.lifecycle import StartStopContext
 from meshlib.mesh_state import MeshState
 from meshlib.resilience.breaker import AsyncBreaker, BreakerRegistry
 from meshlib.resilience.cluster_runtime import RuntimeTable
@@ -112,7 +112,7 @@ def default_config_path() -> Path:
     return Path(str(resources.files("meshlib") / "data" / "default"))
 
 
-class Mesh:
+class Mesh(StartStopContext):
     """An in-process service mesh: routing, balancing and policy for outbound calls.
 
     Build one with :meth:`from_files`; use it with ``async with mesh:`` so its
@@ -352,15 +352,6 @@ class Mesh:
         return await register_service(self, name, port, **options)
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Mesh:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Start the configuration sources' background tasks (idempotent)."""

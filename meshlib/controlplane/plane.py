@@ -18,7 +18,6 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -30,6 +29,7 @@ from meshlib.controlplane.nodes import client_kind
 from meshlib.controlplane.references import ReferenceExtractor, default_references
 from meshlib.controlplane.server import AggregatedDiscoveryService
 from meshlib.controlplane.status import StatusBoard
+from meshlib.lifecycle import StartStopContext
 
 if TYPE_CHECKING:
     from meshlib.security.plane_security import ControlPlaneSecurity
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SnapshotSource = Callable[[str], Resources | Awaitable[Resources] | None]
 
 
-class ControlPlane:
+class ControlPlane(StartStopContext):
     """An ADS server embeddable in tests and apps: ``async with ControlPlane(...) as cp: ...``."""
 
     def __init__(
@@ -119,15 +119,6 @@ class ControlPlane:
             self._server = None
         if self._security is not None:
             await self._security.stop()
-
-    async def __aenter__(self) -> ControlPlane:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def port(self) -> int:

@@ -31,9 +31,9 @@ from typing import Any
 
 import grpc
 
+from meshlib.lifecycle import StartStopContext
 from meshlib.security.ca_service import Caller, CertificateAuthorityService, Refused
 from meshlib.security.errors import IssuanceRefused, SecurityError
-from meshlib.security.source_lifecycle import StartStopContext
 from meshlib.security.spiffe import SpiffeId
 
 _log = logging.getLogger(__name__)

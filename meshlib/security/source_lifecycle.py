@@ -1,6 +1,6 @@
 """The lifecycle the certificate sources share: ``async with``, one background task, subscribers.
 
-:class:`StartStopContext` turns ``start()``/``stop()`` into ``async with``.
+:class:`~meshlib.lifecycle.StartStopContext` turns ``start()``/``stop()`` into ``async with``.
 :class:`BackgroundCertificateSource` is the base of the sources that keep their bundle fresh with
 one background task (file polling, CA renewal, a Workload API stream): it holds the current
 bundle and the subscribers, starts the task once and cancels it on ``stop()``. A subclass writes
@@ -33,30 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from meshlib.lifecycle import StartStopContext
 from meshlib.security.bundle import CertBundle, Subscribers
 from meshlib.security.errors import NoCertificateYet
-
-
-class StartStopContext:
-    """``async with obj:`` awaits ``obj.start()`` on entry and ``obj.stop()`` on exit."""
-
-    async def start(self) -> None:
-        raise NotImplementedError
-
-    async def stop(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 class BackgroundCertificateSource(StartStopContext):

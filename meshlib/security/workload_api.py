@@ -38,10 +38,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from meshlib.lifecycle import StartStopContext
 from meshlib.security.bundle import CertBundle, CertificateSource, load_pem_certificates
 from meshlib.security.ca import certs_pem, private_key_pem
 from meshlib.security.errors import CertificateInvalid, NoCertificateYet, SecurityError
-from meshlib.security.source_lifecycle import BackgroundCertificateSource, StartStopContext
+from meshlib.security.source_lifecycle import BackgroundCertificateSource
 from meshlib.security.spiffe import SpiffeId
 from meshlib.security.verify import verify_svid
 

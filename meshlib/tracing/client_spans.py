@@ -376,11 +376,7 @@ class LazyClientSpans:
             # The same unsampled parent as the last request (a handler's calls): its trace id's text,
             # flags, tracestate and the sampler's verdict (a function of the parent alone) are known.
             _, prefix, suffix, trace_state_header = cached
-            headers["traceparent"] = f"{prefix}{self._span_id_hex()}{suffix}"
-            if trace_state_header:
-                headers["tracestate"] = trace_state_header
-            if context.get(_BAGGAGE_KEY):
-                baggage_propagator.inject(headers, context=context)
+            self._write_unsampled(headers, prefix, suffix, trace_state_header, context, baggage_propagator)
             return None
         random_bits = self._random_bits
         if parent is not INVALID_SPAN_CONTEXT and parent.is_valid:
@@ -417,12 +413,19 @@ class LazyClientSpans:
         trace_state_header = trace_state.to_header() if trace_state else ""
         if parent is not INVALID_SPAN_CONTEXT:
             self._unsampled_child = (parent, prefix, suffix, trace_state_header)  # one tuple: atomic
+        self._write_unsampled(headers, prefix, suffix, trace_state_header, context, baggage_propagator)
+        return None
+
+    def _write_unsampled(  # noqa: PLR0917 - the parts begin_or_propagate has worked out
+        self, headers: MutableMapping[str, str], prefix: str, suffix: str, trace_state_header: str,
+        context: otel_context.Context, baggage_propagator: TextMapPropagator,
+    ) -> None:
+        """An unsampled span's headers: ``traceparent`` with a fresh span id, ``tracestate``, ``baggage``."""
         headers["traceparent"] = f"{prefix}{self._span_id_hex()}{suffix}"
         if trace_state_header:
             headers["tracestate"] = trace_state_header
         if context.get(_BAGGAGE_KEY):
             baggage_propagator.inject(headers, context=context)
-        return None
 
     def _span_id_hex(self) -> str:
         random_bits = self._random_bits
