@@ -289,3 +289,38 @@ def test_a_custom_sampler_keeps_the_sdk_path_and_its_decision() -> None:
     assert tracing.begin_client_or_propagate("GET", "http://a/", headers) is None
     assert headers["traceparent"].endswith("-00")
     assert exporter.get_finished_spans() == ()
+
+
+def test_a_dropped_root_with_the_sdks_own_ids_is_one_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ParentBased(ALWAYS_OFF) with the SDK's RandomIdGenerator: both ids from one 192-bit draw of ``random``."""
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from meshlib.tracing.spans import Tracing
+
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))  # the SDK's default id generator
+    tracing = Tracing(provider)
+    assert tracing._lazy is not None and tracing._lazy._dropped_root_suffix is not None
+    flags = "02" if tracing._lazy._random_ids else "00"  # W3C's random-trace-id bit where the API has it
+    random.seed(11)
+    expected = random.getrandbits(192)
+    random.seed(11)
+    headers: dict[str, str] = {}
+    assert tracing.begin_client_or_propagate("GET", "http://a/", headers) is None
+    assert headers == {"traceparent": f"00-{expected >> 64:032x}-{expected & (2**64 - 1):016x}-{flags}"}
+    # Baggage still travels with it.
+    token = otel_context.attach(baggage.set_baggage("user", "jason"))
+    try:
+        headers = {}
+        assert tracing.begin_client_or_propagate("GET", "http://a/", headers) is None
+        assert headers["baggage"] == "user=jason" and headers["traceparent"].endswith(f"-{flags}")
+    finally:
+        otel_context.detach(token)
+    # A draw whose span id part is zero (invalid) takes the general path: no zero id is ever sent.
+    draws = iter([5 << 64, 0, 7, 9])  # the 192-bit draw, then the general path's 128- and 64-bit draws
+    monkeypatch.setattr(tracing._lazy, "_random_bits", lambda bits: next(draws))
+    headers = {}
+    tracing.begin_client_or_propagate("GET", "http://a/", headers)
+    _, trace_id, span_id, _ = headers["traceparent"].split("-")
+    assert int(trace_id, 16) != 0 and int(span_id, 16) != 0
