@@ -15,23 +15,30 @@ import os
 import random
 
 _random = random.Random(os.urandom(32))
-_getrandbits = _random.getrandbits
 
-_VERSION_MASK = ~(0xF << 76) & ~(0x3 << 62) & (2**128 - 1)
-_VERSION_BITS = (0x4 << 76) | (0x2 << 62)
-
-
-# Ids are made 256 at a time: one tight loop with warm caches costs far less per id than
-# the same work done once per request between everything else a request runs (~2-3x here).
+# Ids are made 256 at a time, all at once: one draw of random bytes rendered as hex, the hex
+# digits moved into a template of 256 "xxxxxxxx-xxxx-4xxx-Yxxx-xxxxxxxxxxxx\n" records with one
+# strided copy per digit position, and the text split into ids. Per id that is a small fraction
+# of formatting each one (~1.2 µs here for a 128-bit int formatted and sliced per id).
 _BATCH = 256
+_RECORD = 37  # 36 characters and a newline
+_HEX_POSITIONS = [i for i in range(36) if i not in (8, 13, 18, 23)]  # where the 32 hex digits go
+_TEMPLATE = b"00000000-0000-0000-0000-000000000000\n" * _BATCH
+_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")  # RFC 9562 variant: 10xx
+_VERSION = b"4" * _BATCH
 _ready: list[str] = []
 
 
 def _refill() -> None:
-    bits = _getrandbits
-    mask, version = _VERSION_MASK, _VERSION_BITS
-    hexes = [f"{(bits(128) & mask) | version:032x}" for _ in range(_BATCH)]
-    _ready.extend(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in hexes)
+    digits = _random.randbytes(16 * _BATCH).hex().encode("ascii")  # 32 hex digits per id
+    text = bytearray(_TEMPLATE)
+    for source, target in enumerate(_HEX_POSITIONS):
+        text[target::_RECORD] = digits[source::32]
+    text[14::_RECORD] = _VERSION  # the version digit
+    text[19::_RECORD] = digits[16::32].translate(_VARIANT)  # the variant digit
+    ids = text.decode("ascii").split("\n")
+    ids.pop()  # after the last newline
+    _ready.extend(ids)
 
 
 def new_request_id() -> str:
