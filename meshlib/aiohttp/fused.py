@@ -342,6 +342,7 @@ class FusedPath:
             classifier = plan.classifier
             if response is None or (
                 classifier is not None
+                and classifier.may_retry_response(outcome.http_status, outcome.grpc_status)  # a 200: no more asked
                 and classifier.should_retry(outcome, idempotent=is_idempotent_method(req.method), body_replayable=True)
             ):
                 # Not final: the runner carries on from this outcome (and releases what is held).

@@ -184,6 +184,11 @@ class RetryClassifier:
         """The classifier for ``policy``, compiled once (policies are frozen and hashable)."""
         return RetryClassifier(policy, retry_non_idempotent=retry_non_idempotent)
 
+    def may_retry_response(self, http_status: int, grpc_status: int | None) -> bool:
+        """False when a response with these statuses is final under this policy whatever the request
+        (a cheap first check; True means :meth:`should_retry` decides)."""
+        return http_status in self._statuses or (grpc_status is not None and grpc_status in self._grpc)
+
     def should_retry(self, outcome: Outcome, *, idempotent: bool, body_replayable: bool) -> bool:
         """Whether ``outcome`` is retriable under this policy (attempt limits not considered)."""
         if not body_replayable:

@@ -105,7 +105,10 @@ CASES: list[tuple[tuple[str, ...], Outcome, bool]] = [
 
 @pytest.mark.parametrize(("retry_on", "outcome", "expected"), CASES)
 def test_condition_table(retry_on: tuple[str, ...], outcome: Outcome, expected: bool) -> None:
-    assert classifier(*retry_on).should_retry(outcome, idempotent=True, body_replayable=True) is expected
+    policy = classifier(*retry_on)
+    assert policy.should_retry(outcome, idempotent=True, body_replayable=True) is expected
+    if outcome.kind is OutcomeKind.RESPONSE and expected:  # the fused path's first check never hides a retry
+        assert policy.may_retry_response(outcome.http_status, outcome.grpc_status)
 
 
 def test_retriable_status_codes_need_their_condition() -> None:
