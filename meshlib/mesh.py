@@ -415,7 +415,8 @@ class Mesh(StartStopContext):
         self._state = state
 
     def status(self) -> dict[str, Any]:
-        """Where the configuration comes from, its version, and the last rejected edit."""
+        """Where the configuration comes from, its version, the last rejected edit and, for files, the
+        warnings of the configuration in force (as ``meshlib validate`` prints them)."""
         if self._xds_source is not None:
             xds = self._xds_source.status()
             return {**xds, "version": self.snapshot.version, "clusters": len(self.snapshot.clusters)}
@@ -429,6 +430,7 @@ class Mesh(StartStopContext):
             "version": self.snapshot.version,
             "reload_attempts": source.reload_attempts if source is not None else 0,
             "last_error": [str(p) for p in source.last_problems] if source is not None else [],
+            "warnings": [str(p) for p in source.warnings] if source is not None else [],
             "clusters": len(self.snapshot.clusters),
         }
 

@@ -10,7 +10,7 @@
                     (``stats_text`` if given, else ``mesh.prometheus_text()``), ``?filter=RE2``,
                     ``?usedonly`` (:mod:`meshlib.admin.stats_view`)
 ``/stats/prometheus`` the Prometheus text, as Envoy's path
-``/status``         :meth:`Mesh.status` (config source, version, last rejected edit)
+``/status``         :meth:`Mesh.status` (config source, version, last rejected edit, warnings)
 ``/ready``          ``LIVE`` (200) once a configuration is in force, else ``INITIALIZING`` (503)
 ``/server_info``    version, state, uptime, node identity and config source (Envoy's shape, JSON)
 ``/help``           this list as text
@@ -78,7 +78,7 @@ ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("/server_info", "version, state, uptime, node identity and config source"),
     ("/stats", "stats as name: value; ?format=json|prometheus, ?filter=REGEX (RE2), ?usedonly"),
     ("/stats/prometheus", "stats in the Prometheus text format"),
-    ("/status", "config source, version and the last rejected edit"),
+    ("/status", "config source, version, the last rejected edit and the warnings in force"),
 )
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

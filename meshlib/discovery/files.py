@@ -93,6 +93,7 @@ class FileConfigSource:
         self.allow_empty_reload = allow_empty_reload
         self._current: MeshSnapshot | None = None
         self.last_problems: list[ConfigProblem] = []
+        self.warnings: list[ConfigProblem] = []  # of the configuration in force (Istio analyzer-style findings)
         self.reload_attempts = 0
         self._publish = publish
         self._fingerprint: Fingerprint = ()
@@ -131,6 +132,7 @@ class FileConfigSource:
                     ]
                 )
         self._current = snapshot
+        self.warnings = problems  # errors raised above: what is left are this configuration's warnings
         return snapshot
 
     async def watch(self) -> None:

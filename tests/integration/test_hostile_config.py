@@ -146,6 +146,10 @@ spec:
             async with http.get(f"http://reviews:9080{path}") as resp:
                 assert resp.status == 503
                 assert resp.headers[LOCAL_REPLY_HEADER] == "NC"
+        warnings = mesh.status()["warnings"]  # the configuration in force says what is wrong with it
+        assert any("IST0101" in w and "details" in w for w in warnings), warnings
+        assert any("IST0101" in w and "v9" in w for w in warnings), warnings
+        assert mesh.status()["last_error"] == []
     assert v1.requests == []
 
 
