@@ -79,10 +79,14 @@ class TestControlPlane:
 
 
 @contextlib.asynccontextmanager
-async def started_control_plane(config: MeshConfig, directory: Path, *,
-                                node_id: str = "meshlib-test") -> AsyncIterator[TestControlPlane]:
+async def started_control_plane(config: MeshConfig, directory: Path, *, node_id: str = "meshlib-test",
+                                generated: Path | None = None) -> AsyncIterator[TestControlPlane]:
     """A control plane on a free loopback port serving ``config``, with ``GRPC_XDS_BOOTSTRAP_CONFIG``
-    pointing grpcio's xDS client (``xds:///`` targets) at it until exit."""
+    pointing grpcio's xDS client (``xds:///`` targets) at it until exit.
+
+    ``generated``: a directory watched as well — the ``mesh`` fixture's, where ``mesh_service``
+    registers its stubs, so the plane serves them to its xDS clients too.
+    """
     import asyncio
 
     from meshlib.controlplane.plane import ControlPlane
@@ -90,6 +94,9 @@ async def started_control_plane(config: MeshConfig, directory: Path, *,
     from meshlib.xds.bootstrap import grpc_bootstrap
 
     paths = config_paths(config, directory)
+    if generated is not None:
+        generated.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a local directory, once per test
+        paths.append(generated)
     source = FileSnapshotSource(paths, poll_interval_s=0.05)
     source.load()
     plane = ControlPlane(source, host="127.0.0.1", port=0, status_port=0)

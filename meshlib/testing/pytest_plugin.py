@@ -229,11 +229,13 @@ if _HAVE_PYTEST_ASYNCIO:
 
     @pytest_asyncio.fixture
     async def mesh_control_plane(mesh_config: MeshConfig, tmp_path: Path) -> AsyncIterator[TestControlPlane]:
-        """meshlib's control plane on a free loopback port serving ``mesh_config``, with
-        ``GRPC_XDS_BOOTSTRAP_CONFIG`` set for proxyless gRPC (``xds:///`` targets) while it runs."""
+        """meshlib's control plane on a free loopback port serving ``mesh_config`` and the stubs
+        ``mesh_service`` starts, with ``GRPC_XDS_BOOTSTRAP_CONFIG`` set for proxyless gRPC
+        (``xds:///`` targets) while it runs."""
         from meshlib.testing.meshes import started_control_plane
 
-        async with started_control_plane(mesh_config, tmp_path / "meshlib-control-plane") as plane:
+        generated = tmp_path / "meshlib-mesh" / "generated"  # where mesh_service writes (started_mesh)
+        async with started_control_plane(mesh_config, tmp_path / "meshlib-control-plane", generated=generated) as plane:
             yield plane
 
 else:  # pragma: no cover

@@ -391,6 +391,21 @@ async def test_control_plane_serves_the_config(mesh_control_plane):
         assert "outbound|9080||ratings.default.svc.cluster.local" in mesh.snapshot.clusters
 
 
+@pytest.mark.asyncio
+@pytest.mark.mesh_config(MESH)
+async def test_stubs_are_served_by_the_control_plane_too(mesh, mesh_service, mesh_control_plane):
+    from meshlib.discovery.xds import xds_source_of
+
+    details = await mesh_service("details", version="v2")
+    cluster = "outbound|9080||details.default.svc.cluster.local"
+    async with meshlib.Mesh.from_xds(mesh_control_plane.address, node_id="xds-client") as fed:
+        await xds_source_of(fed).wait_for_version(lambda client: cluster in fed.snapshot.clusters, timeout_s=10)
+        async with fed.session() as http, http.get(details.url + "/from-xds") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["version"] == "v2"
+    assert details.requests == [(details.endpoints[0], "GET", "/from-xds")]
+
+
 def test_bootstrap_is_gone_after_the_control_plane(pytester_was_here=None):
     import os
     assert "GRPC_XDS_BOOTSTRAP_CONFIG" not in os.environ
@@ -402,7 +417,7 @@ def test_control_plane_fixture(pytester: pytest.Pytester, monkeypatch: pytest.Mo
     _project(pytester, "strict")
     pytester.makepyfile(test_cp=CONTROL_PLANE)
     result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 LOOPS = """
