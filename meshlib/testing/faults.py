@@ -31,8 +31,11 @@ test replays with the same seed (``--mesh-fault-seed``).
 As with a real broken host, nothing stops a hang but a timeout: ``blackhole``
 and ``stall_body`` wait until the route or per-try timeout (or the call's
 gRPC deadline) fires, and forever without one. The fault servers speak
-plaintext: on TLS endpoints ``refuse``, ``reset`` and ``blackhole`` act as
-described, the others fail the handshake instead.
+plaintext: on a cluster whose DestinationRule ``tls`` is not ``DISABLE``,
+``refuse``, ``reset``, ``blackhole`` and ``latency`` act as described, and the
+faults that need an answer (``status``, ``malformed``, ``stall_body``,
+``slow_body``) raise :class:`FaultNotApplicable` in the attempt instead of
+turning silently into a TLS handshake failure.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from meshlib.errors import MeshError
 from meshlib.testing.fault_servers import FaultServers
 from meshlib.testing.fault_specs import (
     Attempt,
@@ -64,7 +68,7 @@ if TYPE_CHECKING:
     from meshlib.resilience.injection import AttemptSend
     from meshlib.resilience.outcome import Outcome
 
-__all__ = ["Attempt", "MeshFaults", "RouteFault", "UpstreamFault", "grpc_code"]
+__all__ = ["Attempt", "FaultNotApplicable", "MeshFaults", "RouteFault", "UpstreamFault", "grpc_code"]
 
 _FLAGS = {"connect_failure": "UF", "reset": "UC", "reset_before_request": "UF", "refused_stream": "UR",
           "per_try_timeout": "UT", "protocol_error": "UPE", "overflow": "UO"}
@@ -215,6 +219,12 @@ class MeshFaults:
 
 
 _GAUGE_PREFIXES = ("remaining_", "rq_", "cx_", "retry_budget")
+# Upstream faults whose plaintext server must answer (on a TLS cluster the handshake would fail first).
+_ANSWERING_ACTIONS = frozenset({"status", "malformed", "stall_body", "slow_body"})
+
+
+class FaultNotApplicable(MeshError):
+    """An upstream fault that cannot act as declared on the cluster it hit (raised in the attempt)."""
 
 
 def _counters(mesh: Mesh) -> dict[str, dict[str, int]]:
@@ -278,6 +288,8 @@ class _InjectedRequest:
         return LocalReply(abort.http_status or 200, "fault filter abort", "FI", grpc_status=abort.grpc_status)
 
     def wrap(self, send: AttemptSend[Any]) -> AttemptSend[Any]:
+        tls_mode = self.cluster.policy.tls.mode
+
         async def faulty_send(endpoint: Endpoint, attempt: int, hint: float | None) -> Any:
             if self.current is not None:
                 self.current.retried = True
@@ -290,6 +302,13 @@ class _InjectedRequest:
                     jitter = fault.jitter_s
                     rng = self.faults.rng
                     await asyncio.sleep(fault.latency_s + (rng.uniform(-jitter, jitter) if jitter else 0.0))
+                if fault.action in _ANSWERING_ACTIONS and tls_mode != "DISABLE":
+                    raise FaultNotApplicable(
+                        f"mesh_faults: {fault.describe()} cannot act on {self.cluster.name}: its DestinationRule "
+                        f"tls is {tls_mode} and the fault servers speak plaintext, so the attempt would fail the "
+                        f"TLS handshake (503 UF) instead; on a TLS cluster use refuse(), reset(), blackhole() or "
+                        f"latency(), or a route-level abort()"
+                    )
                 if fault.action is not None:
                     address, port = self.faults.servers.address(
                         self.transport, fault.action, status=fault.status_code, grpc_status=fault.grpc_status,

@@ -1,0 +1,69 @@
+"""Upstream faults on a cluster with DestinationRule tls: those that need an answer refuse clearly."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+import meshlib
+from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
+from meshlib.testing.faults import FaultNotApplicable, MeshFaults
+
+pytestmark = pytest.mark.asyncio
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _mesh(tmp_path: Path, tls_mode: str) -> meshlib.Mesh:
+    config = tmp_path / f"mesh-{tls_mode}.yaml"
+    config.write_text(f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ratings, namespace: default}}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {_closed_port()}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: ratings, namespace: default}}
+spec:
+  host: ratings
+  trafficPolicy: {{tls: {{mode: {tls_mode}}}}}
+""")
+    return meshlib.Mesh.from_files(config)
+
+
+@pytest.mark.parametrize("fault", ["status", "malformed", "stall_body"])
+async def test_an_answering_fault_on_a_tls_cluster_is_an_error(tmp_path: Path, fault: str) -> None:
+    mesh = _mesh(tmp_path, "SIMPLE")
+    faults = MeshFaults(seed=1).on(mesh)
+    try:
+        getattr(faults.upstream("ratings"), fault)()
+        async with mesh, mesh.session() as http:
+            expected = r"tls is SIMPLE and the fault servers speak plaintext.*use refuse\(\)"
+            with pytest.raises(FaultNotApplicable, match=expected):
+                await http.get("http://ratings:9080/")
+    finally:
+        faults.close(check_unused=False)
+
+
+async def test_refuse_still_acts_on_a_tls_cluster_and_answering_faults_on_plaintext(tmp_path: Path) -> None:
+    for tls_mode, fault, flag in (("SIMPLE", "refuse", "UF"), ("DISABLE", "status", None)):
+        mesh = _mesh(tmp_path, tls_mode)
+        faults = MeshFaults(seed=1).on(mesh)
+        try:
+            getattr(faults.upstream("ratings"), fault)()
+            async with mesh, mesh.session() as http, http.get("http://ratings:9080/") as resp:
+                assert resp.status == 503
+                assert resp.headers.get(LOCAL_REPLY_HEADER) == flag, dict(resp.headers)
+        finally:
+            faults.close(check_unused=False)
