@@ -249,7 +249,7 @@ def _policy_extension(message: Any, where: Where) -> LbKind:
 def _warmup(config: Any) -> Warmup:
     aggression = config.aggression.default_value if config.HasField("aggression") else 1.0
     minimum = config.min_weight_percent.value if config.HasField("min_weight_percent") else 10.0
-    return Warmup(seconds(config.slow_start_window), float(minimum), float(aggression))
+    return Warmup(seconds(config.slow_start_window, "slow_start_window"), float(minimum), float(aggression))
 
 
 def _hash_policies(raw: Any) -> tuple[HashPolicy, ...]:
@@ -330,14 +330,15 @@ def _connection_pool(message: Any, where: Where, extras: dict[str, Any]) -> Conn
     streams: int | None = None
     # Deprecated cluster-level fields (older istiod) first; the typed extension wins.
     if message.HasField("common_http_protocol_options"):
-        idle_timeout = optional_seconds(message.common_http_protocol_options, "idle_timeout") or idle_timeout
+        common_options = message.common_http_protocol_options
+        idle_timeout = optional_seconds(common_options, "idle_timeout", "common_http_protocol_options") or idle_timeout
     per_connection = int(wrapped(message, "max_requests_per_connection", per_connection))
     packed = message.typed_extension_protocol_options.get(type_urls.HTTP_PROTOCOL_OPTIONS_KEY)
     if packed is not None:
         path = f'typed_extension_protocol_options["{type_urls.HTTP_PROTOCOL_OPTIONS_KEY}"]'
         options = unpack(packed, http_protocol_options_pb2.HttpProtocolOptions, where, path)
         common = options.common_http_protocol_options
-        idle = optional_seconds(common, "idle_timeout")
+        idle = optional_seconds(common, "idle_timeout", f"{path}.common_http_protocol_options")
         idle_timeout = idle if idle is not None else idle_timeout
         per_connection = int(wrapped(common, "max_requests_per_connection", per_connection))
         use_client = options.HasField("use_downstream_protocol_config")
@@ -366,9 +367,9 @@ def _connection_pool(message: Any, where: Where, extras: dict[str, Any]) -> Conn
 
 def _outlier(od: Any) -> OutlierDetection:
     d = OutlierDetection()
-    base = optional_seconds(od, "base_ejection_time")
+    base = optional_seconds(od, "base_ejection_time", "outlier_detection")
     base = d.base_ejection_time_s if base is None else base
-    max_time = optional_seconds(od, "max_ejection_time")
+    max_time = optional_seconds(od, "max_ejection_time", "outlier_detection")
     return OutlierDetection(
         consecutive_5xx=wrapped(od, "consecutive_5xx", d.consecutive_5xx),
         enforcing_consecutive_5xx=float(wrapped(od, "enforcing_consecutive_5xx", d.enforcing_consecutive_5xx)),
@@ -380,7 +381,7 @@ def _outlier(od: Any) -> OutlierDetection:
             od, "consecutive_local_origin_failure", d.consecutive_local_origin_failure
         ),
         split_external_local_origin_errors=od.split_external_local_origin_errors,
-        interval_s=optional_seconds(od, "interval") or d.interval_s,
+        interval_s=optional_seconds(od, "interval", "outlier_detection") or d.interval_s,
         base_ejection_time_s=base,
         max_ejection_time_s=max_time if max_time is not None else max(d.max_ejection_time_s, base),
         max_ejection_percent=float(wrapped(od, "max_ejection_percent", d.max_ejection_percent)),

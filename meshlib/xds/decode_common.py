@@ -55,14 +55,31 @@ class Where:
 _MAX_DURATION_SECONDS = 315_576_000_000.0
 
 
-def seconds(value: Any) -> float:
-    """A Duration in seconds, clamped to [0, protobuf's maximum] (out-of-range values cannot poison timers)."""
-    total = float(value.seconds) + float(value.nanos) / 1e9
-    return min(max(total, 0.0), _MAX_DURATION_SECONDS)
+class InvalidDuration(XdsDecodeError):
+    """A Duration Envoy refuses (negative, or outside protobuf's range), raised where the value is read;
+    ``decode_resource`` re-raises it naming the resource, and the response is NACKed as Envoy NACKs it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__("", "", field, message)
+        self.field = field
 
 
-def optional_seconds(message: Any, field: str) -> float | None:
-    return seconds(getattr(message, field)) if message.HasField(field) else None
+def seconds(value: Any, field: str = "") -> float:
+    """A Duration in seconds; :class:`InvalidDuration` for one Envoy refuses (``DurationUtil``:
+    a negative duration, or one outside google.protobuf.Duration's range)."""
+    whole, nanos = int(value.seconds), int(value.nanos)
+    if whole < 0 or nanos < 0:
+        raise InvalidDuration(field, f"invalid duration: expected a positive duration, got {whole}s {nanos}ns")
+    if whole > _MAX_DURATION_SECONDS or nanos > 999_999_999:
+        raise InvalidDuration(field, f"duration out of range for google.protobuf.Duration: {whole}s {nanos}ns")
+    return whole + nanos / 1e9
+
+
+def optional_seconds(message: Any, field: str, path: str = "") -> float | None:
+    """``message.field`` in seconds when set; ``path``: where ``message`` is, for an error's field path."""
+    if not message.HasField(field):
+        return None
+    return seconds(getattr(message, field), f"{path}.{field}" if path else field)
 
 
 def wrapped(message: Any, field: str, default: Any) -> Any:

@@ -271,7 +271,7 @@ def _route(
         act = envoy_route.route
         destinations = _destinations(act, where, f"{path}.route")
         rewrite = _rewrite(act, where, f"{path}.route")
-        timeout = _timeout(act)
+        timeout = _timeout(act, f"{path}.route")
         if act.HasField("retry_policy_typed_config"):
             raise where.error(f"{path}.route.retry_policy_typed_config", "typed retry policies are not supported")
         retry = (
@@ -389,14 +389,14 @@ def _rewrite(act: Any, where: Where, path: str) -> Rewrite | None:
     return Rewrite(uri=uri, authority=authority, uri_regex=regex)
 
 
-def _timeout(act: Any) -> float | None:
+def _timeout(act: Any, path: str) -> float | None:
     if act.HasField("timeout"):
-        return seconds(act.timeout) or None
+        return seconds(act.timeout, f"{path}.timeout") or None
     if act.HasField("max_stream_duration"):
         msd = act.max_stream_duration
-        value = optional_seconds(msd, "grpc_timeout_header_max")
+        value = optional_seconds(msd, "grpc_timeout_header_max", f"{path}.max_stream_duration")
         if value is None:
-            value = optional_seconds(msd, "max_stream_duration")
+            value = optional_seconds(msd, "max_stream_duration", f"{path}.max_stream_duration")
         if value is not None:
             return value or None
     return ENVOY_DEFAULT_TIMEOUT_S
@@ -404,9 +404,11 @@ def _timeout(act: Any) -> float | None:
 
 def _retry(policy: Any, where: Where, path: str) -> RetryPolicy:
     retry_on = tuple(part.strip() for part in policy.retry_on.split(",") if part.strip())
-    base = optional_seconds(policy.retry_back_off, "base_interval") if policy.HasField("retry_back_off") else None
+    base = maximum = None
+    if policy.HasField("retry_back_off"):
+        base = optional_seconds(policy.retry_back_off, "base_interval", f"{path}.retry_back_off")
+        maximum = optional_seconds(policy.retry_back_off, "max_interval", f"{path}.retry_back_off")
     base = 0.025 if base is None else base
-    maximum = optional_seconds(policy.retry_back_off, "max_interval") if policy.HasField("retry_back_off") else None
     if base <= 0:
         raise where.error(f"{path}.retry_back_off.base_interval", "must be greater than 0")
     previous_hosts = False
@@ -421,7 +423,7 @@ def _retry(policy: Any, where: Where, path: str) -> RetryPolicy:
     return RetryPolicy(
         num_retries=wrapped(policy, "num_retries", 1),
         retry_on=retry_on,
-        per_try_timeout_s=optional_seconds(policy, "per_try_timeout") or None,
+        per_try_timeout_s=optional_seconds(policy, "per_try_timeout", path) or None,
         retriable_status_codes=tuple(policy.retriable_status_codes),
         retry_remote_localities=remote,
         backoff_base_s=base,
@@ -532,7 +534,7 @@ def _fault(fault: Any, where: Where, path: str) -> FaultPolicy | None:
     if fault.HasField("delay"):
         if fault.delay.WhichOneof("fault_delay_secifier") != "fixed_delay":
             raise where.error(f"{path}.delay", "only fixed_delay is supported")
-        delay_s = seconds(fault.delay.fixed_delay)
+        delay_s = seconds(fault.delay.fixed_delay, f"{path}.delay.fixed_delay")
         delay_percent = fractional_percent(fault.delay.percentage) if fault.delay.HasField("percentage") else 100.0
     http_status = grpc_status = None
     abort_percent = 0.0
@@ -573,7 +575,7 @@ def _rate_limit(limit: Any, where: Where, path: str) -> RateLimitSpec | None:
     if not limit.HasField("token_bucket"):
         return None
     bucket = limit.token_bucket
-    interval = seconds(bucket.fill_interval)
+    interval = seconds(bucket.fill_interval, f"{path}.token_bucket.fill_interval")
     if interval <= 0:
         raise where.error(f"{path}.token_bucket.fill_interval", "must be greater than 0")
     return RateLimitSpec(bucket.max_tokens, wrapped(bucket, "tokens_per_fill", 1), interval)

@@ -41,7 +41,7 @@ from meshlib.config.model import (
 )
 from meshlib.xds import type_urls
 from meshlib.xds.decode_clusters import DecodedCluster, decode_cluster
-from meshlib.xds.decode_common import XdsDecodeError, as_int
+from meshlib.xds.decode_common import InvalidDuration, XdsDecodeError, as_int
 from meshlib.xds.decode_endpoints import decode_load_assignment
 from meshlib.xds.decode_listeners import decode_listener
 from meshlib.xds.decode_routes import decode_route_configuration
@@ -52,14 +52,17 @@ _DEFAULT_WORKLOAD = WorkloadIdentity()
 
 def decode_resource(type_url: str, name: str, message: Message) -> Any:
     """Decode (validate) one resource by type; XdsDecodeError when meshlib cannot accept it."""
-    if type_url == type_urls.CLUSTER:
-        return decode_cluster(message)
-    if type_url == type_urls.CLUSTER_LOAD_ASSIGNMENT:
-        return decode_load_assignment(message, name)
-    if type_url == type_urls.ROUTE_CONFIGURATION:
-        return decode_route_configuration(message, name)
-    if type_url == type_urls.LISTENER:
-        return decode_listener(message)
+    try:
+        if type_url == type_urls.CLUSTER:
+            return decode_cluster(message)
+        if type_url == type_urls.CLUSTER_LOAD_ASSIGNMENT:
+            return decode_load_assignment(message, name)
+        if type_url == type_urls.ROUTE_CONFIGURATION:
+            return decode_route_configuration(message, name)
+        if type_url == type_urls.LISTENER:
+            return decode_listener(message)
+    except InvalidDuration as exc:  # raised where the value is read; the resource is named here
+        raise XdsDecodeError(type_url, name, exc.field, exc.message) from None
     raise XdsDecodeError(type_url, name, "", "unsupported resource type")
 
 
@@ -69,21 +72,22 @@ def snapshot_from_resources(
     version: str = "",
 ) -> MeshSnapshot:
     """Assemble a snapshot from ``{type_url: {name: message}}`` (types may be missing)."""
-    decoded = [decode_cluster(m) for m in resources.get(type_urls.CLUSTER, {}).values()]
+    # decode_resource: every error names its resource (a duration's too).
+    decoded = [decode_resource(type_urls.CLUSTER, n, m) for n, m in resources.get(type_urls.CLUSTER, {}).items()]
     assignments = {
-        name: decode_load_assignment(message, name)
+        name: decode_resource(type_urls.CLUSTER_LOAD_ASSIGNMENT, name, message)
         for name, message in resources.get(type_urls.CLUSTER_LOAD_ASSIGNMENT, {}).items()
     }
     route_configs: dict[str, RouteConfiguration] = {}
     hash_policies: dict[str, Any] = {}
     for name, message in resources.get(type_urls.ROUTE_CONFIGURATION, {}).items():
-        routes = decode_route_configuration(message, name)
+        routes = decode_resource(type_urls.ROUTE_CONFIGURATION, name, message)
         route_configs[name] = routes.config
         for cluster_name, policies in routes.hash_policies.items():
             hash_policies.setdefault(cluster_name, policies)
     listeners: dict[str, Listener] = {}
-    for message in resources.get(type_urls.LISTENER, {}).values():
-        result = decode_listener(message)
+    for name, message in resources.get(type_urls.LISTENER, {}).items():
+        result = decode_resource(type_urls.LISTENER, name, message)
         if result is None:
             continue
         listener, inline = result

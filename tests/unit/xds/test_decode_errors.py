@@ -97,7 +97,29 @@ def redirect_prefix_rewrite() -> tuple[str, Any]:
     return urls.ROUTE_CONFIGURATION, config
 
 
+def negative_connect_timeout() -> tuple[str, Any]:
+    cluster = istio_cluster("")
+    cluster.connect_timeout.seconds = -1
+    return urls.CLUSTER, cluster
+
+
+def route_timeout_out_of_range() -> tuple[str, Any]:
+    config = istio_route_configuration()
+    config.virtual_hosts[0].routes[1].route.timeout.seconds = 315_576_000_001
+    return urls.ROUTE_CONFIGURATION, config
+
+
 CASES: list[tuple[Callable[[], tuple[str, Any]], str]] = [
+    (
+        negative_connect_timeout,
+        f"Cluster outbound|9080||{REVIEWS}: connect_timeout: invalid duration: expected a positive duration, "
+        "got -1s 0ns",
+    ),
+    (
+        route_timeout_out_of_range,
+        "RouteConfiguration 9080: virtual_hosts[0].routes[1].route.timeout: duration out of range for "
+        "google.protobuf.Duration: 315576000001s 500000000ns",
+    ),
     (
         cluster_provided,
         f"Cluster outbound|9080||{REVIEWS}: lb_policy: "
