@@ -209,6 +209,11 @@ def _status(args: argparse.Namespace) -> int:
         print(f"\nconfig edit rejected ({len(errors)} error(s)); version {version} stays in force:")
         for error in errors:
             print(f"  {error}")
+    warnings = status.get("config_warnings") or []
+    if warnings:
+        print(f"\nconfigured but not served to clients ({len(warnings)}):")
+        for warning in warnings:
+            print(f"  {warning}")
     if status.get("security"):
         from meshlib.security.cli import render_security_status
 

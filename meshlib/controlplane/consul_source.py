@@ -117,6 +117,7 @@ class ConsulSnapshotSource(EncodedSnapshotSource):
         return {
             "config_source": "consul",
             "config_version": None if self.snapshot is None else self.snapshot.version,
+            "config_warnings": list(self.config_warnings),
             "config_errors": consul["last_error"],
             "consul": consul,
         }

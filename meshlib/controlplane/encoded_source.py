@@ -10,6 +10,7 @@ The file source (:mod:`meshlib.controlplane.sources`) and the Consul source
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from meshlib.config.model import MeshSnapshot
@@ -17,7 +18,27 @@ from meshlib.controlplane.cache import Resources
 from meshlib.controlplane.plane import ControlPlane
 from meshlib.xds import ClientKind, encode_resources
 
-__all__ = ["EncodedSnapshotSource"]
+__all__ = ["EncodedSnapshotSource", "not_served"]
+
+log = logging.getLogger(__name__)
+
+
+def not_served(snapshot: MeshSnapshot) -> list[str]:
+    """What ``snapshot`` configures that the control plane does not serve to its clients, one line each.
+
+    PeerAuthentication and AuthorizationPolicy are inbound policy: istiod expresses them as inbound
+    listeners, which this control plane does not emit. A workload enforces them from its own Istio
+    YAML (``Mesh.from_files``); proxyless gRPC servers get them through
+    :func:`meshlib.grpc.proxyless.with_server_listeners` (``mtls=``, ``http_filters=``).
+    """
+    security = snapshot.security
+    where = "not served over xDS (no inbound listeners are emitted); enforce it in the workload's own mesh " \
+            "(Mesh.from_files) or pass it to with_server_listeners for proxyless gRPC servers"
+    lines = [f"{p.file}:{p.line}: PeerAuthentication {p.ref}: {where}" for p in security.peer_authentication]
+    lines += [
+        f"{p.origin.file}:{p.origin.line}: AuthorizationPolicy {p.origin.ref}: {where}" for p in security.authorization
+    ]
+    return lines
 
 
 class EncodedSnapshotSource:
@@ -28,10 +49,16 @@ class EncodedSnapshotSource:
         self.snapshot: MeshSnapshot | None = None
         self._plane: ControlPlane | None = None
         self._encoded: dict[str, Resources] = {}  # per group, for the current snapshot
+        self.config_warnings: list[str] = []  # what the snapshot in force configures that is not served
 
     def _set_snapshot(self, snapshot: MeshSnapshot) -> None:
         self.snapshot = snapshot
         self._encoded = {}
+        warnings = not_served(snapshot)
+        if warnings != self.config_warnings:
+            for line in warnings:
+                log.warning("%s", line)
+        self.config_warnings = warnings
 
     def _publish(self, snapshot: MeshSnapshot) -> None:
         """A new valid snapshot: keep it and ask the plane for a debounced push."""

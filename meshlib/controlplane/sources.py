@@ -81,5 +81,6 @@ class FileSnapshotSource(EncodedSnapshotSource):
         return {
             "config_paths": list(self.paths),
             "config_version": None if self.snapshot is None else self.snapshot.version,
+            "config_warnings": list(self.config_warnings),
             "config_errors": self.config_errors,
         }

@@ -36,6 +36,28 @@ def test_groups_get_their_client_kind_shapes(tmp_path: Path) -> None:
     assert source.status()["config_errors"] == []
 
 
+def test_inbound_policies_are_reported_as_not_served(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = _config(tmp_path, {"v1": 100})
+    plain = FileSnapshotSource([config])
+    plain.load()
+    assert plain.status()["config_warnings"] == []
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: default}\n"
+        "spec: {mtls: {mode: STRICT}}\n---\n"
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: default}\n"
+        "spec: {}\n"
+    )
+    source = FileSnapshotSource([config, policies])
+    with caplog.at_level("WARNING", logger="meshlib.controlplane.encoded_source"):
+        source.load()
+    warnings = source.status()["config_warnings"]
+    assert [w.split(": ")[1] for w in warnings] == [
+        "PeerAuthentication default/strict", "AuthorizationPolicy default/deny-all"]
+    assert all(w.startswith(f"{policies}:") and "not served over xDS" in w for w in warnings)
+    assert [r.getMessage() for r in caplog.records] == warnings  # said once, when the snapshot came in force
+
+
 def test_invalid_files_raise_with_every_problem(tmp_path: Path) -> None:
     source = FileSnapshotSource([_config(tmp_path, {"v1": -150, "v2": 50})])
     with pytest.raises(ConfigInvalid) as info:
