@@ -332,6 +332,8 @@ def cors_policy(rule: Fields) -> CorsPolicy | None:
     )
     if fields is None:
         return None
+    rule.warn("corsPolicy", "not executed by meshlib's in-process clients (no preflight answers or CORS response "
+                            "headers; browsers reach services through a gateway); the control plane sends it to Envoy")
     legacy = fields.string_list("allowOrigin")
     if legacy is not None:
         fields.warn("allowOrigin", 'using deprecated setting "allowOrigin", use "allowOrigins" instead')

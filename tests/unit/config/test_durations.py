@@ -99,9 +99,13 @@ def test_cors_max_age_needs_whole_seconds_and_tcp_idle_timeout_may_be_zero(tmp_p
     (tmp_path / "m.yaml").write_text(SE + "---\n" + cors + "---\n" + _dr("1s", "10s", "0s").replace(
         '      http: {idleTimeout: "0s"}\n', ""
     ))
-    assert [str(p).split(": ", 2)[-1] for p in validate_paths([tmp_path])] == [
+    problems = validate_paths([tmp_path])
+    assert [str(p).split(": ", 2)[-1] for p in problems if not p.is_warning] == [
         "spec.http[0].corsPolicy.maxAge: only durations to seconds precision are supported"
     ]
+    # A setting meshlib's own clients do not execute is said so, not silently accepted.
+    [cors_warning] = [p for p in problems if p.is_warning]
+    assert cors_warning.field == "spec.http[0].corsPolicy" and "not executed" in cors_warning.message
 
 
 _DURATION_TEXT = st.one_of(
