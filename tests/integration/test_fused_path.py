@@ -14,7 +14,6 @@ import asyncio
 import io
 import json
 import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from meshlib.aiohttp import total_timeout
 from meshlib.aiohttp.fused import FusedPath
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
 from tests.integration.misbehaving import Upstream, http_upstream
+from tests.ports import free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,12 +76,6 @@ spec:
   - route: [{{destination: {{host: reviews}}}}]
 {rule}
 """
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _switch_off_fused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,7 +197,7 @@ async def test_final_5xx_and_connect_failures(tmp_path: Path, monkeypatch: pytes
         return await _get_all(http, 6)
 
     fused, full, taken = await _both(
-        tmp_path, monkeypatch, ("503",), rule, scenario, extra_ports={"gone": _closed_port()}
+        tmp_path, monkeypatch, ("503",), rule, scenario, extra_ports={"gone": free_port()}
     )
     assert taken == 6
     assert fused == full

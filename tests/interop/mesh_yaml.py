@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 FQDN = "reviews.default.svc.cluster.local"
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (bound then closed), for listeners a peer opens itself."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def service_yaml(port: int, protocol: str, v1_port: int, v2_port: int) -> str:

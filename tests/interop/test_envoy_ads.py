@@ -23,7 +23,8 @@ import pytest_asyncio
 from meshlib.controlplane import CLUSTER, ENDPOINT, LISTENER, ROUTE, ControlPlane, FileSnapshotSource, StatusBoard
 from tests.conftest import BackendFactory
 from tests.interop.envoy_process import EnvoyProcess, envoy_bootstrap
-from tests.interop.mesh_yaml import FQDN, free_port, service_yaml, virtual_service, write_config
+from tests.interop.mesh_yaml import FQDN, service_yaml, virtual_service, write_config
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from meshlib.security import MeshCA, SpiffeId
 from meshlib.security.plane_security import CONTROL_PLANE_IDENTITY, ControlPlaneSecurity
 from tests.integration.security.mtls_setup import write_svid
 from tests.interop.envoy_process import EnvoyProcess, envoy_bootstrap
-from tests.interop.mesh_yaml import free_port, service_yaml, write_config
+from tests.interop.mesh_yaml import service_yaml, write_config
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 GATEWAY = SpiffeId.for_workload("default", "gateway")

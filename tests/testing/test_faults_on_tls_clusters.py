@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,9 @@ import pytest
 import meshlib
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
 from meshlib.testing.faults import FaultNotApplicable, MeshFaults
+from tests.ports import free_port
 
 pytestmark = pytest.mark.asyncio
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mesh(tmp_path: Path, tls_mode: str) -> meshlib.Mesh:
@@ -30,7 +24,7 @@ spec:
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{{number: 9080, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {_closed_port()}}}}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {free_port()}}}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

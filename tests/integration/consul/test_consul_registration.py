@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from typing import Any
 
 import grpc
@@ -18,15 +17,9 @@ from meshlib.grpc import consul_grpc_registration
 from meshlib.mesh import Mesh
 from meshlib.testing.consul import ConsulEmulator, ManualClock
 from tests.integration.consul.conftest import emulator, served_by, until, url
+from tests.ports import free_port
 
 pytestmark = pytest.mark.asyncio
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def health(consul: ConsulEmulator, service: str) -> list[dict[str, Any]]:

@@ -20,7 +20,8 @@ import pytest_asyncio
 
 from meshlib.controlplane import CLUSTER, LISTENER
 from tests.integration.controlplane.ads_client import SotwStream
-from tests.interop.mesh_yaml import free_port, service_yaml, virtual_service, write_config
+from tests.interop.mesh_yaml import service_yaml, virtual_service, write_config
+from tests.ports import free_port
 
 CLI = (sys.executable, "-m", "meshlib.cli")
 READY = re.compile(r"ADS on (?P<ads>\S+), status on http://(?P<status>[^/\s]+)/status")

@@ -19,6 +19,7 @@ from meshlib.resilience.deadline import deadline_scope
 from meshlib.tracing.propagation import INBOUND_HEADERS
 from meshlib.tracing.record import OutboundRecord
 from tests.integration.grpc_channels.conftest import TARGET, GrpcBackend, GrpcBackendFactory, service_entry, write
+from tests.ports import free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -260,7 +261,7 @@ async def test_connect_failure_is_retried_on_another_endpoint(
     grpc_backend: GrpcBackendFactory, tmp_path: Path
 ) -> None:
     good = await grpc_backend("good")
-    dead = GrpcBackend("dead", port=_closed_port())
+    dead = GrpcBackend("dead", port=free_port())
     vs = virtual_service("""  - route: [{destination: {host: reviews}}]
     retries: {attempts: 2, retryOn: connect-failure}
 """)
@@ -272,14 +273,6 @@ async def test_connect_failure_is_retried_on_another_endpoint(
         for _ in range(4):
             assert await echo(channel) == b"good:hi"
     assert any(c.metadata.get("x-envoy-attempt-count") == "2" for c in good.calls)
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Records:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import textwrap
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from aiohttp import web
 import meshlib
 from meshlib.grpc.server import InboundPolicy, MeshServerInterceptor
 from meshlib.security import CertBundle, MeshCA, SpiffeId
+from tests.ports import free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -49,12 +49,6 @@ def write_mesh(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "authz.yaml").write_text(textwrap.dedent(text).lstrip("\n"))
     return directory
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def files_of(bundle: CertBundle, directory: Path, name: str) -> tuple[Path, Path, Path]:

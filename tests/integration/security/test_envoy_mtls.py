@@ -19,7 +19,7 @@ from meshlib.controlplane import ControlPlane, FileSnapshotSource
 from meshlib.security.ca import MeshCA
 from tests.integration.security.mtls_setup import IdentityServer, mesh_with, peer_authentication, svid, write_bundle
 from tests.interop.envoy_process import ENVOY, EnvoyProcess, envoy_bootstrap
-from tests.interop.mesh_yaml import free_port
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.asyncio,

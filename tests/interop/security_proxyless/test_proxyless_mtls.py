@@ -18,7 +18,7 @@ import pytest
 
 from meshlib.security.ca import MeshCA
 from tests.integration.security.mtls_setup import svid, write_bundle
-from tests.interop.mesh_yaml import free_port
+from tests.ports import free_port
 
 MAIN = Path(__file__).with_name("proxyless_mtls_main.py")
 ROOT = Path(__file__).resolve().parents[3]
