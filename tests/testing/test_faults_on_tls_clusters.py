@@ -9,6 +9,7 @@ import pytest
 import meshlib
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
 from meshlib.testing.faults import FaultNotApplicable, MeshFaults
+from tests.integration.misbehaving import mesh_yaml
 from tests.ports import free_port
 
 pytestmark = pytest.mark.asyncio
@@ -16,23 +17,7 @@ pytestmark = pytest.mark.asyncio
 
 def _mesh(tmp_path: Path, tls_mode: str) -> meshlib.Mesh:
     config = tmp_path / f"mesh-{tls_mode}.yaml"
-    config.write_text(f"""apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: ratings, namespace: default}}
-spec:
-  hosts: [ratings.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 9080, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {free_port()}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: ratings, namespace: default}}
-spec:
-  host: ratings
-  trafficPolicy: {{tls: {{mode: {tls_mode}}}}}
-""")
+    config.write_text(mesh_yaml({"only": free_port()}, dr_policy=f"    tls: {{mode: {tls_mode}}}"))
     return meshlib.Mesh.from_files(config)
 
 
@@ -41,11 +26,11 @@ async def test_an_answering_fault_on_a_tls_cluster_is_an_error(tmp_path: Path, f
     mesh = _mesh(tmp_path, "SIMPLE")
     faults = MeshFaults(seed=1).on(mesh)
     try:
-        getattr(faults.upstream("ratings"), fault)()
+        getattr(faults.upstream("svc"), fault)()
         async with mesh, mesh.session() as http:
             expected = r"tls is SIMPLE and the fault servers speak plaintext.*use refuse\(\)"
             with pytest.raises(FaultNotApplicable, match=expected):
-                await http.get("http://ratings:9080/")
+                await http.get("http://svc:9080/")
     finally:
         faults.close(check_unused=False)
 
@@ -55,8 +40,8 @@ async def test_refuse_still_acts_on_a_tls_cluster_and_answering_faults_on_plaint
         mesh = _mesh(tmp_path, tls_mode)
         faults = MeshFaults(seed=1).on(mesh)
         try:
-            getattr(faults.upstream("ratings"), fault)()
-            async with mesh, mesh.session() as http, http.get("http://ratings:9080/") as resp:
+            getattr(faults.upstream("svc"), fault)()
+            async with mesh, mesh.session() as http, http.get("http://svc:9080/") as resp:
                 assert resp.status == 503
                 assert resp.headers.get(LOCAL_REPLY_HEADER) == flag, dict(resp.headers)
         finally:
