@@ -34,25 +34,20 @@ def begin_observation(req: ClientRequest, telemetry: Telemetry) -> Observation |
     then costs what it costs with telemetry off.
     """
     tracing = telemetry.tracing
-    if tracing is not None and not telemetry.sinks:
-        span = tracing.begin_client_or_propagate(req.method, req.url, req.headers)
-        if span is None:
+    begun = None
+    if tracing is not None and not telemetry.sinks:  # tracing alone: a sampled-out span leaves nothing to observe
+        begun = tracing.begin_client_or_propagate(req.method, req.url, req.headers)
+        if begun is None:
             return None
-        observation = Observation()
-        observation.telemetry = telemetry
-        observation.url = req.url
-        observation.start_ns = span.start_ns
-        observation.started = time.perf_counter()
-        observation.span = span
-        return observation
     observation = Observation()
     observation.telemetry = telemetry
     url = observation.url = req.url  # as the caller asked (the attempt later dials an endpoint's URL)
-    start_ns = observation.start_ns = time.time_ns()
+    observation.start_ns = begun.start_ns if begun is not None else time.time_ns()
     observation.started = time.perf_counter()
-    if tracing is not None:
-        begun = observation.span = tracing.begin_client(req.method, url, start_ns)
+    if begun is None and tracing is not None:  # with a sink: a span (sampled or not) for the record's context
+        begun = tracing.begin_client(req.method, url, observation.start_ns)
         tracing.inject(begun, req.headers)
+    observation.span = begun
     return observation
 
 
