@@ -45,7 +45,7 @@ from meshlib.errors import MeshError
 from meshlib.request import RequestView
 from meshlib.request_id import new_request_id
 from meshlib.resilience.attempts import LocalReply, UpstreamRunner
-from meshlib.resilience.outcome import Outcome, OutcomeKind
+from meshlib.resilience.outcome import Outcome, OutcomeKind, response_outcome
 from meshlib.resilience.retry import is_idempotent_method
 from meshlib.resilience.timer import QueuedTimer
 from meshlib.routing import apply_header_ops, mirrors_to_send
@@ -64,15 +64,13 @@ _URL_CACHE_SIZE = 4096
 ATTEMPT_COUNT = "x-envoy-attempt-count"
 EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
 
-# One Outcome object per status: classification allocates nothing on the hot path.
-_RESPONSE_OUTCOMES = {status: Outcome(OutcomeKind.RESPONSE, status) for status in range(100, 600)}
 _CONNECT_FAILURE = Outcome(OutcomeKind.CONNECT_FAILURE)
 _RESET = Outcome(OutcomeKind.RESET)
 _PROTOCOL_ERROR = Outcome(OutcomeKind.PROTOCOL_ERROR)
 
 
 def _classify(response: ClientResponse) -> Outcome:
-    return _RESPONSE_OUTCOMES.get(response.status) or Outcome(OutcomeKind.RESPONSE, response.status)
+    return response_outcome(response.status)
 
 
 def _classify_error(exc: BaseException) -> Outcome | None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
@@ -51,9 +51,9 @@ from meshlib.mesh_state import MeshState
 from meshlib.request import RequestView
 from meshlib.request_id import new_request_id
 from meshlib.resilience.attempts import FirstAttempt, LocalReply, RoutePlan, UpstreamRunner
-from meshlib.resilience.cluster_runtime import STATUS_COUNTERS
+from meshlib.resilience.cluster_runtime import STATUS_COUNTERS, ClusterRuntime
 from meshlib.resilience.deadline import current_deadline
-from meshlib.resilience.outcome import Outcome, OutcomeKind
+from meshlib.resilience.outcome import RESPONSE_OUTCOMES, Outcome, OutcomeKind
 from meshlib.resilience.retry import is_idempotent_method
 from meshlib.resilience.timer import QueuedTimer
 from meshlib.routing import apply_header_ops
@@ -93,9 +93,16 @@ class FusedRoute:
     """One memoised routing decision that the fused path can run, and what it precomputes for it."""
 
     __slots__ = ("authority", "balancer", "close", "cluster", "cluster_name", "connect_timeout_s", "decision",
-                 "destination", "path", "plan", "plan_loop", "request_ops", "response_ops", "route")
+                 "destination", "path", "plan", "plan_loop", "request_ops", "response_ops", "route", "runtime",
+                 "try_hint")
 
-    def __init__(self, decision: Decision, route: Route, destination: WeightedCluster, cluster: Cluster) -> None:
+    def __init__(
+        self, decision: Decision, route: Route, destination: WeightedCluster, cluster: Cluster,
+        runtime: ClusterRuntime,
+    ) -> None:
+        # The cluster's runtime (limits, budget, outlier detector, counters): the mesh keeps one per cluster
+        # name across configurations, and a new configuration drops every FusedRoute, so it is looked up once.
+        self.runtime = runtime
         self.decision = decision
         self.route = route
         self.destination = destination
@@ -114,9 +121,19 @@ class FusedRoute:
         )
         self.plan: RoutePlan | None = None  # the runner's plan for the route, on ``plan_loop``
         self.plan_loop: asyncio.AbstractEventLoop | None = None
+        # ``x-envoy-expected-rq-timeout-ms`` when the per-try timeout alone bounds an attempt (no route timeout).
+        self.try_hint: str | None = None
+
+    def use_plan(self, plan: RoutePlan, loop: asyncio.AbstractEventLoop) -> RoutePlan:
+        """Keep ``plan`` (made on ``loop``) and what follows from it; returns it."""
+        self.plan = plan
+        self.plan_loop = loop
+        try_queue = plan.try_queue
+        self.try_hint = timeout_hint(try_queue.timeout) if try_queue is not None and plan.route_queue is None else None
+        return plan
 
 
-def fusable(state: MeshState, decision: Decision) -> FusedRoute | None:
+def fusable(state: MeshState, decision: Decision, runtimes: Mapping[str, ClusterRuntime]) -> FusedRoute | None:
     """``decision`` as a :class:`FusedRoute`, or None when it needs the full path whatever the request."""
     if decision.action is not Action.ROUTE or decision.hit is None:
         return None
@@ -135,14 +152,17 @@ def fusable(state: MeshState, decision: Decision) -> FusedRoute | None:
         or cluster.policy.lb.hash_policies
     ):
         return None
+    runtime = runtimes.get(cluster.name)
+    if runtime is None:
+        return None
     decision.request = None  # shared by every request of this shape: keep no request's headers alive
-    return FusedRoute(decision, route, destination, cluster)
+    return FusedRoute(decision, route, destination, cluster, runtime)
 
 
 class FusedPath:
     """The memo and the fused coroutine of one mesh's client middleware."""
 
-    __slots__ = ("_hints", "_memo", "_memo_state", "_names", "_urls", "apply_response_ops", "fallback", "mesh",
+    __slots__ = ("_memo", "_memo_state", "_names", "_urls", "apply_response_ops", "fallback", "mesh",
                  "runner", "suppress_hints")
 
     def __init__(
@@ -159,7 +179,6 @@ class FusedPath:
         self._names: dict[tuple[str, int], tuple[str, ...] | None] = {}
         self._memo_state: MeshState | None = None
         self._urls: dict[tuple[str, int, str, str, str], URL] = {}
-        self._hints: dict[float, str] = {}
 
     def __len__(self) -> int:
         """Memoised request shapes (for tests and diagnostics)."""
@@ -208,19 +227,11 @@ class FusedPath:
         hit = state.routes.route(view, port)
         fused: FusedRoute | None = None  # memoised too: this shape takes the full path
         if hit is not None and len(hit.route.destinations) == 1:  # decide() draws nothing from the rng then
-            fused = fusable(state, decide(state, view, port, mesh.rng))
+            fused = fusable(state, decide(state, view, port, mesh.rng), mesh._runtimes.runtimes)
         if len(memo) >= MEMO_LIMIT:
             memo.clear()
         memo[key] = fused
         return fused
-
-    def _hint(self, seconds: float) -> str:
-        hint = self._hints.get(seconds)
-        if hint is None:
-            if len(self._hints) >= 64:
-                self._hints.clear()
-            hint = self._hints[seconds] = timeout_hint(seconds)
-        return hint
 
     def _endpoint_url(self, endpoint: Endpoint, scheme: str, path: str, query: str) -> URL:
         key = (endpoint.address, endpoint.port, scheme, path, query)
@@ -242,56 +253,53 @@ class FusedPath:
         ``total``: the request's entry for aiohttp's total timeout (:mod:`meshlib.aiohttp.total_timeout`);
         ``observation``: the request's telemetry (:mod:`meshlib.aiohttp.observe`), None when unobserved.
         """
-        mesh = self.mesh
-        runtime = mesh._runtimes.runtimes.get(fused.cluster_name)
-        if runtime is None or runtime.bucket is not None or not runtime.limits.admits_at_once():
+        runtime = fused.runtime
+        limits = runtime.limits
+        # Admission first (a request slot and a connection slot, both free now, or nothing is taken).
+        if runtime.bucket is not None or not limits.admit_at_once():
             assert self.fallback is not None  # nothing touched yet: the full path takes it from the start
             return await self.fallback(req, handler, observation, total)
         runner = self.runner
-        headers = req.headers
-        url = req.url
-        if observation is not None:
-            observation.describe(fused.decision, headers.get(hdrs.HOST) or url.raw_authority)
-        if hdrs.X_REQUEST_ID not in headers:
-            headers[hdrs.X_REQUEST_ID] = new_request_id()
-        for ops in fused.request_ops:
-            apply_header_ops(ops, headers)
-        if fused.authority is not None:
-            headers[hdrs.HOST] = fused.authority
-        if fused.close:
-            headers[hdrs.CONNECTION] = "close"
-        set_connect_timeout(req, fused.connect_timeout_s)
-        scheme = url.scheme
-        path = url.raw_path if fused.path is None else fused.path
-        query = url.raw_query_string
-        if scheme in ("https", "wss") and req.server_hostname is None:
-            req.server_hostname = url.host
-
-        # The runner's steps 4–5 (steps 1–3 have nothing to do for a fused route).
-        route = fused.route
-        loop = asyncio.get_running_loop()
-        plan = fused.plan
-        if plan is None or fused.plan_loop is not loop:
-            plan = fused.plan = runner.plan_for(route, loop)
-            fused.plan_loop = loop
         counters = runtime.counters
-        clock = runner.clock
-        now = clock()
-        counters["upstream_rq_total"] += 1
-        try_queue = plan.try_queue
-        route_queue = plan.route_queue
-        task: asyncio.Task[object] | None = None
-        if try_queue is not None or route_queue is not None:
-            task = asyncio.current_task(loop)
-            if task is None:
-                raise RuntimeError("the mesh middleware must run inside a task (its timeouts cancel the task)")
-        limits = runtime.limits
-        limits.try_admit()  # ADMITTED: admits_at_once() said so, and nothing ran in between
-        runtime.budget.deposit(now)
-        route_timer = route_queue.arm(task) if route_queue is not None and task is not None else None
+        route_timer: QueuedTimer | None = None
         handed_over = False  # once attempt 1 is handed to the runner, the runner releases what is held
         returned: ClientResponse | None = None  # what the caller gets (the total timeout then covers its body)
         try:
+            headers = req.headers
+            url = req.url
+            if observation is not None:
+                observation.describe(fused.decision, headers.get(hdrs.HOST) or url.raw_authority)
+            if hdrs.X_REQUEST_ID not in headers:
+                headers[hdrs.X_REQUEST_ID] = new_request_id()
+            for ops in fused.request_ops:
+                apply_header_ops(ops, headers)
+            if fused.authority is not None:
+                headers[hdrs.HOST] = fused.authority
+            if fused.close:
+                headers[hdrs.CONNECTION] = "close"
+            set_connect_timeout(req, fused.connect_timeout_s)
+            scheme = url.scheme
+            if scheme in ("https", "wss") and req.server_hostname is None:
+                req.server_hostname = url.host
+
+            # The runner's steps 4–5 (steps 1–3 have nothing to do for a fused route).
+            loop = asyncio.get_running_loop()
+            plan = fused.plan
+            if plan is None or fused.plan_loop is not loop:
+                plan = fused.use_plan(runner.plan_for(fused.route, loop), loop)
+            now = runner.clock()
+            counters["upstream_rq_total"] += 1
+            try_queue = plan.try_queue
+            route_queue = plan.route_queue
+            task: asyncio.Task[object] | None = None
+            if try_queue is not None or route_queue is not None:
+                task = asyncio.current_task(loop)
+                if task is None:
+                    raise RuntimeError("the mesh middleware must run inside a task (its timeouts cancel the task)")
+                if route_queue is not None:
+                    route_timer = route_queue.arm(task)
+            runtime.budget.deposit(now)
+
             # Step 6, attempt 1.
             pick = runner._pick
             pick.now = now
@@ -308,23 +316,25 @@ class FusedPath:
             if observation is not None:
                 observation.attempts = 1
                 observation.upstream_host = key
-            req.url = self._endpoint_url(endpoint, scheme, path, query)
+            req.url = self._endpoint_url(
+                endpoint, scheme, url.raw_path if fused.path is None else fused.path, url.raw_query_string
+            )
             if not self.suppress_hints:
                 headers[ATTEMPT_COUNT] = "1"
                 if route_timer is not None:
                     remaining = route_timer.when - loop.time()
-                    hint = remaining if try_queue is None else min(try_queue.timeout, remaining)
-                    headers[EXPECTED_TIMEOUT] = timeout_hint(hint)
-                elif try_queue is not None:
-                    hint_text = self._hints.get(try_queue.timeout)
-                    headers[EXPECTED_TIMEOUT] = hint_text if hint_text is not None else self._hint(try_queue.timeout)
+                    headers[EXPECTED_TIMEOUT] = timeout_hint(
+                        remaining if try_queue is None else min(try_queue.timeout, remaining)
+                    )
+                elif fused.try_hint is not None:
+                    headers[EXPECTED_TIMEOUT] = fused.try_hint
             host = runner.stats.get(key, now)
             host.active_requests += 1
             response: ClientResponse | None = None
             try_timer = try_queue.arm(task) if try_queue is not None and task is not None else None
             try:
                 response = await handler(req)
-                outcome = runner.classify(response)
+                outcome = RESPONSE_OUTCOMES.get(response.status) or runner.classify(response)
             except asyncio.CancelledError:
                 if try_timer is None or not try_timer.expired():
                     raise
@@ -337,20 +347,23 @@ class FusedPath:
                 outcome = classified
             finally:
                 if try_timer is not None:
-                    try_timer.cancel()
+                    try_timer.task = None  # disarmed (QueuedTimer.cancel, inline)
                 host.active_requests -= 1
             classifier = plan.classifier
+            status = outcome.http_status
             if response is None or (
                 classifier is not None
-                and classifier.may_retry_response(outcome.http_status, outcome.grpc_status)  # a 200: no more asked
+                and classifier.may_retry_response(status, outcome.grpc_status)  # a 200: no more asked
                 and classifier.should_retry(outcome, idempotent=is_idempotent_method(req.method), body_replayable=True)
             ):
                 # Not final: the runner carries on from this outcome (and releases what is held).
                 handed_over = True
                 first = FirstAttempt(now=now, task=task, route_timer=route_timer, key=key, host=host,
                                      response=response, outcome=outcome, try_timer=try_timer)
+                send = self._sender(req, handler, scheme, url.raw_path if fused.path is None else fused.path,
+                                    url.raw_query_string, observation)
                 result = await runner.run(
-                    fused.decision, runtime, self._sender(req, handler, scheme, path, query, observation),
+                    fused.decision, runtime, send,
                     idempotent=is_idempotent_method(req.method),
                     body_replayable=lambda: not getattr(req.body, "consumed", False),
                     report=observation,
@@ -361,21 +374,26 @@ class FusedPath:
             # Final: the runner's feedback and bookkeeping after the loop, inline.
             decay_s = balancer.ewma_decay_s
             outlier = runtime.outlier
-            if decay_s is not None or outlier is not None:
-                done = clock()
-                if decay_s is not None:
-                    observe_rtt(host, done - now, done, decay_s)
+            if decay_s is not None:
+                done = runner.clock()
+                observe_rtt(host, done - now, done, decay_s)
                 if outlier is not None:
                     outlier.record(key, outcome, done)
-            guard_body = runner.guard_body
-            if guard_body is not None and (route_timer is not None or try_timer is not None):
-                route_when = route_timer.when if route_timer is not None else math.inf
-                if try_timer is not None and try_timer.when < route_when:
-                    guard_body(response, try_timer.when, counters, "upstream_rq_per_try_timeout")
+            elif outlier is not None:
+                if status < 500 and outcome.grpc_status is None:
+                    outlier.record_success(key)  # reads no clock
                 else:
-                    guard_body(response, route_when, counters, "upstream_rq_timeout")
+                    outlier.record(key, outcome, runner.clock())
+            if try_timer is not None or route_timer is not None:
+                guard_body = runner.guard_body
+                if guard_body is not None:
+                    route_when = route_timer.when if route_timer is not None else math.inf
+                    if try_timer is not None and try_timer.when < route_when:
+                        guard_body(response, try_timer.when, counters, "upstream_rq_per_try_timeout")
+                    else:
+                        guard_body(response, route_when, counters, "upstream_rq_timeout")
             counters["upstream_rq_completed"] += 1
-            status_counter = STATUS_COUNTERS.get(outcome.http_status // 100)
+            status_counter = STATUS_COUNTERS.get(status // 100)
             if status_counter is not None:
                 counters[status_counter] += 1
             if fused.response_ops:
@@ -395,8 +413,11 @@ class FusedPath:
                 settle(total, returned)
             if not handed_over:
                 if route_timer is not None:
-                    route_timer.cancel()
-                runtime.release_admitted(True)
+                    route_timer.task = None  # disarmed (QueuedTimer.cancel, inline)
+                if runtime.waiters:  # a request waits for a connection slot: it gets this one
+                    runtime.release_admitted(True)
+                else:
+                    limits.release_at_once()
             if observation is not None:
                 end_observation(observation, req, returned)
 

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 # so that a 20% budget (withdrawal = 1000 / 0.2 = 5000) stays exact.
 _SCALE = 1000
 _SLICES = 10  # Finagle's WindowedAdder splits the ttl into 10 slices
-_floor = math.floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +82,10 @@ class TokenRetryBudget:
         "_buckets",
         "_deposit",
         "_reserve",
+        "_slice_end",
         "_slice_index",
         "_slice_s",
+        "_slot",
         "_total",
         "_withdrawal",
         "min_retries_per_sec",
@@ -118,13 +119,15 @@ class TokenRetryBudget:
         self._buckets = [0] * _SLICES
         self._total = 0
         self._slice_index: int | None = None
+        self._slot = 0  # the current slice's bucket
+        self._slice_end = -math.inf  # where the current slice ends: a deposit before it needs no window move
 
     def _advance(self, now: float) -> None:
         """Move the window to the slice holding ``now``, expiring older slices."""
         index = math.floor(now / self._slice_s)
         last = self._slice_index
         if last is None:
-            self._slice_index = index
+            self._enter(index)
             return
         gap = index - last
         if gap <= 0:
@@ -140,25 +143,30 @@ class TokenRetryBudget:
                 slot = (last + step) % _SLICES
                 self._total -= buckets[slot]
                 buckets[slot] = 0
+        self._enter(index)
+
+    def _enter(self, index: int) -> None:
         self._slice_index = index
+        self._slot = index % _SLICES
+        self._slice_end = (index + 1) * self._slice_s
 
     def _put(self, amount: int) -> None:
         """Add to the current slice; :meth:`_advance` must have run for this ``now``."""
-        self._buckets[(self._slice_index or 0) % _SLICES] += amount
+        self._buckets[self._slot] += amount
         self._total += amount
 
     def deposit(self, now: float) -> None:
         """Credit one request (call once per original request, not per retry).
 
-        Runs once per request: the window moves only when ``now`` left the current
-        slice, and the write is :meth:`_put` inlined.
+        Runs once per request: while ``now`` is still in the current slice (or
+        before it: a clock that went backwards keeps writing there) the deposit
+        is two additions; only a new slice moves the window.
         """
         amount = self._deposit
-        if amount:
-            if _floor(now / self._slice_s) != self._slice_index:
-                self._advance(now)
-            self._buckets[(self._slice_index or 0) % _SLICES] += amount
-            self._total += amount
+        if now >= self._slice_end:
+            self._advance(now)
+        self._buckets[self._slot] += amount
+        self._total += amount
 
     def try_withdraw(self, now: float) -> bool:
         """Take the cost of one retry; ``False`` means the budget is spent — do not retry."""

@@ -130,9 +130,20 @@ class ClusterLimits:
         self.upstream_cx_overflow += 1
         return ADMITTED_PENDING
 
-    def admits_at_once(self) -> bool:
-        """Whether :meth:`try_admit` would return :data:`ADMITTED` now (nothing is taken or counted)."""
-        return self._rq_active < self._max_requests and self._cx_active < self._max_connections
+    def admit_at_once(self) -> bool:
+        """Admit one request with a connection slot when both are free now, as :meth:`try_admit` returning
+        :data:`ADMITTED` does; otherwise take and count nothing and return False (the caller goes the long way).
+        """
+        if self._rq_active < self._max_requests and self._cx_active < self._max_connections:
+            self._rq_active += 1
+            self._cx_active += 1
+            return True
+        return False
+
+    def release_at_once(self) -> None:
+        """Release a request and its connection slot that :meth:`admit_at_once` took (checked there)."""
+        self._rq_active -= 1
+        self._cx_active -= 1
 
     def release_admitted(self, connection: bool) -> None:
         """Release a request admitted by :meth:`try_admit`, and its connection slot when ``connection``."""

@@ -49,6 +49,15 @@ class Outcome:
         return 503
 
 
+# One Outcome per HTTP status a response can carry: classifying a response allocates nothing.
+RESPONSE_OUTCOMES: dict[int, Outcome] = {status: Outcome(OutcomeKind.RESPONSE, status) for status in range(100, 600)}
+
+
+def response_outcome(status: int) -> Outcome:
+    """The outcome of an attempt answered with HTTP ``status`` (no gRPC status)."""
+    return RESPONSE_OUTCOMES.get(status) or Outcome(OutcomeKind.RESPONSE, status)
+
+
 # gRPC status → HTTP status, as Envoy's Grpc::Utility::grpcToHttpStatus maps them.
 GRPC_TO_HTTP: dict[int, int] = {
     0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429,

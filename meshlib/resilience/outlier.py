@@ -151,6 +151,20 @@ class OutlierDetector:
 
     # ------------------------------------------------------------------ request path
 
+    def record_success(self, key: str) -> None:
+        """:meth:`record` of a response outside 5xx (gRPC: mapped): _local_origin_success (when split) and the
+        non-5xx branch of _put_http_status, inlined. Nothing can eject here, so no clock is read."""
+        state = self._hosts.get(key)
+        if state is None:
+            return
+        if self._config.split_external_local_origin_errors:
+            state.lo_total += 1
+            state.lo_success += 1
+            state.consecutive_local = 0
+        state.ext_total += 1
+        state.ext_success += 1
+        state.consecutive_5xx = state.consecutive_gateway = 0
+
     def record(self, key: str, outcome: Outcome, now: float) -> None:
         """Account one attempt's outcome for host ``key``; may eject it. O(1)."""
         state = self._hosts.get(key)
@@ -163,15 +177,7 @@ class OutlierDetector:
             grpc_status = outcome.grpc_status
             status = GRPC_TO_HTTP.get(grpc_status, 500) if grpc_status else outcome.http_status
             if not 500 <= status < 600:
-                # The common case, once per attempt: _local_origin_success (when split) and
-                # the non-5xx branch of _put_http_status, inlined. Nothing can eject here.
-                if self._config.split_external_local_origin_errors:
-                    state.lo_total += 1
-                    state.lo_success += 1
-                    state.consecutive_local = 0
-                state.ext_total += 1
-                state.ext_success += 1
-                state.consecutive_5xx = state.consecutive_gateway = 0
+                self.record_success(key)  # the common case, once per attempt: nothing can eject here
                 return
         if not self._config.split_external_local_origin_errors:
             self._put_http_status(key, state, outcome.outlier_status(), now)
