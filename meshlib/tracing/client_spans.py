@@ -51,6 +51,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from meshlib.tracing.dropped_roots import DroppedRootTraceparents
 from meshlib.tracing.lean_spans import LeanSpanRecorder, lean_recording_supported
 from meshlib.tracing.url_redaction import redact_url_query
 
@@ -264,7 +265,6 @@ def compile_sampler(sampler: Any) -> Decide | None:
 
 
 _FLAGS_TEXT = [f"{flags:02x}" for flags in range(256)]
-_SPAN_ID_MASK = (1 << 64) - 1
 
 
 def _default_random_bits(generator: Any) -> Callable[[int], int] | None:
@@ -307,7 +307,7 @@ class LazyClientSpans:
     __slots__ = (
         "_current_context",
         "_decide",
-        "_dropped_root_suffix",
+        "_dropped_roots",
         "_ids",
         "_inner_ids",
         "_lean",
@@ -333,10 +333,10 @@ class LazyClientSpans:
         self._random_bits = _default_random_bits(ids.inner)
         self._current_context = _current_context_reader()
         self._root_decision = _root_decision(tracer.sampler)  # a root span's decision, when it is a constant
-        # "-<flags>" of a root span when the sampler always drops roots and ids come from ``random``:
-        # such a span is one 192-bit draw rendered once (begin_or_propagate); None otherwise.
-        self._dropped_root_suffix = (
-            f"-{_FLAGS_TEXT[_RANDOM_FLAG if self._random_ids else 0]}"
+        # When the sampler always drops roots and ids come from ``random``, a root span is only its
+        # ``traceparent``, and those are made in batches (begin_or_propagate); None otherwise.
+        self._dropped_roots = (
+            DroppedRootTraceparents(self._random_bits, _FLAGS_TEXT[_RANDOM_FLAG if self._random_ids else 0])
             if self._root_decision is False and self._random_bits is not None
             else None
         )
@@ -380,17 +380,13 @@ class LazyClientSpans:
         parent = (
             current.get_span_context() if current is not None and isinstance(current, Span) else INVALID_SPAN_CONTEXT
         )
-        suffix = self._dropped_root_suffix
-        if suffix is not None and (parent is INVALID_SPAN_CONTEXT or not parent.is_valid):
-            # A root the sampler always drops: both ids from one 192-bit draw (trace id: the high 128
-            # bits, span id: the low 64), rendered in one pass.
-            bits = self._random_bits(192)  # type: ignore[misc]  # set whenever the suffix is
-            if bits >> 64 and bits & _SPAN_ID_MASK:  # never an invalid (zero) id; else the general path
-                text = bits.to_bytes(24, "big").hex()
-                headers["traceparent"] = f"00-{text[:32]}-{text[32:]}{suffix}"
-                if context.get(_BAGGAGE_KEY):
-                    baggage_propagator.inject(headers, context=context)
-                return None
+        dropped_roots = self._dropped_roots
+        if dropped_roots is not None and (parent is INVALID_SPAN_CONTEXT or not parent.is_valid):
+            # A root the sampler always drops: its ids and header come ready-made in batches.
+            headers["traceparent"] = dropped_roots.next()
+            if context.get(_BAGGAGE_KEY):
+                baggage_propagator.inject(headers, context=context)
+            return None
         cached = self._unsampled_child
         if cached[0] is parent and parent is not INVALID_SPAN_CONTEXT:
             # The same unsampled parent as the last request (a handler's calls): its trace id's text,

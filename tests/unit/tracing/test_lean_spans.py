@@ -291,20 +291,21 @@ def test_a_custom_sampler_keeps_the_sdk_path_and_its_decision() -> None:
     assert exporter.get_finished_spans() == ()
 
 
-def test_a_dropped_root_with_the_sdks_own_ids_is_one_draw(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ParentBased(ALWAYS_OFF) with the SDK's RandomIdGenerator: both ids from one 192-bit draw of ``random``."""
+def test_a_dropped_root_with_the_sdks_own_ids_comes_from_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ParentBased(ALWAYS_OFF) with the SDK's RandomIdGenerator: ids drawn from ``random`` in batches."""
     from opentelemetry import baggage
     from opentelemetry import context as otel_context
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+    from meshlib.tracing.dropped_roots import BATCH
     from meshlib.tracing.spans import Tracing
 
     provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))  # the SDK's default id generator
     tracing = Tracing(provider)
-    assert tracing._lazy is not None and tracing._lazy._dropped_root_suffix is not None
+    assert tracing._lazy is not None and tracing._lazy._dropped_roots is not None
     flags = "02" if tracing._lazy._random_ids else "00"  # W3C's random-trace-id bit where the API has it
     random.seed(11)
-    expected = random.getrandbits(192)
+    expected = random.getrandbits(192 * BATCH) & (2**192 - 1)  # the batch's last id is handed out first
     random.seed(11)
     headers: dict[str, str] = {}
     assert tracing.begin_client_or_propagate("GET", "http://a/", headers) is None
@@ -317,10 +318,3 @@ def test_a_dropped_root_with_the_sdks_own_ids_is_one_draw(monkeypatch: pytest.Mo
         assert headers["baggage"] == "user=jason" and headers["traceparent"].endswith(f"-{flags}")
     finally:
         otel_context.detach(token)
-    # A draw whose span id part is zero (invalid) takes the general path: no zero id is ever sent.
-    draws = iter([5 << 64, 0, 7, 9])  # the 192-bit draw, then the general path's 128- and 64-bit draws
-    monkeypatch.setattr(tracing._lazy, "_random_bits", lambda bits: next(draws))
-    headers = {}
-    tracing.begin_client_or_propagate("GET", "http://a/", headers)
-    _, trace_id, span_id, _ = headers["traceparent"].split("-")
-    assert int(trace_id, 16) != 0 and int(span_id, 16) != 0
