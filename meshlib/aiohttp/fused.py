@@ -9,12 +9,15 @@ answers with a status the retry policy keeps. For those the general path
 pays for generality it does not use. Here:
 
 - the routing decision is memoised per configuration and request shape —
-  ``(port, method, scheme, authority, path, values of the headers the virtual
-  host's routes read)`` (:meth:`~meshlib.routing.RouteTable.memo_headers`) —
-  in a dict bounded to :data:`MEMO_LIMIT` entries of at most
-  :data:`MEMO_KEY_CHARS` characters (cleared when full, so hostile traffic
-  cannot grow it) and dropped when the configuration is swapped; virtual
-  hosts whose routes read query parameters are not memoised;
+  the URL (port, scheme, authority, path) and ``Host`` header, then the
+  method and the values of the headers the virtual host's routes read
+  (:meth:`~meshlib.routing.RouteTable.memo_headers`). aiohttp hands the same
+  ``URL`` object to every request made with the same URL text, so the URL
+  part is found by the object's identity. At most :data:`MEMO_LIMIT` shapes
+  (and URLs) are kept, each of at most :data:`MEMO_KEY_CHARS` characters
+  (cleared when full, so hostile traffic cannot grow it), and all are
+  dropped when the configuration is swapped; virtual hosts whose routes read
+  query parameters are not memoised;
 - telemetry rides along: an observed request (a recorded CLIENT span, or
   a sink) is described and finished here as on the full path;
 - admission, the retry-budget deposit, the queued route and per-try timers,
@@ -80,7 +83,6 @@ _PER_TRY_TIMEOUT = Outcome(OutcomeKind.PER_TRY_TIMEOUT)
 _TIMED_OUT = b"meshlib: upstream request timeout\n"
 _NONE_HEALTHY = b"meshlib: no healthy upstream\n"
 
-MemoKey = tuple[object, ...]
 _UNKNOWN: tuple[str, ...] = ("not looked up",)  # a virtual host's header names not yet asked for
 
 
@@ -159,11 +161,26 @@ def fusable(state: MeshState, decision: Decision, runtimes: Mapping[str, Cluster
     return FusedRoute(decision, route, destination, cluster, runtime)
 
 
+class _Site:
+    """What a memo lookup needs of one URL object (and ``Host`` header): aiohttp hands the same ``URL``
+    object to every request made with the same URL text (yarl caches them), so this is worked out once."""
+
+    __slots__ = ("authority", "host", "memo", "names", "port", "url")
+
+    def __init__(self, url: URL, host: str | None, authority: str, port: int, names: tuple[str, ...] | None) -> None:
+        self.url = url  # held, so the id() it is filed under stays this object's
+        self.host = host
+        self.authority = authority
+        self.port = port
+        self.names = names  # the headers the routes read; None: not memoised (they read the query, or too long)
+        self.memo: dict[object, FusedRoute | None] = {}  # (method, header values...) or method -> route
+
+
 class FusedPath:
     """The memo and the fused coroutine of one mesh's client middleware."""
 
-    __slots__ = ("_memo", "_memo_state", "_names", "_urls", "apply_response_ops", "fallback", "mesh",
-                 "runner", "suppress_hints")
+    __slots__ = ("_memo_size", "_memo_state", "_names", "_sites", "_urls", "apply_response_ops", "fallback",
+                 "mesh", "runner", "suppress_hints")
 
     def __init__(
         self, mesh: Mesh, runner: UpstreamRunner[ClientResponse],
@@ -175,14 +192,21 @@ class FusedPath:
         self.suppress_hints = suppress_hints
         # The full path, for requests found unusual before they were touched (set by the middleware).
         self.fallback: FullPath | None = None
-        self._memo: dict[MemoKey, FusedRoute | None] = {}
+        # Sites by id(url), or (id(url), Host header) when the request sets one; each holds its memo.
+        self._sites: dict[object, _Site] = {}
+        self._memo_size = 0  # memoised request shapes over every site
         self._names: dict[tuple[str, int], tuple[str, ...] | None] = {}
         self._memo_state: MeshState | None = None
         self._urls: dict[tuple[str, int, str, str, str], URL] = {}
 
     def __len__(self) -> int:
         """Memoised request shapes (for tests and diagnostics)."""
-        return len(self._memo)
+        return self._memo_size
+
+    def _forget(self) -> None:
+        self._sites.clear()
+        self._names.clear()
+        self._memo_size = 0
 
     def lookup(self, req: ClientRequest) -> FusedRoute | None:
         """The fused route for ``req``, or None: the full path handles it (see the module docstring)."""
@@ -191,12 +215,47 @@ class FusedPath:
             return None
         state = mesh._state
         if state is not self._memo_state:  # a new configuration: everything memoised is stale
-            self._memo.clear()
-            self._names.clear()
+            self._forget()
             self._memo_state = state
         url = req.url
         headers = req.headers
-        authority = headers.get(hdrs.HOST) or url.raw_authority
+        host = headers.get(hdrs.HOST)
+        site = self._sites.get(id(url) if host is None else (id(url), host))
+        if site is None or site.url is not url or site.host != host:
+            site = self._site(state, url, host)
+        names = site.names
+        if names is None:
+            return None  # the routes read the query string, or a long authority + path: the full path routes it
+        if names:
+            values = [header_value(headers, name) for name in names]
+            for value in values:
+                if value is not None and len(value) > MEMO_KEY_CHARS:
+                    return None
+            key: object = (req.method, *values)
+        else:
+            key = req.method
+        memo = site.memo
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        view = RequestView(req.method, site.authority, url.raw_path, url.scheme, headers,
+                           url.query if url.raw_query_string else _NO_QUERY)
+        port = site.port
+        hit = state.routes.route(view, port)
+        fused: FusedRoute | None = None  # memoised too: this shape takes the full path
+        if hit is not None and len(hit.route.destinations) == 1:  # decide() draws nothing from the rng then
+            fused = fusable(state, decide(state, view, port, mesh.rng), mesh._runtimes.runtimes)
+        if self._memo_size >= MEMO_LIMIT:
+            self._forget()
+            site = self._site(state, url, host)
+            memo = site.memo
+        memo[key] = fused
+        self._memo_size += 1
+        return fused
+
+    def _site(self, state: MeshState, url: URL, host: str | None) -> _Site:
+        authority = host or url.raw_authority
         port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
         names = self._names.get((authority, port), _UNKNOWN)
         if names is _UNKNOWN:
@@ -204,34 +263,15 @@ class FusedPath:
             if len(self._names) >= MEMO_LIMIT:
                 self._names.clear()
             self._names[(authority, port)] = names
-        if names is None:
-            return None  # the routes read the query string: not memoised
-        path = url.raw_path
-        if len(path) + len(authority) > MEMO_KEY_CHARS:
-            return None  # a long path: routed by the full path, so the memo stays small in bytes too
-        if names:
-            values = [header_value(headers, name) for name in names]
-            for value in values:
-                if value is not None and len(value) > MEMO_KEY_CHARS:
-                    return None
-            key: MemoKey = (port, req.method, url.scheme, authority, path, *values)
-        else:
-            key = (port, req.method, url.scheme, authority, path)
-        memo = self._memo
-        try:
-            return memo[key]
-        except KeyError:
-            pass
-        view = RequestView(req.method, authority, url.raw_path, url.scheme, headers,
-                           url.query if url.raw_query_string else _NO_QUERY)
-        hit = state.routes.route(view, port)
-        fused: FusedRoute | None = None  # memoised too: this shape takes the full path
-        if hit is not None and len(hit.route.destinations) == 1:  # decide() draws nothing from the rng then
-            fused = fusable(state, decide(state, view, port, mesh.rng), mesh._runtimes.runtimes)
-        if len(memo) >= MEMO_LIMIT:
-            memo.clear()
-        memo[key] = fused
-        return fused
+        if len(url.raw_path) + len(authority) > MEMO_KEY_CHARS:
+            names = None  # a long path: routed by the full path, so the memo stays small in bytes too
+        site = _Site(url, host, authority, port, names)
+        sites = self._sites
+        if len(sites) >= MEMO_LIMIT:
+            sites.clear()
+            self._memo_size = 0
+        sites[id(url) if host is None else (id(url), host)] = site
+        return site
 
     def _endpoint_url(self, endpoint: Endpoint, scheme: str, path: str, query: str) -> URL:
         key = (endpoint.address, endpoint.port, scheme, path, query)
@@ -384,7 +424,8 @@ class FusedPath:
                     outlier.record_success(key)  # reads no clock
                 else:
                     outlier.record(key, outcome, runner.clock())
-            if try_timer is not None or route_timer is not None:
+            # aiohttp releases the connection once the body is in: only a body still arriving needs a guard.
+            if response._connection is not None and (try_timer is not None or route_timer is not None):
                 guard_body = runner.guard_body
                 if guard_body is not None:
                     route_when = route_timer.when if route_timer is not None else math.inf
@@ -410,7 +451,10 @@ class FusedPath:
             raise
         finally:
             if total is not None:
-                settle(total, returned)
+                if returned is not None and returned._connection is not None:
+                    settle(total, returned)  # the entry now covers the body
+                else:
+                    total.task = None  # disarmed (what settle does then, inline)
             if not handed_over:
                 if route_timer is not None:
                     route_timer.task = None  # disarmed (QueuedTimer.cancel, inline)
