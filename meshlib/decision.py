@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from meshlib.balancing import ClusterBalancer
 from meshlib.config.model import Cluster, Route, WeightedCluster
@@ -42,6 +43,9 @@ class Decision:
     location: str | None = None
     flag: str = ""  # Envoy response flag for local replies: NR, UH, NC, DR (direct response)
     request: RequestView | None = None  # set for ROUTE decisions (a test's fault matchers read it)
+    # What telemetry derives from this decision (a CLIENT span's end attributes), kept with it: the fused
+    # path reuses one Decision per request shape, so that work is done once per outcome, not per request.
+    telemetry_memo: dict[object, Any] | None = None
 
     @property
     def route(self) -> Route | None:

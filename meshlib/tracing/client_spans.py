@@ -50,6 +50,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from meshlib.tracing.dropped_roots import DroppedRootTraceparents
 from meshlib.tracing.lean_spans import LeanSpanRecorder, lean_recording_supported
@@ -60,6 +61,7 @@ __all__ = ["ClientSpan", "PresetIds", "lazy_recording_supported"]
 _SAMPLED = int(TraceFlags.SAMPLED)
 _TRACE_FLAGS = [TraceFlags(flags) for flags in range(256)]  # one object per value: made once, not per span
 _START_ATTRIBUTES_LIMIT = 4096  # (method, URL, address, port) shapes whose start attributes are kept
+_FINAL_ATTRIBUTES_LIMIT = 4096  # final attribute mappings kept (start shape x end outcome)
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
@@ -142,7 +144,7 @@ class ClientSpan:
         return attributes
 
     def span_context(self) -> SpanContext:
-        return SpanContext(self.trace_id, self.span_id, False, _TRACE_FLAGS[self.trace_flags & 0xFF], self.trace_state)
+        return _local_span_context(self.trace_id, self.span_id, _TRACE_FLAGS[self.trace_flags & 0xFF], self.trace_state)
 
     def inject_w3c(self, headers: MutableMapping[str, str], baggage_propagator: TextMapPropagator) -> None:
         """``traceparent`` (+ ``tracestate``, ``baggage``) for this span, written directly."""
@@ -165,6 +167,34 @@ class ClientSpan:
 
 
 _START_ATTRIBUTES: dict[tuple[object, ...], dict[str, Any]] = {}
+
+
+def _span_context_tuple(
+    trace_id: int, span_id: int, trace_flags: TraceFlags, trace_state: TraceState | None
+) -> SpanContext:
+    """``SpanContext(trace_id, span_id, False, trace_flags, trace_state)`` for ids minted here (never out of
+    range), built as its constructor builds it, without the constructor's Python frame."""
+    state = DEFAULT_TRACE_STATE if trace_state is None else trace_state
+    return tuple.__new__(SpanContext, (trace_id, span_id, False, trace_flags, state, bool(trace_id and span_id)))
+
+
+def _span_context_constructor(
+    trace_id: int, span_id: int, trace_flags: TraceFlags, trace_state: TraceState | None
+) -> SpanContext:
+    return SpanContext(trace_id, span_id, False, trace_flags, trace_state)
+
+
+def _choose_span_context_maker() -> Callable[[int, int, TraceFlags, TraceState | None], SpanContext]:
+    """The tuple shortcut when it gives what this API version's constructor gives, else the constructor."""
+    samples = [(1, 2, _TRACE_FLAGS[1], None), (3 << 100, 4, _TRACE_FLAGS[0], TraceState([("k", "v")]))]
+    for sample in samples:
+        built, expected = _span_context_tuple(*sample), SpanContext(sample[0], sample[1], False, *sample[2:])
+        if type(built) is not type(expected) or tuple(built) != tuple(expected) or built.is_valid != expected.is_valid:
+            return _span_context_constructor
+    return _span_context_tuple
+
+
+_local_span_context = _choose_span_context_maker()
 
 
 def _url_full(url: object) -> str:
@@ -308,6 +338,7 @@ class LazyClientSpans:
         "_current_context",
         "_decide",
         "_dropped_roots",
+        "_final_attributes",
         "_ids",
         "_inner_ids",
         "_lean",
@@ -344,6 +375,8 @@ class LazyClientSpans:
         self._unsampled_child: tuple[SpanContext, str, str, str] = (INVALID_SPAN_CONTEXT, "", "", "")
         # Recorded spans are built as the exporter reads them when the processors allow it.
         self._lean = LeanSpanRecorder(tracer) if lean_recording_supported(tracer) else None
+        # (id(end attributes), start attribute parts) -> (end attributes, final read-only attributes).
+        self._final_attributes: dict[tuple[object, ...], tuple[dict[str, Any], Any]] = {}
 
     def begin(self, parent: otel_context.Context, client_span: ClientSpan) -> ClientSpan:
         """Give ``client_span`` (its start fields filled) an identity and a sampling decision, now."""
@@ -456,13 +489,31 @@ class LazyClientSpans:
             return
         lean = self._lean
         if lean is not None and lean.still_supported():
-            merged = client_span.start_attributes()
-            for key in merged.keys() & attributes.keys():  # as the SDK's set_attributes: a key set again moves last
-                del merged[key]
-            merged.update(attributes)
-            lean.record(
-                client_span.method, client_span.span_context(), parent=client_span.parent_span_context,
-                attributes=merged, start_ns=client_span.start_ns, end_ns=end_ns, error=error,
+            # The span's final attributes: its start attributes, then ``attributes`` (a key set again moves
+            # last, as the SDK's set_attributes does), limits applied. ``attributes`` comes memoised (one
+            # object per outcome, never changed), so the result is memoised by its identity too.
+            key = (
+                id(attributes), client_span.method, client_span.url, client_span.server_address,
+                client_span.server_port, client_span.resend_count,
+            )
+            memoise = True
+            try:
+                found = self._final_attributes.get(key)
+            except TypeError:  # an unhashable URL-like object: nothing is memoised for it
+                found, memoise = None, False
+            if found is None or found[0] is not attributes:
+                merged = client_span.start_attributes()
+                for name in merged.keys() & attributes.keys():
+                    del merged[name]
+                merged.update(attributes)
+                found = (attributes, lean.final_attributes(merged))  # holds ``attributes``: its id stays its own
+                if memoise:
+                    if len(self._final_attributes) >= _FINAL_ATTRIBUTES_LIMIT:
+                        self._final_attributes.clear()
+                    self._final_attributes[key] = found
+            lean.record_final(
+                client_span.method, client_span.span_context(), client_span.parent_span_context, found[1],
+                client_span.start_ns, end_ns, error,
             )
             return
         from opentelemetry.trace import Status, StatusCode

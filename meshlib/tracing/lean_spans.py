@@ -190,6 +190,14 @@ class LeanSpanRecorder:
         error: bool,
     ) -> None:
         """End one sampled span: what ``start_span(...)`` + ``set_status`` + ``end(end_ns)`` would export."""
+        self.record_final(name, context, parent, self.final_attributes(attributes), start_ns, end_ns, error)
+
+    def record_final(  # noqa: PLR0917 - a hot path: positional is cheaper
+        self, name: str, context: SpanContext, parent: SpanContext | None, attributes: Any, start_ns: int,
+        end_ns: int, error: bool,
+    ) -> None:
+        """:meth:`record` with ``attributes`` already as :meth:`final_attributes` made them (they may be
+        shared by many spans: nothing changes them)."""
         tracer = self._tracer
         if not tracer._tracer_config.is_enabled:  # the SDK's tracer configurator can disable a tracer any time
             return
@@ -199,15 +207,14 @@ class LeanSpanRecorder:
         )
         build = self._build
         if build is not None:
-            span = build(name, context, parent, self._attributes(attributes), _ERROR if error else _UNSET,
-                         start_ns, end_ns)
+            span = build(name, context, parent, attributes, _ERROR if error else _UNSET, start_ns, end_ns)
         else:
             span = self._readable(
                 name=name,
                 context=context,
                 parent=parent,
                 resource=tracer.resource,
-                attributes=self._attributes(attributes),
+                attributes=attributes,
                 events=(),
                 links=(),
                 kind=SpanKind.CLIENT,
@@ -222,8 +229,8 @@ class LeanSpanRecorder:
         for end in self._enders:
             end(span)
 
-    def _attributes(self, attributes: dict[str, Any]) -> Any:
-        """The attributes as the SDK would hold them once the span ended (limits applied)."""
+    def final_attributes(self, attributes: dict[str, Any]) -> Any:
+        """The attributes as the SDK would hold them once the span ended (limits applied), read-only."""
         limit, max_len = self._max_attributes, self._max_value_len
         fits = limit is None or len(attributes) <= limit
         if fits and max_len is not None:

@@ -68,6 +68,16 @@ class Observation(CallReport):
         self._decision = decision
 
     @property
+    def decision(self) -> Decision | None:
+        """The routing decision :meth:`describe` was given (None before, or for an unrouted call)."""
+        return self._decision
+
+    @property
+    def cluster_override(self) -> str | None:
+        """The cluster set by the adapter in place of the decision's (see :attr:`cluster`)."""
+        return self._cluster
+
+    @property
     def route_name(self) -> str | None:
         route = self._decision.route if self._decision is not None else None
         return None if route is None else route.source.rule_name or str(route.source.rule_index)

@@ -208,29 +208,23 @@ class Tracing:
 
     def finish_client(self, client_span: ClientSpan, observation: Observation) -> None:
         """Record the CLIENT span as the request ended, with what it learned (run deferred)."""
-        attempts = max(observation.attempts, 1)
-        status = observation.status
-        flags = observation.flags
-        endpoint = observation.upstream_host
-        attributes: dict[str, Any] = {"meshlib.attempts": attempts}
-        if status:
-            attributes["http.response.status_code"] = status
-        if attempts > 1:
-            attributes["http.request.resend_count"] = attempts - 1
-        if flags != "-":
-            attributes["meshlib.response_flags"] = flags
-            if "FI" in flags or "DI" in flags:
-                attributes["meshlib.fault"] = flags
-        if observation.route_name is not None:
-            attributes["meshlib.route"] = observation.route_name
-        if observation.cluster is not None:
-            attributes["meshlib.cluster"] = observation.cluster
-        if endpoint is not None:
-            attributes["meshlib.endpoint"] = endpoint
-            attributes["network.peer.address"] = endpoint.rpartition(":")[0]
-        error = status == 0 or status >= 500
-        if error:
-            attributes["error.type"] = str(status) if status else "request_failed"
+        decision = observation.decision
+        if decision is None:
+            attributes, error = _end_attributes(observation)
+        else:
+            # The end attributes are a function of the decision and of these: memoised with the decision
+            # (shared, never changed afterwards: a span keeps them read-only, the SDK copies on set).
+            key = (observation.status, observation.attempts, observation.flags, observation.cluster_override,
+                   observation.upstream_host)
+            memo = decision.telemetry_memo
+            if memo is None:
+                memo = decision.telemetry_memo = {}
+            found = memo.get(key)
+            if found is None:
+                if len(memo) >= _END_ATTRIBUTES_PER_DECISION:
+                    memo.clear()
+                found = memo[key] = _end_attributes(observation)
+            attributes, error = found
         self._end(client_span, attributes, observation.end_ns, error)
 
     def finish_attempt(self, client_span: ClientSpan, end_ns: int, status: int, endpoint: str | None) -> None:
@@ -255,3 +249,36 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR))
         span.set_attributes(attributes)  # one call: the SDK takes its span lock once per call
         span.end(end_ns)
+
+
+_END_ATTRIBUTES_PER_DECISION = 64  # (status, attempts, flags, cluster, endpoint) outcomes kept per decision
+
+
+def _end_attributes(observation: Observation) -> tuple[dict[str, Any], bool]:
+    """The CLIENT span's attributes learned by the end of the request, and whether it is an error."""
+    attempts = max(observation.attempts, 1)
+    status = observation.status
+    flags = observation.flags
+    endpoint = observation.upstream_host
+    attributes: dict[str, Any] = {"meshlib.attempts": attempts}
+    if status:
+        attributes["http.response.status_code"] = status
+    if attempts > 1:
+        attributes["http.request.resend_count"] = attempts - 1
+    if flags != "-":
+        attributes["meshlib.response_flags"] = flags
+        if "FI" in flags or "DI" in flags:
+            attributes["meshlib.fault"] = flags
+    route_name = observation.route_name
+    if route_name is not None:
+        attributes["meshlib.route"] = route_name
+    cluster = observation.cluster
+    if cluster is not None:
+        attributes["meshlib.cluster"] = cluster
+    if endpoint is not None:
+        attributes["meshlib.endpoint"] = endpoint
+        attributes["network.peer.address"] = endpoint.rpartition(":")[0]
+    error = status == 0 or status >= 500
+    if error:
+        attributes["error.type"] = str(status) if status else "request_failed"
+    return attributes, error

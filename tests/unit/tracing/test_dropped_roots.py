@@ -1,4 +1,4 @@
-"""Batched ``traceparent`` values for roots the sampler drops (meshlib.tracing.dropped_roots)."""
+"""Batched ``traceparent`` values for roots the sampler drops (meshlib.tracing.dropped_roots), and span contexts."""
 
 from __future__ import annotations
 
@@ -65,3 +65,18 @@ def test_a_forked_child_does_not_reuse_its_parents_values() -> None:
     os.waitpid(pid, 0)
     assert report == b"empty"
     assert batch._ready  # the parent keeps its own
+
+
+def test_span_context_shortcut_equals_the_constructor_or_is_not_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+    from meshlib.tracing import client_spans
+
+    state = TraceState([("vendor", "x")])
+    for trace_state in (None, state):
+        built = client_spans._local_span_context(5, 6, TraceFlags(1), trace_state)
+        expected = SpanContext(5, 6, False, TraceFlags(1), trace_state)
+        assert type(built) is SpanContext and tuple(built) == tuple(expected) and built.is_valid
+    # An API whose SpanContext holds other fields: the constructor is used.
+    monkeypatch.setattr(client_spans, "_span_context_tuple", lambda *parts: tuple.__new__(SpanContext, (*parts, 0)))
+    assert client_spans._choose_span_context_maker() is client_spans._span_context_constructor

@@ -274,6 +274,31 @@ def test_a_sampled_span_from_the_fast_path_records_with_the_ids_sent() -> None:
     assert (exported.attributes or {})["http.response.status_code"] == 200
 
 
+def test_end_attributes_are_memoised_per_decision_and_outcome() -> None:
+    """One routing decision (as the fused path shares it): each outcome gets its own attributes, and a
+    repeated outcome exports the same ones, without the shared objects being changed by later spans."""
+    from meshlib.decision import Action, Decision
+    from meshlib.tracing.observation import Observation
+
+    tracing, exporter = _tracing(ALWAYS_ON)
+    decision = Decision(Action.ROUTE)
+    outcomes = [(200, 1, "-", "10.0.0.1:80"), (503, 3, "URX", "10.0.0.2:80"), (200, 1, "-", "10.0.0.1:80")]
+    for status, attempts, flags, endpoint in outcomes:
+        span = tracing.begin_client_or_propagate("GET", URL("http://reviews:9080/r"), {})
+        assert span is not None
+        observation = Observation()
+        observation.describe(decision, "reviews:9080")
+        observation.status, observation.attempts, observation.flags = status, attempts, flags
+        observation.upstream_host, observation.end_ns = endpoint, span.start_ns + 1000
+        tracing.finish_client(span, observation)
+    first, failed, again = (dict(span.attributes or {}) for span in exporter.get_finished_spans())
+    assert first == again and first["http.response.status_code"] == 200 and "error.type" not in first
+    assert failed["http.response.status_code"] == 503 and failed["http.request.resend_count"] == 2
+    assert failed["meshlib.response_flags"] == "URX" and failed["network.peer.address"] == "10.0.0.2"
+    assert [span.status.is_ok for span in exporter.get_finished_spans()] == [True, False, True]
+    assert decision.telemetry_memo is not None and len(decision.telemetry_memo) == 2
+
+
 def test_a_custom_sampler_keeps_the_sdk_path_and_its_decision() -> None:
     from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 
