@@ -52,8 +52,8 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from meshlib.tracing.dropped_roots import DroppedRootTraceparents
 from meshlib.tracing.lean_spans import LeanSpanRecorder, lean_recording_supported
+from meshlib.tracing.root_ids import RootTraceparents
 from meshlib.tracing.url_redaction import redact_url_query
 
 __all__ = ["ClientSpan", "PresetIds", "lazy_recording_supported"]
@@ -337,14 +337,15 @@ class LazyClientSpans:
     __slots__ = (
         "_current_context",
         "_decide",
-        "_dropped_roots",
         "_final_attributes",
         "_ids",
         "_inner_ids",
         "_lean",
+        "_new_roots",
         "_random_bits",
         "_random_ids",
         "_root_decision",
+        "_root_flags",
         "_tracer",
         "_unsampled_child",
     )
@@ -364,11 +365,12 @@ class LazyClientSpans:
         self._random_bits = _default_random_bits(ids.inner)
         self._current_context = _current_context_reader()
         self._root_decision = _root_decision(tracer.sampler)  # a root span's decision, when it is a constant
-        # When the sampler always drops roots and ids come from ``random``, a root span is only its
-        # ``traceparent``, and those are made in batches (begin_or_propagate); None otherwise.
-        self._dropped_roots = (
-            DroppedRootTraceparents(self._random_bits, _FLAGS_TEXT[_RANDOM_FLAG if self._random_ids else 0])
-            if self._root_decision is False and self._random_bits is not None
+        # When the sampler's verdict on a root is a constant and ids come from ``random``, a root span's
+        # ids and ``traceparent`` are made in batches (begin_or_propagate); None otherwise.
+        self._root_flags = (_SAMPLED if self._root_decision else 0) | (_RANDOM_FLAG if self._random_ids else 0)
+        self._new_roots = (
+            RootTraceparents(self._random_bits, _FLAGS_TEXT[self._root_flags])
+            if self._root_decision is not None and self._random_bits is not None
             else None
         )
         # (parent, "00-<trace id>-", "-<flags>", tracestate) of the last unsampled child of a parent.
@@ -413,13 +415,24 @@ class LazyClientSpans:
         parent = (
             current.get_span_context() if current is not None and isinstance(current, Span) else INVALID_SPAN_CONTEXT
         )
-        dropped_roots = self._dropped_roots
-        if dropped_roots is not None and (parent is INVALID_SPAN_CONTEXT or not parent.is_valid):
-            # A root the sampler always drops: its ids and header come ready-made in batches.
-            headers["traceparent"] = dropped_roots.next()
+        new_roots = self._new_roots
+        if new_roots is not None and (parent is INVALID_SPAN_CONTEXT or not parent.is_valid):
+            # A new root (the sampler's verdict is known): its ids and header come ready-made in batches.
+            root: ClientSpan | None = None
+            if self._root_decision:
+                traceparent, trace_id, span_id = new_roots.next_with_ids()
+                root = ClientSpan(method, url, time.time_ns(), server_address, server_port)
+                root.parent = context
+                root.trace_id = trace_id
+                root.span_id = span_id
+                root.trace_flags = self._root_flags
+                root.recording = True
+                headers["traceparent"] = traceparent
+            else:
+                headers["traceparent"] = new_roots.next()  # dropped: the header is all there is of it
             if context.get(_BAGGAGE_KEY):
                 baggage_propagator.inject(headers, context=context)
-            return None
+            return root
         cached = self._unsampled_child
         if cached[0] is parent and parent is not INVALID_SPAN_CONTEXT:
             # The same unsampled parent as the last request (a handler's calls): its trace id's text,

@@ -322,12 +322,12 @@ def test_a_dropped_root_with_the_sdks_own_ids_comes_from_the_batch(monkeypatch: 
     from opentelemetry import context as otel_context
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-    from meshlib.tracing.dropped_roots import BATCH
+    from meshlib.tracing.root_ids import BATCH
     from meshlib.tracing.spans import Tracing
 
     provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))  # the SDK's default id generator
     tracing = Tracing(provider)
-    assert tracing._lazy is not None and tracing._lazy._dropped_roots is not None
+    assert tracing._lazy is not None and tracing._lazy._new_roots is not None
     flags = "02" if tracing._lazy._random_ids else "00"  # W3C's random-trace-id bit where the API has it
     random.seed(11)
     expected = random.getrandbits(192 * BATCH) & (2**192 - 1)  # the batch's last id is handed out first
@@ -343,3 +343,36 @@ def test_a_dropped_root_with_the_sdks_own_ids_comes_from_the_batch(monkeypatch: 
         assert headers["baggage"] == "user=jason" and headers["traceparent"].endswith(f"-{flags}")
     finally:
         otel_context.detach(token)
+
+
+def test_a_recorded_root_with_the_sdks_own_ids_comes_from_the_batch() -> None:
+    """ALWAYS_ON with the SDK's RandomIdGenerator: ids and header from the batch, and the span exported with them."""
+    from meshlib.tracing.observation import Observation
+    from meshlib.tracing.root_ids import BATCH
+    from meshlib.tracing.spans import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)  # the SDK's default id generator
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    assert tracing._lazy is not None and tracing._lazy._new_roots is not None
+    flags = "03" if tracing._lazy._random_ids else "01"
+    random.seed(5)
+    expected = random.getrandbits(192 * BATCH) & (2**192 - 1)  # the batch's last id is handed out first
+    random.seed(5)
+    sent = []
+    for _ in range(3):
+        headers: dict[str, str] = {}
+        span = tracing.begin_client_or_propagate("GET", URL("http://reviews:9080/r"), headers)
+        assert span is not None and span.recording
+        observation = Observation()
+        observation.status, observation.end_ns = 200, span.start_ns + 1000
+        tracing.finish_client(span, observation)
+        sent.append(headers["traceparent"])
+    assert sent[0] == f"00-{expected >> 64:032x}-{expected & (2**64 - 1):016x}-{flags}"
+    assert len(set(sent)) == 3
+    exported = [
+        f"00-{s.context.trace_id:032x}-{s.context.span_id:016x}-{flags}"
+        for s in exporter.get_finished_spans() if s.context is not None
+    ]
+    assert exported == sent

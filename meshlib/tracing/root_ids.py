@@ -1,14 +1,17 @@
-"""``traceparent`` values of root spans the sampler always drops, made in batches.
+"""Ids and ``traceparent`` values of new root spans, made in batches.
 
-With tracing on and a sampler that never records a root (``ParentBased(ALWAYS_OFF)``,
-the usual "sample at the edge" set-up), an outbound request that starts a trace
-still carries a fresh trace id and span id on the wire, and nothing else
-happens. Minting one such header per request costs a 192-bit draw, its bytes,
-its hex and an f-string. Here they are made 256 at a time, as
-:mod:`meshlib.request_id` makes request ids: one draw of random bits from the
-source the SDK's ``RandomIdGenerator`` uses, its hex moved into a template of
+With tracing on, an outbound request that starts a trace needs a fresh trace
+id and span id, and their ``traceparent`` text on the wire. Minting them one at
+a time costs a 192-bit draw, its bytes, its hex and an f-string per request.
+When the sampler's verdict on a root does not depend on the trace id
+(``ALWAYS_ON``, ``ALWAYS_OFF``, or a ``ParentBased`` of one of them) and the ids
+come from the SDK's ``RandomIdGenerator``, they are made 256 at a time instead,
+as :mod:`meshlib.request_id` makes request ids: one draw of random bits from the
+source that generator uses, its hex moved into a template of
 ``00-<32 hex>-<16 hex>-<flags>`` records with one strided copy per digit
-position, and the text split. A request then takes one value off a list.
+position, and the text split. A request then takes one value off a list:
+the header text alone for a root the sampler drops (:meth:`RootTraceparents.next`),
+or the text with both ids for one it records (:meth:`RootTraceparents.next_with_ids`).
 
 - Never an invalid id: a batch whose bytes hold eight zero bytes in a row
   (about 2⁻⁵² per batch) is checked id by id and ids with an all-zero trace id
@@ -30,17 +33,18 @@ _TRACE_AT = 3  # "00-"
 _SPAN_AT = _TRACE_AT + 32 + 1  # "-" after the trace id
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-_live: weakref.WeakSet[DroppedRootTraceparents] = weakref.WeakSet()
+_live: weakref.WeakSet[RootTraceparents] = weakref.WeakSet()
 
 
-class DroppedRootTraceparents:
-    """``next()``: a ``traceparent`` for a new root span that is not sampled (see the module docstring).
+class RootTraceparents:
+    """New root spans' ``traceparent`` values (see the module docstring); each value is handed out once.
 
     ``random_bits``: the id source (``random.getrandbits`` for the SDK's generator);
-    ``flags``: the two hex digits of the trace flags (``"00"``, or ``"02"`` with W3C's random flag).
+    ``flags``: the two hex digits of the trace flags (``"00"``/``"01"``, or with W3C's random flag ``"02"``/``"03"``).
+    Use one instance either for :meth:`next` or for :meth:`next_with_ids`.
     """
 
-    __slots__ = ("__weakref__", "_digits", "_random_bits", "_ready", "_record", "_template")
+    __slots__ = ("__weakref__", "_digits", "_random_bits", "_ready", "_ready_ids", "_record", "_template")
 
     def __init__(self, random_bits: Callable[[int], int], flags: str) -> None:
         if len(flags) != 2:
@@ -52,17 +56,30 @@ class DroppedRootTraceparents:
         # Where each of an id's 48 hex digits goes in its record: the trace id's, then the span id's.
         self._digits = [_TRACE_AT + i for i in range(32)] + [_SPAN_AT + i for i in range(16)]
         self._ready: list[str] = []
+        self._ready_ids: list[tuple[str, int, int]] = []
         _live.add(self)
 
     def next(self) -> str:
-        """One value of the header (each value is handed out once)."""
+        """One ``traceparent`` value."""
         try:
             return self._ready.pop()
         except IndexError:
-            self._refill()
+            self._ready.extend(value for value, _ in self._batch())
             return self._ready.pop()
 
-    def _refill(self) -> None:
+    def next_with_ids(self) -> tuple[str, int, int]:
+        """One ``traceparent`` value with its trace id and span id."""
+        try:
+            return self._ready_ids.pop()
+        except IndexError:
+            from_bytes = int.from_bytes
+            self._ready_ids.extend(
+                (value, from_bytes(ids[:16], "big"), from_bytes(ids[16:], "big")) for value, ids in self._batch()
+            )
+            return self._ready_ids.pop()
+
+    def _batch(self) -> list[tuple[str, bytes]]:
+        """A batch of (``traceparent``, the id's 24 bytes), without invalid ids."""
         raw = self._random_bits(8 * _ID_BYTES * BATCH).to_bytes(_ID_BYTES * BATCH, "big")
         digits = raw.hex().encode("ascii")
         text = bytearray(self._template)
@@ -71,16 +88,18 @@ class DroppedRootTraceparents:
             text[target::record] = digits[source::_HEX]
         values = text.decode("ascii").split("\n")
         values.pop()  # after the last newline
+        batch = [(value, raw[i * _ID_BYTES:(i + 1) * _ID_BYTES]) for i, value in enumerate(values)]
         if b"\0" * 8 in raw:  # an all-zero id needs eight zero bytes in a row: look closer, id by id
-            values = [
-                value for value in values
+            batch = [
+                (value, ids) for value, ids in batch
                 if value[_TRACE_AT:_TRACE_AT + 32] != _ZERO_TRACE and value[_SPAN_AT:_SPAN_AT + 16] != _ZERO_SPAN
             ]
-        self._ready.extend(values)
+        return batch
 
     def forget(self) -> None:
         """Drop the values made so far (a forked child must not reuse its parent's)."""
         self._ready.clear()
+        self._ready_ids.clear()
 
 
 def _forget_all_after_fork() -> None:

@@ -1,4 +1,4 @@
-"""Batched ``traceparent`` values for roots the sampler drops (meshlib.tracing.dropped_roots), and span contexts."""
+"""Batched ids and ``traceparent`` values of new root spans (meshlib.tracing.root_ids), and span contexts."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import re
 
 import pytest
 
-from meshlib.tracing.dropped_roots import BATCH, DroppedRootTraceparents
+from meshlib.tracing.root_ids import BATCH, RootTraceparents
 
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 def test_values_are_w3c_traceparents_with_the_given_flags_each_handed_out_once() -> None:
     source = random.Random(7)
-    batch = DroppedRootTraceparents(source.getrandbits, "02")
+    batch = RootTraceparents(source.getrandbits, "02")
     values = [batch.next() for _ in range(3 * BATCH + 5)]
     assert len(set(values)) == len(values)
     for value in values:
@@ -27,7 +27,7 @@ def test_values_are_w3c_traceparents_with_the_given_flags_each_handed_out_once()
 def test_the_ids_are_the_drawn_bits_trace_id_first() -> None:
     # The first value handed out is the last id of the draw: its 192 bits are the draw's lowest.
     drawn = random.Random(11).getrandbits(192 * BATCH)
-    batch = DroppedRootTraceparents(random.Random(11).getrandbits, "00")
+    batch = RootTraceparents(random.Random(11).getrandbits, "00")
     lowest = drawn & ((1 << 192) - 1)
     assert batch.next() == f"00-{lowest >> 64:032x}-{lowest & ((1 << 64) - 1):016x}-00"
 
@@ -38,21 +38,28 @@ def test_an_all_zero_trace_or_span_id_is_never_handed_out() -> None:
     # Id 0 (the highest bits) gets a zero trace id, id 1 a zero span id; the rest are all ones.
     zero_trace = ((1 << 128) - 1) << (bits - 128)
     zero_span = ((1 << 64) - 1) << (bits - 2 * 192)
-    batch = DroppedRootTraceparents(lambda n: ones ^ zero_trace ^ zero_span, "00")
+    batch = RootTraceparents(lambda n: ones ^ zero_trace ^ zero_span, "00")
     values = [batch.next() for _ in range(BATCH - 2)]
     assert all(TRACEPARENT.fullmatch(v) for v in values)
     assert not any("0" * 16 in value for value in values)
     assert len(batch._ready) == 0  # the two invalid ids were dropped, not kept
 
 
+def test_ids_handed_out_with_their_header_are_the_header_s() -> None:
+    batch = RootTraceparents(random.Random(3).getrandbits, "01")
+    for _ in range(BATCH + 1):
+        value, trace_id, span_id = batch.next_with_ids()
+        assert value == f"00-{trace_id:032x}-{span_id:016x}-01" and trace_id and span_id
+
+
 def test_flags_must_be_two_hex_digits() -> None:
     with pytest.raises(ValueError, match="two hex digits"):
-        DroppedRootTraceparents(random.getrandbits, "2")
+        RootTraceparents(random.getrandbits, "2")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_does_not_reuse_its_parents_values() -> None:
-    batch = DroppedRootTraceparents(random.getrandbits, "00")
+    batch = RootTraceparents(random.getrandbits, "00")
     batch.next()  # a batch is made; the parent will hand out the rest
     read, write = os.pipe()
     pid = os.fork()
