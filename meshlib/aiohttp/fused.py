@@ -47,7 +47,7 @@ from meshlib.aiohttp.connector import set_connect_timeout
 from meshlib.aiohttp.local_reply import local_response
 from meshlib.aiohttp.observe import end_observation, traced_retry
 from meshlib.aiohttp.total_timeout import settle
-from meshlib.balancing import observe_rtt
+from meshlib.balancing import PickContext, observe_rtt
 from meshlib.config.model import Cluster, Endpoint, Route, WeightedCluster
 from meshlib.decision import Action, Decision, decide
 from meshlib.mesh_state import MeshState
@@ -179,8 +179,8 @@ class _Site:
 class FusedPath:
     """The memo and the fused coroutine of one mesh's client middleware."""
 
-    __slots__ = ("_memo_size", "_memo_state", "_names", "_sites", "_urls", "apply_response_ops", "fallback",
-                 "mesh", "runner", "suppress_hints")
+    __slots__ = ("_memo_size", "_memo_state", "_names", "_pick", "_sites", "_urls", "apply_response_ops",
+                 "fallback", "mesh", "runner", "suppress_hints")
 
     def __init__(
         self, mesh: Mesh, runner: UpstreamRunner[ClientResponse],
@@ -198,6 +198,9 @@ class FusedPath:
         self._names: dict[tuple[str, int], tuple[str, ...] | None] = {}
         self._memo_state: MeshState | None = None
         self._urls: dict[tuple[str, int, str, str, str], URL] = {}
+        # The fused path's own pick context (the runner's is refilled by its attempts): no hash key, attempt 0,
+        # nothing to avoid, and the runner's random source and host statistics.
+        self._pick = PickContext(runner.rng, 0.0, runner.stats)
 
     def __len__(self) -> int:
         """Memoised request shapes (for tests and diagnostics)."""
@@ -226,14 +229,19 @@ class FusedPath:
         names = site.names
         if names is None:
             return None  # the routes read the query string, or a long authority + path: the full path routes it
-        if names:
+        if not names:
+            key: object = req.method
+        elif len(names) == 1:  # the usual case when routes match on a header
+            value = header_value(headers, names[0])
+            if value is not None and len(value) > MEMO_KEY_CHARS:
+                return None
+            key = (req.method, value)
+        else:
             values = [header_value(headers, name) for name in names]
             for value in values:
                 if value is not None and len(value) > MEMO_KEY_CHARS:
                     return None
-            key: object = (req.method, *values)
-        else:
-            key = req.method
+            key = (req.method, *values)
         memo = site.memo
         try:
             return memo[key]
@@ -341,11 +349,8 @@ class FusedPath:
             runtime.budget.deposit(now)
 
             # Step 6, attempt 1.
-            pick = runner._pick
+            pick = self._pick  # attempt 1 of a route without hash policies: only ``now`` changes
             pick.now = now
-            pick.hash_key = None
-            pick.attempt = 0
-            pick.avoid = ()
             balancer = fused.balancer
             endpoint = balancer.pick(pick)
             if endpoint is None:
