@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import platform
 import socket
@@ -87,8 +88,13 @@ async def report(
         round_rps: dict[str, list[float]] = {name: [] for name in paths}
         for send in paths.values():  # warm up connections and code paths
             await measure(send, min(300, requests), concurrency)
-        for _ in range(rounds):
-            for name, send in paths.items():
+        order = list(paths.items())
+        for round_index in range(rounds):
+            # Each round starts with the next path: whatever one path leaves behind (its garbage, an exporter
+            # thread waking) falls on every path alike rather than always on the one after it.
+            shift = round_index % len(order)
+            for name, send in order[shift:] + order[:shift]:
+                gc.collect()  # a collection owed by earlier work does not land in this path's window
                 latencies, rps = await measure(send, requests, concurrency)
                 latencies_of[name].extend(latencies)
                 round_p50[name].append(statistics.median(latencies))

@@ -52,22 +52,38 @@ def begin_observation(req: ClientRequest, telemetry: Telemetry) -> Observation |
 
 
 def end_observation(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
-    """The request is over: take its timestamps now; everything else happens after the response."""
+    """The request is over: take its timestamps now; everything else happens after the response.
+
+    What the deferred part needs of the request and the response is taken here, so that neither is kept
+    alive until the batch runs: held there, they would outlive the request (and a response its body) and
+    burden the garbage collector with objects that would otherwise be freed at once.
+    """
     duration_s = observation.duration_s = time.perf_counter() - observation.started
     observation.end_ns = observation.start_ns + int(duration_s * 1e9)
     telemetry = observation.telemetry
     assert telemetry is not None
     client_span = observation.span
-    if telemetry.sinks or (client_span is not None and client_span.recording):  # sampled out, no sink: nothing
-        telemetry.deferred.defer(_finish, observation, req, response)
+    sinks = telemetry.sinks
+    if sinks or (client_span is not None and client_span.recording):  # sampled out, no sink: nothing
+        local_flag = None
+        if response is not None:
+            observation.status = response.status
+            local_flag = response.headers.get(LOCAL_REPLY_HEADER)
+        request: _RequestParts | None = None
+        if sinks:
+            headers = req.headers
+            request = (req.method, headers.get(hdrs.X_REQUEST_ID), headers.get(hdrs.USER_AGENT),
+                       _content_length(headers))
+        telemetry.deferred.defer(_finish, observation, local_flag, request)
 
 
-def _finish(observation: Observation, req: ClientRequest, response: ClientResponse | None) -> None:
+# What a record needs of the request: method, x-request-id, user-agent, request bytes.
+_RequestParts = tuple[str, "str | None", "str | None", int]
+
+
+def _finish(observation: Observation, local_flag: str | None, request: _RequestParts | None) -> None:
     """How the request ended (status, Envoy response flags), into its span and record (run deferred)."""
-    flags = "-"
-    if response is not None:
-        observation.status = response.status
-        flags = response.headers.get(LOCAL_REPLY_HEADER) or "-"
+    flags = local_flag or "-"
     if observation.delay_injected:
         flags = "DI" if flags == "-" else f"{flags},DI"
     if observation.attempts > 1 and (observation.status >= 500 or observation.status == 0):
@@ -79,8 +95,8 @@ def _finish(observation: Observation, req: ClientRequest, response: ClientRespon
     client_span = observation.span
     if tracing is not None and client_span is not None and client_span.recording:
         tracing.finish_client(client_span, observation)
-    if telemetry.sinks:
-        _report(telemetry.sinks, observation, req)
+    if telemetry.sinks and request is not None:
+        _report(telemetry.sinks, observation, request)
 
 
 async def traced_retry(
@@ -101,23 +117,23 @@ async def traced_retry(
         telemetry.deferred.defer(tracing.finish_attempt, span, time.time_ns(), status, endpoint.key)
 
 
-def _report(sinks: tuple[TelemetrySink, ...], observation: Observation, req: ClientRequest) -> None:
+def _report(sinks: tuple[TelemetrySink, ...], observation: Observation, request: _RequestParts) -> None:
     """Build the request's record and hand it to the sinks."""
-    headers = req.headers
+    method, request_id, user_agent, request_bytes = request
     url = observation.url
     assert isinstance(url, URL)
     deliver_outbound(sinks, observation.outbound_record(
         start_time_unix_ns=observation.start_ns,
         duration_s=observation.duration_s,
-        method=req.method,
+        method=method,
         scheme=url.scheme,
         authority=url.raw_authority,
         path=url.raw_path,
         status=observation.status,
         flags=observation.flags,
-        request_id=headers.get(hdrs.X_REQUEST_ID),
-        user_agent=headers.get(hdrs.USER_AGENT),
-        request_bytes=_content_length(headers),
+        request_id=request_id,
+        user_agent=user_agent,
+        request_bytes=request_bytes,
     ))
 
 
