@@ -90,7 +90,7 @@ def _record_both(
         lazy = LazyClientSpans(tracer)
         assert (lazy._lean is not None) is (processor_type is processors[0])
         if lazy._lean is not None:
-            assert lazy._lean._build is not None  # the installed SDK's ReadableSpan takes the one-dict shortcut
+            assert lazy._lean._build is not None  # the installed SDK's ReadableSpan takes the slotted-subclass shortcut
         client_span = lazy.begin(parent, ClientSpan("GET", url, 1_000_000_123, None, None))
         lazy.record(client_span, dict(end_attributes), 1_000_450_789, error)
         provider.force_flush()
