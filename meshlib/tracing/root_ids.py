@@ -23,8 +23,11 @@ or the text with both ids for one it records (:meth:`RootTraceparents.next_with_
 from __future__ import annotations
 
 import os
+import struct
 import weakref
 from collections.abc import Callable
+from itertools import repeat
+from operator import lshift, or_
 
 BATCH = 256
 _ID_BYTES = 24  # a 128-bit trace id and a 64-bit span id
@@ -64,7 +67,7 @@ class RootTraceparents:
         try:
             return self._ready.pop()
         except IndexError:
-            self._ready.extend(value for value, _ in self._batch())
+            self._ready.extend(self._batch()[0])
             return self._ready.pop()
 
     def next_with_ids(self) -> tuple[str, int, int]:
@@ -72,14 +75,15 @@ class RootTraceparents:
         try:
             return self._ready_ids.pop()
         except IndexError:
-            from_bytes = int.from_bytes
-            self._ready_ids.extend(
-                (value, from_bytes(ids[:16], "big"), from_bytes(ids[16:], "big")) for value, ids in self._batch()
-            )
+            values, raw = self._batch()
+            # Each id's 24 bytes as three big-endian 64-bit words: trace id high, trace id low, span id.
+            words = struct.unpack(f">{3 * len(values)}Q", raw)
+            trace_ids = map(or_, map(lshift, words[0::3], repeat(64)), words[1::3])
+            self._ready_ids.extend(zip(values, trace_ids, words[2::3], strict=True))
             return self._ready_ids.pop()
 
-    def _batch(self) -> list[tuple[str, bytes]]:
-        """A batch of (``traceparent``, the id's 24 bytes), without invalid ids."""
+    def _batch(self) -> tuple[list[str], bytes]:
+        """A batch of ``traceparent`` values and their ids' bytes (24 per id, in order), without invalid ids."""
         raw = self._random_bits(8 * _ID_BYTES * BATCH).to_bytes(_ID_BYTES * BATCH, "big")
         digits = raw.hex().encode("ascii")
         text = bytearray(self._template)
@@ -88,13 +92,14 @@ class RootTraceparents:
             text[target::record] = digits[source::_HEX]
         values = text.decode("ascii").split("\n")
         values.pop()  # after the last newline
-        batch = [(value, raw[i * _ID_BYTES:(i + 1) * _ID_BYTES]) for i, value in enumerate(values)]
         if b"\0" * 8 in raw:  # an all-zero id needs eight zero bytes in a row: look closer, id by id
-            batch = [
-                (value, ids) for value, ids in batch
+            kept = [
+                i for i, value in enumerate(values)
                 if value[_TRACE_AT:_TRACE_AT + 32] != _ZERO_TRACE and value[_SPAN_AT:_SPAN_AT + 16] != _ZERO_SPAN
             ]
-        return batch
+            values = [values[i] for i in kept]
+            raw = b"".join(raw[i * _ID_BYTES:(i + 1) * _ID_BYTES] for i in kept)
+        return values, raw
 
     def forget(self) -> None:
         """Drop the values made so far (a forked child must not reuse its parent's)."""
