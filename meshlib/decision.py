@@ -12,7 +12,7 @@ behaviour.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -43,9 +43,10 @@ class Decision:
     location: str | None = None
     flag: str = ""  # Envoy response flag for local replies: NR, UH, NC, DR (direct response)
     request: RequestView | None = None  # set for ROUTE decisions (a test's fault matchers read it)
-    # What telemetry derives from this decision (a CLIENT span's end attributes), kept with it: the fused
-    # path reuses one Decision per request shape, so that work is done once per outcome, not per request.
-    telemetry_memo: dict[object, Any] | None = None
+    # What telemetry derives from this decision (a CLIENT span's end attributes), kept with it when the
+    # decision is shared — the fused path reuses one per request shape and sets a dict here — so that work
+    # is done once per outcome, not per request. None: a decision made for one request, nothing is kept.
+    telemetry_memo: dict[object, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def route(self) -> Route | None:

@@ -12,8 +12,9 @@ pays for generality it does not use. Here:
   the URL (port, scheme, authority, path) and ``Host`` header, then the
   method and the values of the headers the virtual host's routes read
   (:meth:`~meshlib.routing.RouteTable.memo_headers`). aiohttp hands the same
-  ``URL`` object to every request made with the same URL text, so the URL
-  part is found by the object's identity. At most :data:`MEMO_LIMIT` shapes
+  ``URL`` object to every request made with the same URL text, so a URL
+  object seen twice is then found by its identity; others (``params=``
+  builds a new one per request) by their parts. At most :data:`MEMO_LIMIT` shapes
   (and URLs) are kept, each of at most :data:`MEMO_KEY_CHARS` characters
   (cleared when full, so hostile traffic cannot grow it), and all are
   dropped when the configuration is swapped; virtual hosts whose routes read
@@ -158,29 +159,29 @@ def fusable(state: MeshState, decision: Decision, runtimes: Mapping[str, Cluster
     if runtime is None:
         return None
     decision.request = None  # shared by every request of this shape: keep no request's headers alive
+    decision.telemetry_memo = {}  # shared: telemetry may keep what it derives from it (tracing.spans)
     return FusedRoute(decision, route, destination, cluster, runtime)
 
 
 class _Site:
-    """What a memo lookup needs of one URL object (and ``Host`` header): aiohttp hands the same ``URL``
-    object to every request made with the same URL text (yarl caches them), so this is worked out once."""
+    """What a memo lookup needs of one request target — scheme, authority (the ``Host`` header, else the URL's),
+    port and path — worked out once, with the memo of the routes taken there."""
 
-    __slots__ = ("authority", "host", "memo", "names", "port", "url")
+    __slots__ = ("authority", "last_url", "memo", "names", "port")
 
-    def __init__(self, url: URL, host: str | None, authority: str, port: int, names: tuple[str, ...] | None) -> None:
-        self.url = url  # held, so the id() it is filed under stays this object's
-        self.host = host
+    def __init__(self, authority: str, port: int, names: tuple[str, ...] | None) -> None:
         self.authority = authority
         self.port = port
         self.names = names  # the headers the routes read; None: not memoised (they read the query, or too long)
         self.memo: dict[object, FusedRoute | None] = {}  # (method, header values...) or method -> route
+        self.last_url: URL | None = None  # the URL object of the last request found by shape (see FusedPath._site)
 
 
 class FusedPath:
     """The memo and the fused coroutine of one mesh's client middleware."""
 
-    __slots__ = ("_memo_size", "_memo_state", "_names", "_pick", "_sites", "_urls", "apply_response_ops",
-                 "fallback", "mesh", "runner", "suppress_hints")
+    __slots__ = ("_by_url", "_memo_size", "_memo_state", "_names", "_pick", "_sites", "_urls",
+                 "apply_response_ops", "fallback", "mesh", "runner", "suppress_hints")
 
     def __init__(
         self, mesh: Mesh, runner: UpstreamRunner[ClientResponse],
@@ -192,8 +193,10 @@ class FusedPath:
         self.suppress_hints = suppress_hints
         # The full path, for requests found unusual before they were touched (set by the middleware).
         self.fallback: FullPath | None = None
-        # Sites by id(url), or (id(url), Host header) when the request sets one; each holds its memo.
-        self._sites: dict[object, _Site] = {}
+        # Sites by (scheme, authority, port, path, Host header); each holds its memo. A URL object seen
+        # twice is also filed by its identity, with the object kept to verify it.
+        self._sites: dict[tuple[str, str, int, str, str | None], _Site] = {}
+        self._by_url: dict[object, tuple[URL, _Site]] = {}  # id(url), or (id(url), Host header)
         self._memo_size = 0  # memoised request shapes over every site
         self._names: dict[tuple[str, int], tuple[str, ...] | None] = {}
         self._memo_state: MeshState | None = None
@@ -208,6 +211,7 @@ class FusedPath:
 
     def _forget(self) -> None:
         self._sites.clear()
+        self._by_url.clear()
         self._names.clear()
         self._memo_size = 0
 
@@ -223,9 +227,8 @@ class FusedPath:
         url = req.url
         headers = req.headers
         host = headers.get(hdrs.HOST)
-        site = self._sites.get(id(url) if host is None else (id(url), host))
-        if site is None or site.url is not url or site.host != host:
-            site = self._site(state, url, host)
+        known = self._by_url.get(id(url) if host is None else (id(url), host))
+        site = known[1] if known is not None and known[0] is url else self._site(state, url, host)
         names = site.names
         if names is None:
             return None  # the routes read the query string, or a long authority + path: the full path routes it
@@ -263,22 +266,33 @@ class FusedPath:
         return fused
 
     def _site(self, state: MeshState, url: URL, host: str | None) -> _Site:
+        """The site of ``url`` (+ ``host``) by its shape; a URL object seen twice in a row there is filed by
+        identity too (aiohttp hands the same object to every request made with the same URL text, but a new
+        one to each request with ``params=`` or a fragment: those are found by shape every time)."""
         authority = host or url.raw_authority
         port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
-        names = self._names.get((authority, port), _UNKNOWN)
-        if names is _UNKNOWN:
-            names = state.routes.memo_headers(authority, port)
-            if len(self._names) >= MEMO_LIMIT:
-                self._names.clear()
-            self._names[(authority, port)] = names
-        if len(url.raw_path) + len(authority) > MEMO_KEY_CHARS:
-            names = None  # a long path: routed by the full path, so the memo stays small in bytes too
-        site = _Site(url, host, authority, port, names)
-        sites = self._sites
-        if len(sites) >= MEMO_LIMIT:
-            sites.clear()
-            self._memo_size = 0
-        sites[id(url) if host is None else (id(url), host)] = site
+        shape = (url.scheme, authority, port, url.raw_path, host)
+        site = self._sites.get(shape)
+        if site is None:
+            names = self._names.get((authority, port), _UNKNOWN)
+            if names is _UNKNOWN:
+                names = state.routes.memo_headers(authority, port)
+                if len(self._names) >= MEMO_LIMIT:
+                    self._names.clear()
+                self._names[(authority, port)] = names
+            if len(url.raw_path) + len(authority) > MEMO_KEY_CHARS:
+                names = None  # a long path: routed by the full path, so the memo stays small in bytes too
+            site = _Site(authority, port, names)
+            if len(self._sites) >= MEMO_LIMIT:
+                self._sites.clear()
+                self._by_url.clear()
+                self._memo_size = 0
+            self._sites[shape] = site
+        elif site.last_url is url:
+            if len(self._by_url) >= MEMO_LIMIT:
+                self._by_url.clear()
+            self._by_url[id(url) if host is None else (id(url), host)] = (url, site)
+        site.last_url = url
         return site
 
     def _endpoint_url(self, endpoint: Endpoint, scheme: str, path: str, query: str) -> URL:

@@ -148,7 +148,14 @@ class TokenRetryBudget:
     def _enter(self, index: int) -> None:
         self._slice_index = index
         self._slot = index % _SLICES
-        self._slice_end = (index + 1) * self._slice_s
+        # The first time floor(now / slice) calls the next slice: the product can be an ulp off that.
+        slice_s = self._slice_s
+        end = (index + 1) * slice_s
+        while math.floor(end / slice_s) <= index:
+            end = math.nextafter(end, math.inf)
+        while math.floor(math.nextafter(end, -math.inf) / slice_s) > index:
+            end = math.nextafter(end, -math.inf)
+        self._slice_end = end
 
     def _put(self, amount: int) -> None:
         """Add to the current slice; :meth:`_advance` must have run for this ``now``."""

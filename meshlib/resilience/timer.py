@@ -43,7 +43,6 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 # asyncio runs a timer handle once ``when < loop.time() + clock resolution``; a queue
@@ -51,12 +50,13 @@ from typing import Any
 _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
 
 
-def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """``loop.time`` — as ``time.monotonic`` itself when ``loop`` keeps asyncio's own clock, which is exactly
-    that: a C call instead of a Python method on the request path."""
-    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
-        return time.monotonic
-    return loop.time
+def keeps_monotonic_time(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.time()`` is asyncio's own ``time.monotonic()``, replaced neither on the loop's class nor
+    on the loop itself: then ``time.monotonic()`` (a C call, looked up on the module each time, so a patched
+    ``time.monotonic`` is followed as the loop follows it) reads the same clock without a Python frame."""
+    return getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time and "time" not in getattr(
+        loop, "__dict__", {}
+    )
 
 
 class TaskTimer:
@@ -126,13 +126,13 @@ class TimeoutQueue:
     number of timers in flight.
     """
 
-    __slots__ = ("_entries", "_handle", "_loop", "_time", "timeout")
+    __slots__ = ("_entries", "_handle", "_loop", "_monotonic", "timeout")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         if math.isnan(timeout):  # NaN would break the deadline order
             raise ValueError("a timeout queue needs a timeout, got NaN")
         self._loop = loop
-        self._time = loop_clock(loop)
+        self._monotonic = keeps_monotonic_time(loop)  # checked when the queue is made (one per loop and duration)
         self.timeout = timeout
         self._entries: deque[QueuedTimer] = deque()
         self._handle: asyncio.TimerHandle | None = None
@@ -146,7 +146,7 @@ class TimeoutQueue:
         entries = self._entries
         while entries and entries[0].task is None:
             entries.popleft()
-        entry = QueuedTimer(task, self._time() + self.timeout)
+        entry = QueuedTimer(task, (time.monotonic() if self._monotonic else self._loop.time()) + self.timeout)
         entries.append(entry)
         if self._handle is None:
             self._handle = self._loop.call_at(entry.when, self._fire)
@@ -155,7 +155,7 @@ class TimeoutQueue:
     def _fire(self) -> None:
         self._handle = None
         entries = self._entries
-        limit = self._time() + _CLOCK_RESOLUTION
+        limit = self._loop.time() + _CLOCK_RESOLUTION
         while entries:
             entry = entries[0]
             task = entry.task

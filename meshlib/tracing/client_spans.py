@@ -61,6 +61,8 @@ __all__ = ["ClientSpan", "PresetIds", "lazy_recording_supported"]
 _SAMPLED = int(TraceFlags.SAMPLED)
 _TRACE_FLAGS = [TraceFlags(flags) for flags in range(256)]  # one object per value: made once, not per span
 _START_ATTRIBUTES_LIMIT = 4096  # (method, URL, address, port) shapes whose start attributes are kept
+_TRACE_ID_MAX = (1 << 128) - 1
+_SPAN_ID_MAX = (1 << 64) - 1
 _FINAL_ATTRIBUTES_LIMIT = 4096  # final attribute mappings kept (start shape x end outcome)
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
@@ -175,7 +177,8 @@ def _span_context_tuple(
     """``SpanContext(trace_id, span_id, False, trace_flags, trace_state)`` for ids minted here (never out of
     range), built as its constructor builds it, without the constructor's Python frame."""
     state = DEFAULT_TRACE_STATE if trace_state is None else trace_state
-    return tuple.__new__(SpanContext, (trace_id, span_id, False, trace_flags, state, bool(trace_id and span_id)))
+    valid = 0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX  # as the constructor judges it
+    return tuple.__new__(SpanContext, (trace_id, span_id, False, trace_flags, state, valid))
 
 
 def _span_context_constructor(
@@ -186,7 +189,10 @@ def _span_context_constructor(
 
 def _choose_span_context_maker() -> Callable[[int, int, TraceFlags, TraceState | None], SpanContext]:
     """The tuple shortcut when it gives what this API version's constructor gives, else the constructor."""
-    samples = [(1, 2, _TRACE_FLAGS[1], None), (3 << 100, 4, _TRACE_FLAGS[0], TraceState([("k", "v")]))]
+    samples = [
+        (1, 2, _TRACE_FLAGS[1], None), (3 << 100, 4, _TRACE_FLAGS[0], TraceState([("k", "v")])),
+        (1 << 128, 5, _TRACE_FLAGS[1], None), (6, 0, _TRACE_FLAGS[1], None),  # invalid: out of range, zero
+    ]
     for sample in samples:
         built, expected = _span_context_tuple(*sample), SpanContext(sample[0], sample[1], False, *sample[2:])
         if type(built) is not type(expected) or tuple(built) != tuple(expected) or built.is_valid != expected.is_valid:
@@ -496,24 +502,32 @@ class LazyClientSpans:
             span_id = self._inner_ids.generate_span_id()
         return span_id.to_bytes(8, "big").hex()
 
-    def record(self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool) -> None:
-        """Create the SDK span with the ids already sent upstream, and end it (run deferred)."""
+    def record(
+        self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool, *, shared: bool = False
+    ) -> None:
+        """Create the SDK span with the ids already sent upstream, and end it (run deferred).
+
+        ``shared``: ``attributes`` is a memoised object other spans will bring again (never changed), so the
+        final attributes made from it are memoised too.
+        """
         if not client_span.recording:
             return
         lean = self._lean
         if lean is not None and lean.still_supported():
             # The span's final attributes: its start attributes, then ``attributes`` (a key set again moves
-            # last, as the SDK's set_attributes does), limits applied. ``attributes`` comes memoised (one
-            # object per outcome, never changed), so the result is memoised by its identity too.
+            # last, as the SDK's set_attributes does), limits applied; memoised by the identity of shared
+            # ``attributes`` (one object per route and outcome, never changed).
             key = (
                 id(attributes), client_span.method, client_span.url, client_span.server_address,
                 client_span.server_port, client_span.resend_count,
             )
-            memoise = True
-            try:
-                found = self._final_attributes.get(key)
-            except TypeError:  # an unhashable URL-like object: nothing is memoised for it
-                found, memoise = None, False
+            memoise = shared
+            found = None
+            if shared:
+                try:
+                    found = self._final_attributes.get(key)
+                except TypeError:  # an unhashable URL-like object: nothing is memoised for it
+                    memoise = False
             if found is None or found[0] is not attributes:
                 merged = client_span.start_attributes()
                 for name in merged.keys() & attributes.keys():

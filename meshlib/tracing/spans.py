@@ -209,23 +209,21 @@ class Tracing:
     def finish_client(self, client_span: ClientSpan, observation: Observation) -> None:
         """Record the CLIENT span as the request ended, with what it learned (run deferred)."""
         decision = observation.decision
-        if decision is None:
+        memo = decision.telemetry_memo if decision is not None else None
+        if memo is None:  # a decision made for this request alone
             attributes, error = _end_attributes(observation)
-        else:
-            # The end attributes are a function of the decision and of these: memoised with the decision
-            # (shared, never changed afterwards: a span keeps them read-only, the SDK copies on set).
-            key = (observation.status, observation.attempts, observation.flags, observation.cluster_override,
-                   observation.upstream_host)
-            memo = decision.telemetry_memo
-            if memo is None:
-                memo = decision.telemetry_memo = {}
-            found = memo.get(key)
-            if found is None:
-                if len(memo) >= _END_ATTRIBUTES_PER_DECISION:
-                    memo.clear()
-                found = memo[key] = _end_attributes(observation)
-            attributes, error = found
-        self._end(client_span, attributes, observation.end_ns, error)
+            self._end(client_span, attributes, observation.end_ns, error)
+            return
+        # A shared decision (the fused path's): the end attributes are a function of it and of these, so they
+        # are memoised with it — shared, never changed afterwards (a span keeps them read-only, the SDK copies).
+        key = (observation.status, observation.attempts, observation.flags, observation.cluster_override,
+               observation.upstream_host)
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= _END_ATTRIBUTES_PER_DECISION:
+                memo.clear()
+            found = memo[key] = _end_attributes(observation)
+        self._end(client_span, found[0], observation.end_ns, found[1], shared=True)
 
     def finish_attempt(self, client_span: ClientSpan, end_ns: int, status: int, endpoint: str | None) -> None:
         """Record one retry's CLIENT span (run deferred)."""
@@ -239,11 +237,14 @@ class Tracing:
             attributes["error.type"] = str(status) if status else "request_failed"
         self._end(client_span, attributes, end_ns, error)
 
-    def _end(self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool) -> None:
+    def _end(
+        self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool, *, shared: bool = False
+    ) -> None:
+        """``shared``: ``attributes`` is one memoised object that later spans will bring again."""
         span = client_span.span
         if span is None:
             assert self._lazy is not None
-            self._lazy.record(client_span, attributes, end_ns, error)
+            self._lazy.record(client_span, attributes, end_ns, error, shared=shared)
             return
         if error:
             span.set_status(Status(StatusCode.ERROR))

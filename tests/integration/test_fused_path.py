@@ -263,6 +263,36 @@ async def test_memo_is_bounded_and_dropped_on_reload(
             assert len(memo) == 1  # dropped with the old configuration, then refilled
 
 
+async def test_params_and_host_headers_share_a_site_and_its_memo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``params=`` gives every request a new URL object: it is found by its parts, not memoised anew; and a
+    request to another URL with the same Host header and path is the same shape."""
+    taken = _count_fused(monkeypatch)
+    lookups: list[int] = []
+    original = FusedPath.lookup
+
+    def lookup(self: FusedPath, req: Any) -> Any:
+        found = original(self, req)
+        lookups.append(len(self))
+        return found
+
+    monkeypatch.setattr(FusedPath, "lookup", lookup)
+    async with _upstreams("ok", "ok") as (first, _second):
+        config = tmp_path / "mesh.yaml"
+        config.write_text(_mesh_yaml({"v1": first.port}, ""))
+        mesh = meshlib.Mesh.from_files(config)
+        async with mesh, mesh.session() as http:
+            for i in range(20):
+                async with http.get("http://reviews:9080/item", params={"page": str(i)}) as resp:
+                    assert resp.status == 200
+                async with http.get("http://elsewhere:9080/item", headers={"Host": "reviews:9080"}) as resp:
+                    assert resp.status == 200
+    assert taken[0] == 40 and first.hits == 40
+    # aiohttp puts the URL's authority in the Host header: both are GET reviews:9080/item, one memoised shape.
+    assert lookups == [1] * 40
+
+
 async def test_query_routes_are_not_memoised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     taken = _count_fused(monkeypatch)
     async with _upstreams("ok", "ok") as (first, second):

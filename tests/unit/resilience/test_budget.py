@@ -104,3 +104,16 @@ def test_clock_going_backwards_is_harmless() -> None:
 def test_token_budget_validation(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         TokenRetryBudget(**kwargs)
+
+
+def test_a_deposit_lands_in_the_slice_floor_of_its_time_names() -> None:
+    """The fast path's slice end agrees with floor(now / slice) to the ulp, for a slice not exact in binary."""
+    import math
+
+    budget = TokenRetryBudget(ttl_s=3.0, min_retries_per_sec=0.0, percent_can_retry=0.2)  # 0.3 s slices
+    slice_s = 3.0 / 10
+    for index in range(1, 200):
+        edge = index * slice_s
+        for now in (math.nextafter(edge, -math.inf), edge, math.nextafter(edge, math.inf)):
+            budget.deposit(now)
+            assert budget._slot == math.floor(now / slice_s) % 10, (index, now)

@@ -168,3 +168,31 @@ def test_nan_timeout_is_refused() -> None:
             TimeoutQueue(loop, float("nan"))
     finally:
         loop.close()
+
+
+def test_the_queue_reads_monotonic_only_where_the_loop_does() -> None:
+    import time
+
+    from meshlib.resilience.timer import keeps_monotonic_time
+
+    class OwnClock(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return 42.0
+
+    stock, own = asyncio.new_event_loop(), OwnClock()
+    try:
+        assert keeps_monotonic_time(stock)
+        assert not keeps_monotonic_time(own)
+        stock.time = lambda: 7.0  # type: ignore[method-assign]  # a test's fake clock on the instance
+        assert not keeps_monotonic_time(stock)
+
+        async def arm_on(loop: asyncio.AbstractEventLoop) -> float:
+            return TimeoutQueue(loop, 1.0).arm(asyncio.current_task()).when  # type: ignore[arg-type]
+
+        assert own.run_until_complete(arm_on(own)) == 43.0  # the loop's own clock, not time.monotonic()
+        del stock.time
+        before = time.monotonic()
+        assert before + 1.0 <= stock.run_until_complete(arm_on(stock)) <= time.monotonic() + 1.0
+    finally:
+        stock.close()
+        own.close()

@@ -282,6 +282,7 @@ def test_end_attributes_are_memoised_per_decision_and_outcome() -> None:
 
     tracing, exporter = _tracing(ALWAYS_ON)
     decision = Decision(Action.ROUTE)
+    decision.telemetry_memo = {}  # shared, as the fused path marks its memoised decisions
     outcomes = [(200, 1, "-", "10.0.0.1:80"), (503, 3, "URX", "10.0.0.2:80"), (200, 1, "-", "10.0.0.1:80")]
     for status, attempts, flags, endpoint in outcomes:
         span = tracing.begin_client_or_propagate("GET", URL("http://reviews:9080/r"), {})
@@ -297,6 +298,16 @@ def test_end_attributes_are_memoised_per_decision_and_outcome() -> None:
     assert failed["meshlib.response_flags"] == "URX" and failed["network.peer.address"] == "10.0.0.2"
     assert [span.status.is_ok for span in exporter.get_finished_spans()] == [True, False, True]
     assert decision.telemetry_memo is not None and len(decision.telemetry_memo) == 2
+    # A decision made for one request keeps nothing.
+    single = Decision(Action.ROUTE)
+    span = tracing.begin_client_or_propagate("GET", URL("http://reviews:9080/r"), {})
+    assert span is not None
+    observation = Observation()
+    observation.describe(single, "reviews:9080")
+    observation.status, observation.attempts, observation.end_ns = 200, 1, span.start_ns + 1000
+    observation.upstream_host = "10.0.0.1:80"
+    tracing.finish_client(span, observation)
+    assert single.telemetry_memo is None and dict(exporter.get_finished_spans()[-1].attributes or {}) == first
 
 
 def test_a_custom_sampler_keeps_the_sdk_path_and_its_decision() -> None:
