@@ -54,9 +54,9 @@ def keeps_monotonic_time(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``loop.time()`` is asyncio's own ``time.monotonic()``, replaced neither on the loop's class nor
     on the loop itself: then ``time.monotonic()`` (a C call, looked up on the module each time, so a patched
     ``time.monotonic`` is followed as the loop follows it) reads the same clock without a Python frame."""
-    return getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time and "time" not in getattr(
-        loop, "__dict__", {}
-    )
+    # Through the bound method, not the loop's __dict__: reading that makes CPython give the loop a real dict
+    # for good, and every attribute read of the loop's own code (several per request) takes the slow path.
+    return getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time
 
 
 class TaskTimer:
