@@ -95,9 +95,8 @@ def timeout_hint(seconds: float) -> str:
 class FusedRoute:
     """One memoised routing decision that the fused path can run, and what it precomputes for it."""
 
-    __slots__ = ("authority", "balancer", "close", "cluster", "cluster_name", "connect_timeout_s", "decision",
-                 "destination", "path", "plan", "plan_loop", "request_ops", "response_ops", "route", "runtime",
-                 "try_hint")
+    __slots__ = ("authority", "balancer", "close", "connect_timeout_s", "decision", "path", "plan", "plan_loop",
+                 "request_ops", "response_ops", "route", "runtime", "try_hint")
 
     def __init__(
         self, decision: Decision, route: Route, destination: WeightedCluster, cluster: Cluster,
@@ -108,9 +107,6 @@ class FusedRoute:
         self.runtime = runtime
         self.decision = decision
         self.route = route
-        self.destination = destination
-        self.cluster = cluster
-        self.cluster_name = cluster.name
         assert decision.balancer is not None
         self.balancer = decision.balancer
         self.path = decision.path  # the rewritten path, None: the request's own
@@ -393,6 +389,7 @@ class FusedPath:
             try_timer = try_queue.arm(task) if try_queue is not None and task is not None else None
             try:
                 response = await handler(req)
+                # What ``runner.classify`` (the client's ``_classify``) answers, without its two calls.
                 outcome = RESPONSE_OUTCOMES.get(response.status) or runner.classify(response)
             except asyncio.CancelledError:
                 if try_timer is None or not try_timer.expired():
@@ -406,7 +403,7 @@ class FusedPath:
                 outcome = classified
             finally:
                 if try_timer is not None:
-                    try_timer.task = None  # disarmed (QueuedTimer.cancel, inline)
+                    try_timer.cancel()
                 host.active_requests -= 1
             classifier = plan.classifier
             status = outcome.http_status
@@ -470,13 +467,10 @@ class FusedPath:
             raise
         finally:
             if total is not None:
-                if returned is not None and returned._connection is not None:
-                    settle(total, returned)  # the entry now covers the body
-                else:
-                    total.task = None  # disarmed (what settle does then, inline)
+                settle(total, returned)
             if not handed_over:
                 if route_timer is not None:
-                    route_timer.task = None  # disarmed (QueuedTimer.cancel, inline)
+                    route_timer.cancel()
                 if runtime.waiters:  # a request waits for a connection slot: it gets this one
                     runtime.release_admitted(True)
                 else:

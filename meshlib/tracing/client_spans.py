@@ -171,6 +171,16 @@ class ClientSpan:
 _START_ATTRIBUTES: dict[tuple[object, ...], dict[str, Any]] = {}
 
 
+def _merged(client_span: ClientSpan, attributes: dict[str, Any]) -> dict[str, Any]:
+    """The span's start attributes, then ``attributes``: a key set again moves last, as the SDK's
+    ``set_attributes`` does."""
+    merged = client_span.start_attributes()
+    for name in merged.keys() & attributes.keys():
+        del merged[name]
+    merged.update(attributes)
+    return merged
+
+
 def _span_context_tuple(
     trace_id: int, span_id: int, trace_flags: TraceFlags, trace_state: TraceState | None
 ) -> SpanContext:
@@ -502,6 +512,24 @@ class LazyClientSpans:
             span_id = self._inner_ids.generate_span_id()
         return span_id.to_bytes(8, "big").hex()
 
+    def _final_attributes_of(self, client_span: ClientSpan, attributes: dict[str, Any], lean: LeanSpanRecorder) -> Any:
+        """The span's final attributes made from shared ``attributes`` (one object per route and outcome, never
+        changed), memoised by that object's identity and the span's start attribute parts."""
+        key = (
+            id(attributes), client_span.method, client_span.url, client_span.server_address,
+            client_span.server_port, client_span.resend_count,
+        )
+        try:
+            found = self._final_attributes.get(key)
+        except TypeError:  # an unhashable URL-like object: nothing is memoised for it
+            return lean.final_attributes(_merged(client_span, attributes))
+        if found is None or found[0] is not attributes:
+            found = (attributes, lean.final_attributes(_merged(client_span, attributes)))  # holds its key's object
+            if len(self._final_attributes) >= _FINAL_ATTRIBUTES_LIMIT:
+                self._final_attributes.clear()
+            self._final_attributes[key] = found
+        return found[1]
+
     def record(
         self, client_span: ClientSpan, attributes: dict[str, Any], end_ns: int, error: bool, *, shared: bool = False
     ) -> None:
@@ -514,32 +542,11 @@ class LazyClientSpans:
             return
         lean = self._lean
         if lean is not None and lean.still_supported():
-            # The span's final attributes: its start attributes, then ``attributes`` (a key set again moves
-            # last, as the SDK's set_attributes does), limits applied; memoised by the identity of shared
-            # ``attributes`` (one object per route and outcome, never changed).
-            key = (
-                id(attributes), client_span.method, client_span.url, client_span.server_address,
-                client_span.server_port, client_span.resend_count,
+            final = self._final_attributes_of(client_span, attributes, lean) if shared else (
+                lean.final_attributes(_merged(client_span, attributes))
             )
-            memoise = shared
-            found = None
-            if shared:
-                try:
-                    found = self._final_attributes.get(key)
-                except TypeError:  # an unhashable URL-like object: nothing is memoised for it
-                    memoise = False
-            if found is None or found[0] is not attributes:
-                merged = client_span.start_attributes()
-                for name in merged.keys() & attributes.keys():
-                    del merged[name]
-                merged.update(attributes)
-                found = (attributes, lean.final_attributes(merged))  # holds ``attributes``: its id stays its own
-                if memoise:
-                    if len(self._final_attributes) >= _FINAL_ATTRIBUTES_LIMIT:
-                        self._final_attributes.clear()
-                    self._final_attributes[key] = found
-            lean.record_final(
-                client_span.method, client_span.span_context(), client_span.parent_span_context, found[1],
+            lean.record(
+                client_span.method, client_span.span_context(), client_span.parent_span_context, final,
                 client_span.start_ns, end_ns, error,
             )
             return

@@ -195,26 +195,15 @@ class LeanSpanRecorder:
         self._enders = _enders(self._processors)
         return True
 
-    def record(
-        self,
-        name: str,
-        context: SpanContext,
-        *,
-        parent: SpanContext | None,
-        attributes: dict[str, Any],
-        start_ns: int,
-        end_ns: int,
-        error: bool,
-    ) -> None:
-        """End one sampled span: what ``start_span(...)`` + ``set_status`` + ``end(end_ns)`` would export."""
-        self.record_final(name, context, parent, self.final_attributes(attributes), start_ns, end_ns, error)
-
-    def record_final(  # noqa: PLR0917 - a hot path: positional is cheaper
+    def record(  # noqa: PLR0917 - a hot path: positional is cheaper
         self, name: str, context: SpanContext, parent: SpanContext | None, attributes: Any, start_ns: int,
         end_ns: int, error: bool,
     ) -> None:
-        """:meth:`record` with ``attributes`` already as :meth:`final_attributes` made them (they may be
-        shared by many spans: nothing changes them)."""
+        """End one sampled span: what ``start_span(...)`` + ``set_status`` + ``end(end_ns)`` would export.
+
+        ``attributes``: as :meth:`final_attributes` made them (they may be shared by many spans: nothing
+        changes them).
+        """
         tracer = self._tracer
         if not tracer._tracer_config.is_enabled:  # the SDK's tracer configurator can disable a tracer any time
             return
