@@ -288,8 +288,6 @@ class _InjectedRequest:
         return LocalReply(abort.http_status or 200, "fault filter abort", "FI", grpc_status=abort.grpc_status)
 
     def wrap(self, send: AttemptSend[Any]) -> AttemptSend[Any]:
-        tls_mode = self.cluster.policy.tls.mode
-
         async def faulty_send(endpoint: Endpoint, attempt: int, hint: float | None) -> Any:
             if self.current is not None:
                 self.current.retried = True
@@ -302,13 +300,6 @@ class _InjectedRequest:
                     jitter = fault.jitter_s
                     rng = self.faults.rng
                     await asyncio.sleep(fault.latency_s + (rng.uniform(-jitter, jitter) if jitter else 0.0))
-                if fault.action in _ANSWERING_ACTIONS and tls_mode != "DISABLE":
-                    raise FaultNotApplicable(
-                        f"mesh_faults: {fault.describe()} cannot act on {self.cluster.name}: its DestinationRule "
-                        f"tls is {tls_mode} and the fault servers speak plaintext, so the attempt would fail the "
-                        f"TLS handshake (503 UF) instead; on a TLS cluster use refuse(), reset(), blackhole() or "
-                        f"latency(), or a route-level abort()"
-                    )
                 if fault.action is not None:
                     address, port = self.faults.servers.address(
                         self.transport, fault.action, status=fault.status_code, grpc_status=fault.grpc_status,
@@ -328,11 +319,22 @@ class _InjectedRequest:
         for fault in list(faults.upstream_faults):
             if not fault.armed() or not fault.applies_to_attempt(self.cluster, key):
                 continue
+            self._check_applicable(fault)  # before any draw, delay or count: the fault could never act here
             fault.seen += 1
             if draw(fault.percent, faults.rng):
                 fault.injected += 1
                 return fault
         return None
+
+    def _check_applicable(self, fault: UpstreamFault) -> None:
+        tls_mode = self.cluster.policy.tls.mode
+        if fault.action in _ANSWERING_ACTIONS and tls_mode != "DISABLE":
+            raise FaultNotApplicable(
+                f"mesh_faults: {fault.describe()} cannot act on {self.cluster.name}: its DestinationRule "
+                f"tls is {tls_mode} and the fault servers speak plaintext, so the attempt would fail the "
+                f"TLS handshake (503 UF) instead; on a TLS cluster use refuse(), reset(), blackhole() or "
+                f"latency(), or a route-level abort()"
+            )
 
     def record(self, outcome: Outcome) -> None:
         entry = self.current
