@@ -211,9 +211,9 @@ def _lb_policy(message: Any, where: Where, extras: dict[str, Any], *, passthroug
         if config.HasField("active_request_bias"):
             bias = config.active_request_bias.default_value
         if config.HasField("slow_start_config"):
-            warmup = _warmup(config.slow_start_config)
+            warmup = _warmup(config.slow_start_config, "least_request_lb_config.slow_start_config")
     if message.HasField("round_robin_lb_config") and message.round_robin_lb_config.HasField("slow_start_config"):
-        warmup = _warmup(message.round_robin_lb_config.slow_start_config)
+        warmup = _warmup(message.round_robin_lb_config.slow_start_config, "round_robin_lb_config.slow_start_config")
 
     common = message.common_lb_config
     panic = common.healthy_panic_threshold.value if common.HasField("healthy_panic_threshold") else 50.0
@@ -246,10 +246,11 @@ def _policy_extension(message: Any, where: Where) -> LbKind:
     raise where.error("load_balancing_policy", "no policies")
 
 
-def _warmup(config: Any) -> Warmup:
+def _warmup(config: Any, path: str) -> Warmup:
+    """A ``slow_start_config`` at ``path`` (for an error's field path)."""
     aggression = config.aggression.default_value if config.HasField("aggression") else 1.0
     minimum = config.min_weight_percent.value if config.HasField("min_weight_percent") else 10.0
-    return Warmup(seconds(config.slow_start_window, "slow_start_window"), float(minimum), float(aggression))
+    return Warmup(seconds(config.slow_start_window, f"{path}.slow_start_window"), float(minimum), float(aggression))
 
 
 def _hash_policies(raw: Any) -> tuple[HashPolicy, ...]:

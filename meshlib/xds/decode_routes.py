@@ -447,7 +447,7 @@ def _hash_policy(policy: Any, where: Where, path: str) -> HashPolicy | None:
     if kind == "header":
         return HashPolicy("header", policy.header.header_name.lower(), terminal)
     if kind == "cookie":
-        ttl = optional_seconds(policy.cookie, "ttl")
+        ttl = optional_seconds(policy.cookie, "ttl", f"{path}.cookie")
         return HashPolicy("cookie", policy.cookie.name, terminal, ttl, policy.cookie.path)
     if kind == "connection_properties":
         return HashPolicy("source_ip", "", terminal) if policy.connection_properties.source_ip else None

@@ -109,7 +109,31 @@ def route_timeout_out_of_range() -> tuple[str, Any]:
     return urls.ROUTE_CONFIGURATION, config
 
 
+def negative_slow_start_window() -> tuple[str, Any]:
+    cluster = istio_cluster("")
+    cluster.least_request_lb_config.slow_start_config.slow_start_window.seconds = -5
+    return urls.CLUSTER, cluster
+
+
+def negative_cookie_ttl() -> tuple[str, Any]:
+    config = istio_route_configuration()
+    policy = config.virtual_hosts[0].routes[1].route.hash_policy.add()
+    policy.cookie.name = "session"
+    policy.cookie.ttl.seconds = -1
+    return urls.ROUTE_CONFIGURATION, config
+
+
 CASES: list[tuple[Callable[[], tuple[str, Any]], str]] = [
+    (
+        negative_slow_start_window,
+        f"Cluster outbound|9080||{REVIEWS}: least_request_lb_config.slow_start_config.slow_start_window: "
+        "invalid duration: expected a positive duration, got -5s 0ns",
+    ),
+    (
+        negative_cookie_ttl,
+        "RouteConfiguration 9080: virtual_hosts[0].routes[1].route.hash_policy[0].cookie.ttl: invalid duration: "
+        "expected a positive duration, got -1s 0ns",
+    ),
     (
         negative_connect_timeout,
         f"Cluster outbound|9080||{REVIEWS}: connect_timeout: invalid duration: expected a positive duration, "
