@@ -41,6 +41,15 @@ def config_paths(config: MeshConfig, directory: Path) -> list[str | Path]:
     return list(config)
 
 
+MESH_DIRECTORY = "meshlib-mesh"  # the mesh fixture's directory under the test's tmp_path
+
+
+def stubs_directory(directory: Path) -> Path:
+    """Where :func:`started_mesh` on ``directory`` reads the stubs ``mesh_service`` registers (and the test
+    control plane serves them from)."""
+    return directory / "generated"
+
+
 @contextlib.asynccontextmanager
 async def started_mesh(config: MeshConfig, directory: Path, *, seed: int,
                        namespace: str = "default") -> AsyncIterator[Mesh]:
@@ -51,7 +60,7 @@ async def started_mesh(config: MeshConfig, directory: Path, *, seed: int,
     """
     from meshlib.mesh import Mesh
 
-    generated = directory / "generated"
+    generated = stubs_directory(directory)
     generated.mkdir(parents=True, exist_ok=True)
     paths = [*config_paths(config, directory), generated]
     mesh = Mesh.from_files(*paths, namespace=namespace, poll_interval_s=0.05, rng=random.Random(seed))

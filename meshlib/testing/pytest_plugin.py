@@ -211,17 +211,18 @@ if _HAVE_PYTEST_ASYNCIO:
     async def mesh(mesh_config: MeshConfig, mesh_fault_seed: int, tmp_path: Path) -> AsyncIterator[Mesh]:
         """A started :class:`meshlib.Mesh` on ``mesh_config`` (hot reload every 50 ms, RNG seeded with
         ``mesh_fault_seed``), stopped at teardown. Works in pytest-asyncio's strict and auto modes."""
-        from meshlib.testing.meshes import started_mesh
+        from meshlib.testing.meshes import MESH_DIRECTORY, started_mesh
 
-        async with started_mesh(mesh_config, tmp_path / "meshlib-mesh", seed=mesh_fault_seed) as started:
+        async with started_mesh(mesh_config, tmp_path / MESH_DIRECTORY, seed=mesh_fault_seed) as started:
             yield started
 
     @pytest_asyncio.fixture
     async def mesh_service(mesh: Mesh, tmp_path: Path) -> AsyncIterator[MeshServices]:
         """Start loopback stub services registered in ``mesh``: ``await mesh_service("ratings", version="v1")``."""
+        from meshlib.testing.meshes import MESH_DIRECTORY, stubs_directory
         from meshlib.testing.services import MeshServices
 
-        services = MeshServices(mesh, tmp_path / "meshlib-mesh" / "generated", mesh.snapshot.workload.namespace)
+        services = MeshServices(mesh, stubs_directory(tmp_path / MESH_DIRECTORY), mesh.snapshot.workload.namespace)
         try:
             yield services
         finally:
@@ -232,9 +233,9 @@ if _HAVE_PYTEST_ASYNCIO:
         """meshlib's control plane on a free loopback port serving ``mesh_config`` and the stubs
         ``mesh_service`` starts, with ``GRPC_XDS_BOOTSTRAP_CONFIG`` set for proxyless gRPC
         (``xds:///`` targets) while it runs."""
-        from meshlib.testing.meshes import started_control_plane
+        from meshlib.testing.meshes import MESH_DIRECTORY, started_control_plane, stubs_directory
 
-        generated = tmp_path / "meshlib-mesh" / "generated"  # where mesh_service writes (started_mesh)
+        generated = stubs_directory(tmp_path / MESH_DIRECTORY)  # where mesh_service writes
         async with started_control_plane(mesh_config, tmp_path / "meshlib-control-plane", generated=generated) as plane:
             yield plane
 
