@@ -12,3 +12,9 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def refused_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused (a port bound and released a moment
+    ago; another process could take it in between, which loopback tests accept)."""
+    return free_port()

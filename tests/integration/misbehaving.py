@@ -69,13 +69,6 @@ async def closing_upstream(name: str) -> AsyncIterator[Upstream]:
         await server.wait_closed()
 
 
-def refused_port() -> int:
-    """A loopback port where nothing listens (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def mesh_yaml(ports: dict[str, int], *, dr_policy: str = "", vs_rule: str = "", vs_annotations: str = "") -> str:
     endpoints = "\n".join(
         f"  - {{address: 127.0.0.1, ports: {{http: {port}}}, labels: {{host: {name}}}}}" for name, port in ports.items()

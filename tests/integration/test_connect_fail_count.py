@@ -8,7 +8,8 @@ import pytest
 
 import meshlib
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
-from tests.integration.misbehaving import mesh_yaml, refused_port
+from tests.integration.misbehaving import mesh_yaml
+from tests.ports import refused_port
 
 pytestmark = pytest.mark.asyncio
 

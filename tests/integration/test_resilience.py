@@ -18,9 +18,9 @@ from tests.integration.misbehaving import (
     closing_upstream,
     http_upstream,
     mesh_yaml,
-    refused_port,
     unaccepting_port,
 )
+from tests.ports import refused_port
 
 pytestmark = pytest.mark.asyncio
 CLUSTER = "outbound|9080||svc.default.svc.cluster.local"

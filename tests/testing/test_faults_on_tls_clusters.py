@@ -11,14 +11,14 @@ import meshlib
 from meshlib.aiohttp.local_reply import LOCAL_REPLY_HEADER
 from meshlib.testing.faults import FaultNotApplicable, MeshFaults
 from tests.integration.misbehaving import mesh_yaml
-from tests.ports import free_port
+from tests.ports import refused_port
 
 pytestmark = pytest.mark.asyncio
 
 
 def _mesh(tmp_path: Path, tls_mode: str) -> meshlib.Mesh:
     config = tmp_path / f"mesh-{tls_mode}.yaml"
-    config.write_text(mesh_yaml({"only": free_port()}, dr_policy=f"    tls: {{mode: {tls_mode}}}"))
+    config.write_text(mesh_yaml({"only": refused_port()}, dr_policy=f"    tls: {{mode: {tls_mode}}}"))
     return meshlib.Mesh.from_files(config)
 
 

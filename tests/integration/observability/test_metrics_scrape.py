@@ -12,7 +12,8 @@ from aiohttp import web
 
 import meshlib
 from meshlib.tracing.prometheus import prometheus_handler
-from tests.integration.misbehaving import http_upstream, mesh_yaml, refused_port
+from tests.integration.misbehaving import http_upstream, mesh_yaml
+from tests.ports import refused_port
 
 pytestmark = pytest.mark.asyncio
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from meshlib.discovery.consul.client import ConsulClient, ConsulError, ConsulSet
 from meshlib.discovery.consul.source import ConsulConfigSource, _remote_targets, entry_of
 from meshlib.discovery.consul.state import ConsulState
 from meshlib.errors import ConfigProblem
+from tests.ports import free_port
 
 
 def test_address_token_and_tls_follow_consul_cli_precedence(tmp_path: Any) -> None:
@@ -49,16 +49,9 @@ def test_blocking_timeout_covers_wait_plus_server_jitter() -> None:
     assert _wait_seconds([("index", "5"), ("wait", "1m")]) == pytest.approx(60.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.asyncio
 async def test_transport_failure_is_one_meshlib_error() -> None:
-    client = ConsulClient(ConsulSettings.resolve(f"127.0.0.1:{_free_port()}", env={}, connect_timeout_s=1.0))
+    client = ConsulClient(ConsulSettings.resolve(f"127.0.0.1:{free_port()}", env={}, connect_timeout_s=1.0))
     try:
         with pytest.raises(ConsulError, match="cannot reach Consul") as caught:
             await client.get("/v1/catalog/services")
