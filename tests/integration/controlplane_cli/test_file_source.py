@@ -55,7 +55,15 @@ def test_inbound_policies_are_reported_as_not_served(tmp_path: Path, caplog: pyt
     assert [w.split(": ")[1] for w in warnings] == [
         "PeerAuthentication default/strict", "AuthorizationPolicy default/deny-all"]
     assert all(w.startswith(f"{policies}:") and "not served over xDS" in w for w in warnings)
-    assert [r.getMessage() for r in caplog.records] == warnings  # said once, when the snapshot came in force
+    assert [r.getMessage() for r in caplog.records] == warnings  # said when the snapshot came in force
+    # A new snapshot with the same policies (the routes changed): in force, and the warnings not said again.
+    _config(tmp_path, {"v1": 50, "v2": 50})
+    version = source.status()["config_version"]
+    with caplog.at_level("WARNING", logger="meshlib.controlplane.encoded_source"):
+        source.load()
+    assert source.status()["config_version"] != version
+    assert source.status()["config_warnings"] == warnings
+    assert [r.getMessage() for r in caplog.records] == warnings
 
 
 def test_invalid_files_raise_with_every_problem(tmp_path: Path) -> None:
