@@ -33,7 +33,6 @@ from typing import Any
 from meshlib.config.compile import DEFAULT_WORKLOAD
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.controlplane.encoded_source import EncodedSnapshotSource
-from meshlib.controlplane.plane import ControlPlane
 from meshlib.discovery.consul.client import ConsulClient, ConsulSettings
 from meshlib.discovery.consul.source import ConsulConfigSource
 from meshlib.discovery.consul.watch import WatchTiming
@@ -86,10 +85,8 @@ class ConsulSnapshotSource(EncodedSnapshotSource):
             self._task = asyncio.get_running_loop().create_task(self.consul.run(), name="meshlib-consul-source")
         return await self.consul.wait_first()
 
-    async def watch(self, plane: ControlPlane | None = None) -> None:
-        """Run until cancelled (attaching ``plane`` first, if given); stops the watches on the way out."""
-        if plane is not None and plane is not self._plane:
-            self.attach(plane)
+    async def _follow(self) -> None:
+        """Run until cancelled; stops the watches on the way out."""
         await self.start()
         assert self._task is not None
         try:

@@ -68,8 +68,20 @@ class EncodedSnapshotSource:
 
     def attach(self, plane: ControlPlane) -> None:
         """Notify ``plane`` on every new snapshot and add this source's :meth:`status` keys to its ``status()``."""
+        if plane is self._plane:
+            return
         self._plane = plane
         plane.add_status_extra(self.status)
+
+    async def watch(self, plane: ControlPlane | None = None) -> None:
+        """Follow the configuration until cancelled (attaching ``plane`` first, if given)."""
+        if plane is not None:
+            self.attach(plane)
+        await self._follow()
+
+    async def _follow(self) -> None:
+        """Keep the snapshot current until cancelled (each source says from where)."""
+        raise NotImplementedError
 
     def status(self) -> dict[str, Any]:
         """``config_version`` and the source's own keys (each source says which)."""

@@ -32,7 +32,6 @@ from typing import Any
 from meshlib.config.compile import DEFAULT_WORKLOAD
 from meshlib.config.model import MeshSnapshot, WorkloadIdentity
 from meshlib.controlplane.encoded_source import EncodedSnapshotSource
-from meshlib.controlplane.plane import ControlPlane
 from meshlib.discovery.files import FileConfigSource
 
 __all__ = ["FileSnapshotSource"]
@@ -65,10 +64,8 @@ class FileSnapshotSource(EncodedSnapshotSource):
 
     # -- plane integration -----------------------------------------------------------
 
-    async def watch(self, plane: ControlPlane | None = None) -> None:
-        """Poll the files until cancelled (attaching ``plane`` first, if given)."""
-        if plane is not None and plane is not self._plane:
-            self.attach(plane)
+    async def _follow(self) -> None:
+        """Poll the files until cancelled."""
         await self.files.watch()
 
     @property
