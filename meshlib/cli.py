@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="*", help="files or directories (default: the embedded default mesh)")
     _consul_arguments(validate)
     validate.add_argument(
-        "--strict", action="store_true", help="also exit 1 on warnings (Istio analyzer findings such as IST0101; settings meshlib does not run in process)"
+        "--strict", action="store_true",
+        help="also exit 1 on warnings (Istio analyzer findings such as IST0101; settings meshlib does not run in process)",
     )
     validate.set_defaults(run=_validate)
 
