@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _consul_arguments(validate)
     validate.add_argument(
         "--strict", action="store_true",
-        help="also exit 1 on warnings (Istio analyzer findings such as IST0101; settings meshlib does not run in process)",
+        help="also exit 1 on warnings (Istio analyzer findings such as IST0101; settings not run in process)",
     )
     validate.set_defaults(run=_validate)
 
